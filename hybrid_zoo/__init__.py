@@ -1,0 +1,11 @@
+"""hybrid_zoo: fused convolution + attention image classifiers, native to timm.
+
+Importing the package registers the nine ``convformer_*`` models in timm's registry; it needs only
+torch and timm, and prints, warns and downloads nothing. Training, Hub and export code live in
+submodules that import their own dependencies when used.
+"""
+
+from .models import MODEL_NAMES, ConvFormerFusion, list_variants
+
+__version__ = '0.1.0'
+__all__ = ['MODEL_NAMES', 'ConvFormerFusion', 'list_variants', '__version__']

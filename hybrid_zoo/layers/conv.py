@@ -1,0 +1,71 @@
+"""Convolutional building blocks: conv + BN, and the ConvNeXt-style conv block with BatchNorm."""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath, LayerScale2d
+from torch import nn
+
+from .fold import fold_bn_after, fold_scale_after
+
+
+class ConvNorm(nn.Sequential):
+    """Conv2d without bias followed by BatchNorm2d: (B, C_in, H, W) -> (B, C_out, H / stride, W / stride).
+
+    ``fuse()`` returns the equivalent single conv (timm's ``reparameterize_model`` calls it).
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int | None = None,
+        groups: int = 1,
+    ) -> None:
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+
+    def fuse(self) -> nn.Conv2d:
+        return fold_bn_after(self.conv, self.bn)
+
+
+class ConvBlock(nn.Module):
+    """Depthwise 7x7 -> BN -> 1x1 expand -> GELU -> 1x1 project, residual: (B, C, H, W) -> (B, C, H, W).
+
+    ConvNeXt's block (https://arxiv.org/abs/2201.03545) with BatchNorm in place of LayerNorm, so the
+    norm folds into the depthwise conv at inference; projections are 1x1 convs, which run about twice
+    as fast as ``nn.Linear`` on CPU in channels_last (oneDNN instead of MKL GEMM).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        kernel_size: int = 7,
+        act_layer: type[nn.Module] = nn.GELU,
+        ls_init_value: float = 1e-6,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.dw = ConvNorm(dim, dim, kernel_size, groups=dim)
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.ls = LayerScale2d(dim, ls_init_value)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def reparameterize(self) -> None:
+        """Fold BN into the depthwise conv and the layer scale into ``fc2`` (exact in eval mode)."""
+        if isinstance(self.dw, ConvNorm):
+            self.dw = self.dw.fuse()
+        if isinstance(self.ls, LayerScale2d):
+            self.fc2 = fold_scale_after(self.fc2, self.ls.gamma)
+            self.ls = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.ls(self.fc2(self.act(self.fc1(self.dw(x))))))

@@ -1,0 +1,63 @@
+"""Registration of the nine ConvFormer fusion models in timm: the only code that touches timm's registry.
+
+timm keys a model by its entrypoint's function name and files it under this module's basename
+(``timm.list_models(module='convformer_fusion')``); ``default_cfgs`` must exist before registration.
+"""
+
+from __future__ import annotations
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .model import ConvFormerFusion
+from .variants import VARIANTS
+
+__all__ = ['MODEL_NAMES', 'default_cfgs']
+
+MODEL_NAMES: tuple[str, ...] = tuple(VARIANTS)
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        'num_classes': 1000,
+        'input_size': (3, 224, 224),
+        'pool_size': (7, 7),
+        'crop_pct': 0.95,
+        'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0.conv',
+        'classifier': 'head.fc',
+        'license': 'apache-2.0',
+        'origin_url': 'https://github.com/hybrid-zoo/hybrid_zoo',
+        **kwargs,
+    }
+
+
+# Architectures without published weights get an untagged entry (timm needs one per architecture);
+# a published weight adds 'name.tag': _cfg(hf_hub_id='<org>/<name>.<tag>', ...).
+default_cfgs = generate_default_cfgs({name: _cfg() for name in VARIANTS})
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    return build_model_with_cfg(
+        ConvFormerFusion,
+        variant,
+        pretrained,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _entrypoint(name: str):
+    def create(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+        # user kwargs override the variant's architecture (timm convention)
+        return _create(name, pretrained=pretrained, **dict(VARIANTS[name].kwargs(), **kwargs))
+
+    create.__name__ = create.__qualname__ = name  # timm registers an entrypoint under its __name__
+    create.__doc__ = f'{name}: {VARIANTS[name]}'
+    return create
+
+
+for _name in VARIANTS:
+    globals()[_name] = register_model(_entrypoint(_name))

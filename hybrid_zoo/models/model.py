@@ -1,0 +1,254 @@
+"""ConvFormerFusion: a 4-stage conv + attention classifier with the fusion point as a parameter.
+
+stem (stride 4) -> 4 stages (strides 4, 8, 16, 32; conv blocks before the fusion point, attention
+blocks from it on) -> head (global average pool -> LayerNorm -> Linear). Every tensor between
+modules is an NCHW map; attention blocks tokenise internally, so any input size >= 32 px works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import NormMlpClassifierHead, get_act_layer, register_notrace_function, trunc_normal_
+from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
+from torch import nn
+
+from ..layers import AttnBlock, ConvBlock, ConvNorm
+from .variants import FIRST_ATTENTION_STAGE
+
+__all__ = ['MIN_INPUT_SIZE', 'ConvFormerFusion', 'ConvFormerStage']
+
+MIN_INPUT_SIZE = 32  # one pixel at stride 32
+
+
+@register_notrace_function  # shape checks are not traceable by torch.fx; keep the call as a graph leaf
+def check_input(x: torch.Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float (B, in_chans, H, W) tensor with H, W >= 32."""
+    if torch.jit.is_tracing():  # ONNX/trace export: shapes are symbolic, the checks ran in eager already
+        return
+    if x.dim() != 4:
+        raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) image tensor, got {x.dim()}-D shape {list(x.shape)}')
+    if not x.is_floating_point():
+        raise ValueError(f'expected a floating point tensor normalized with mean/std, got dtype {x.dtype}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'expected {in_chans} input channels (B, {in_chans}, H, W), got shape {list(x.shape)}')
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f'expected height and width >= {min_size}, got {x.shape[2]}x{x.shape[3]} (shape {list(x.shape)})'
+        )
+
+
+class ConvFormerStage(nn.Module):
+    """Optional 3x3 stride-2 conv + BN downsampling, then blocks: (B, C_in, H, W) -> (B, C, H / s, W / s)."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        depth: int,
+        attention: bool,
+        downsample: bool,
+        head_dim: int = 32,
+        kv_reduction: int = 1,
+        mlp_ratio: float = 4.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        ls_init_value: float = 1e-6,
+        drop_path_rates: Sequence[float] = (),
+    ) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2) if downsample else nn.Identity()
+        dpr = list(drop_path_rates) or [0.0] * depth
+        if attention:
+            blocks = [
+                AttnBlock(out_chs, head_dim, kv_reduction, mlp_ratio, act_layer, ls_init_value, dpr[i])
+                for i in range(depth)
+            ]
+        else:
+            blocks = [
+                ConvBlock(out_chs, mlp_ratio, act_layer=act_layer, ls_init_value=ls_init_value, drop_path=dpr[i])
+                for i in range(depth)
+            ]
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class ConvFormerFusion(nn.Module):
+    """Hybrid conv/attention classifier: (B, in_chans, H, W) float -> (B, num_classes) logits.
+
+    Args:
+        widths: channels of the four stages.
+        depths: blocks in the four stages.
+        fusion: 'early' | 'mid' | 'late': attention from stage 2, 3 or 4 (stride 8, 16 or 32) on.
+        head_dim: channels per attention head.
+        kv_reductions: per-stage pooling factor of keys/values in attention stages.
+        mlp_ratio: hidden expansion of conv blocks and FFNs.
+        in_chans, num_classes, global_pool, drop_rate, drop_path_rate: as everywhere in timm.
+        ls_init_value: initial layer scale.
+        act_layer: activation name understood by ``timm.layers.get_act_layer``.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 128, 256, 384),
+        depths: Sequence[int] = (2, 2, 8, 2),
+        fusion: str = 'mid',
+        head_dim: int = 32,
+        kv_reductions: Sequence[int] = (1, 2, 1, 1),
+        mlp_ratio: float = 4.0,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = 'avg',
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        ls_init_value: float = 1e-6,
+        act_layer: str = 'gelu',
+    ) -> None:
+        super().__init__()
+        if fusion not in FIRST_ATTENTION_STAGE:
+            raise ValueError(f'fusion must be one of {list(FIRST_ATTENTION_STAGE)}, got {fusion!r}')
+        if len(widths) != 4 or len(depths) != 4 or len(kv_reductions) != 4:
+            raise ValueError(f'expected 4 widths, depths and kv_reductions, got {widths}, {depths}, {kv_reductions}')
+        act = get_act_layer(act_layer)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self.fusion = fusion
+        self.grad_checkpointing = False
+        first_attn = FIRST_ATTENTION_STAGE[fusion]
+
+        self.stem = nn.Sequential(
+            ConvNorm(in_chans, widths[0] // 2, 3, stride=2),
+            act(),
+            ConvNorm(widths[0] // 2, widths[0], 3, stride=2),
+        )
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        stages, in_chs = [], widths[0]
+        self.feature_info = []
+        for i, (width, depth) in enumerate(zip(widths, depths)):
+            stages.append(
+                ConvFormerStage(
+                    in_chs,
+                    width,
+                    depth,
+                    attention=i >= first_attn,
+                    downsample=i > 0,
+                    head_dim=head_dim,
+                    kv_reduction=kv_reductions[i],
+                    mlp_ratio=mlp_ratio,
+                    act_layer=act,
+                    ls_init_value=ls_init_value,
+                    drop_path_rates=dpr[i].tolist(),
+                )
+            )
+            in_chs = width
+            self.feature_info.append(dict(num_chs=width, reduction=4 * 2**i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.head = NormMlpClassifierHead(
+            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer='layernorm2d'
+        )
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)'
+            if coarse
+            else [(r'^stages\.(\d+)\.downsample', (0,)), (r'^stages\.(\d+)\.blocks\.(\d+)', None)],
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        # Layer scales (1-D, so timm already skips them) listed for optimizers that only read this set.
+        return {name for name, _ in self.named_parameters() if name.endswith('.gamma')}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size=None, **kwargs) -> None:
+        """No-op: nothing in the model depends on the input size (no position tables, no windows)."""
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = 'NCHW',
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs at strides 4, 8, 16, 32: list of (B, widths[i], ceil(H / s), ceil(W / s)).
+
+        ``indices`` selects stages (an int n = the last n); the final tensor equals ``forward_features``.
+        ``norm`` is accepted for timm compatibility: the model has no norm between stages and head.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        check_input(x, self.in_chans)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last one ``indices`` selects (and the head); return the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, num_features, ceil(H / 32), ceil(W / 32))."""
+        check_input(x, self.in_chans)
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.stages, x)
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, num_features, h, w) -> (B, num_classes) logits, or (B, num_features) if ``pre_logits``."""
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

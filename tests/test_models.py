@@ -1,0 +1,236 @@
+"""The timm model contract, checked for every registered variant (what timm's own suite and users rely on)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+import hybrid_zoo
+from hybrid_zoo.models import VARIANTS
+
+NAMES = hybrid_zoo.list_variants()
+TINY = [n for n in NAMES if n.startswith('convformer_tiny')]
+EXPECTED = {f'convformer_{size}{suffix}' for size in ('tiny', 'small', 'base') for suffix in ('', '_early', '_late')}
+
+
+def _create(name: str, **kwargs) -> torch.nn.Module:
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def test_exactly_nine_models_registered():
+    assert set(NAMES) == EXPECTED
+    assert set(timm.list_models(module='convformer_fusion')) == EXPECTED
+    for name in NAMES:
+        assert timm.models.model_entrypoint(name).__module__ == 'hybrid_zoo.models.convformer_fusion'
+
+
+def test_import_is_quiet_cheap_and_overwrites_nothing():
+    code = (
+        'import sys, warnings\n'
+        'warnings.simplefilter("always")\n'
+        'import timm\n'
+        'before = set(timm.list_models())\n'
+        'with warnings.catch_warnings(record=True) as caught:\n'
+        '    warnings.simplefilter("always")\n'
+        '    import hybrid_zoo\n'
+        'assert not [w for w in caught if "Overwriting" in str(w.message)], caught\n'
+        'assert not caught, [str(w.message) for w in caught]\n'
+        'after = set(timm.list_models())\n'
+        'assert before.isdisjoint(hybrid_zoo.MODEL_NAMES)\n'
+        'assert after - before == set(hybrid_zoo.MODEL_NAMES)\n'
+        'heavy = {"accelerate", "datasets", "onnx", "onnxruntime", "matplotlib", "sklearn"} & set(sys.modules)\n'
+        'assert not heavy, heavy\n'
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ''
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_forward_at_cfg_size_and_grad_checkpointing(name):
+    model = _create(name).eval()
+    cfg = model.pretrained_cfg
+    x = torch.randn(1, *cfg['input_size'])
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (1, cfg['num_classes'])
+        assert torch.isfinite(out).all()
+        model.set_grad_checkpointing()
+        torch.testing.assert_close(model(x), out, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_backward_every_parameter_gets_a_gradient(name):
+    model = _create(name, num_classes=42, drop_path_rate=0.1).train()
+    out = model(torch.randn(2, 3, 128, 128))
+    assert out.shape == (2, 42)
+    out.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_default_cfg_contract(name):
+    model = _create(name).eval()
+    cfg = model.pretrained_cfg
+    for key in ('input_size', 'pool_size', 'crop_pct', 'interpolation', 'mean', 'std', 'first_conv', 'classifier'):
+        assert cfg.get(key) is not None, key
+    assert cfg['license'] == 'apache-2.0'
+    assert not cfg.get('hf_hub_id') and not cfg.get('url')  # no weight tag without weights
+    state = model.state_dict()
+    assert cfg['classifier'] + '.weight' in state and cfg['first_conv'] + '.weight' in state
+    x = torch.randn(1, *cfg['input_size'])
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (1, model.num_features, *cfg['pool_size'])
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.head_hidden_size)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.head_hidden_size)
+        assert isinstance(model.get_classifier(), torch.nn.Identity)
+        model.reset_classifier(0, '')
+        assert model(x).shape == (1, model.num_features, *cfg['pool_size'])
+        model.reset_classifier(7, 'avg')
+        assert model(x).shape == (1, 7)
+        headless = _create(name, num_classes=0, global_pool='').eval()
+        assert headless(x).shape == (1, model.num_features, *cfg['pool_size'])
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_features_only_and_intermediates(name):
+    size = 96
+    feat_model = _create(name, features_only=True).eval()
+    assert feat_model.feature_info.reduction() == [4, 8, 16, 32]
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        feats = feat_model(x)
+    assert len(feats) == 4
+    for f, chs, red in zip(feats, feat_model.feature_info.channels(), feat_model.feature_info.reduction()):
+        assert f.shape == (1, chs, math.ceil(size / red), math.ceil(size / red))
+    model = _create(name).eval()
+    assert [f['reduction'] for f in model.feature_info] == [4, 8, 16, 32]
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        torch.testing.assert_close(final, model.forward_features(x))
+        assert [t.shape[1] for t in inter] == list(VARIANTS[name].widths)
+        only = model.forward_intermediates(x, indices=[1, 2], intermediates_only=True)
+        torch.testing.assert_close(only[1], inter[2])
+        model.set_grad_checkpointing()
+        final_ckpt, _ = model.forward_intermediates(x)
+        torch.testing.assert_close(final_ckpt, final)
+        model.set_grad_checkpointing(False)
+        kept = model.prune_intermediate_layers(indices=2)
+        assert kept == [2, 3]
+        assert model(x).shape == (1, model.num_features, 3, 3)
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+@pytest.mark.parametrize('name', NAMES)
+def test_torchscript(name):
+    model = _create(name).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        scripted = torch.jit.script(model)
+        torch.testing.assert_close(scripted(x), model(x))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_fx_feature_extraction_forward_and_backward(name):
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    model = _create(name).eval()
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    fx = create_feature_extractor(
+        model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=tracer_kwargs
+    )
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(next(iter(fx(x).values())), model(x))
+    fx.train()
+    out = next(iter(fx(torch.randn(2, 3, 96, 96)).values()))
+    out.mean().backward()
+    assert all(p.grad is not None for p in fx.parameters())
+
+
+@pytest.mark.parametrize('in_chans', [1, 3, 4])
+def test_in_chans(in_chans):
+    model = _create('convformer_tiny', in_chans=in_chans, num_classes=5).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, in_chans, 64, 64)).shape == (2, 5)
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('hw', [(32, 32), (96, 96), (193, 250), (250, 100)])
+def test_any_input_size(name, hw):
+    model = _create(name, num_classes=3).eval()
+    x = torch.randn(1, 3, *hw)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (1, model.num_features, math.ceil(hw[0] / 32), math.ceil(hw[1] / 32))
+        assert model.forward_head(feats).shape == (1, 3)
+
+
+def test_large_input_and_set_input_size_is_a_noop():
+    model = _create('convformer_tiny', num_classes=3).eval()
+    x = torch.randn(1, 3, 384, 384)
+    with torch.no_grad():
+        before = model(x)
+        model.set_input_size((64, 64))
+        torch.testing.assert_close(model(x), before)
+        assert model.forward_features(x).shape[-2:] == (12, 12)
+
+
+@pytest.mark.parametrize(
+    'x, match',
+    [
+        (torch.randn(1, 4, 64, 64), r'expected 3 input channels .* got shape \[1, 4, 64, 64\]'),
+        (torch.randn(3, 64, 64), r'expected a 4-D .* got 3-D'),
+        (torch.randn(1, 3, 16, 64), r'expected height and width >= 32, got 16x64'),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), r'expected a floating point tensor .* got dtype torch.uint8'),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.int64), r'got dtype torch.int64'),
+    ],
+)
+def test_bad_input_raises_value_error(x, match):
+    model = _create('convformer_tiny').eval()
+    with pytest.raises(ValueError, match=match):
+        model(x)
+    with pytest.raises(ValueError, match=match):
+        model.forward_intermediates(x)
+
+
+def test_drop_path_and_optimizer_hooks():
+    from timm.optim import create_optimizer_v2
+
+    model = _create('convformer_tiny', drop_path_rate=0.3, num_classes=4)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, timm.layers.DropPath)]
+    assert rates and max(rates) == pytest.approx(0.3) and min(rates) < 0.3
+    assert model.no_weight_decay() and all(n.endswith('.gamma') for n in model.no_weight_decay())
+    opt = create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05, layer_decay=0.8)
+    assert len(opt.param_groups) > 4  # stem, one group per block, head
+    n_params = sum(p.numel() for g in opt.param_groups for p in g['params'])
+    assert n_params == sum(p.numel() for p in model.parameters())
+
+
+def test_fusion_placement_is_where_attention_starts():
+    from hybrid_zoo.layers import AttnBlock
+
+    first = {'early': 1, 'mid': 2, 'late': 3}
+    for name, cfg in VARIANTS.items():
+        model = _create(name)
+        attends = [isinstance(stage.blocks[0], AttnBlock) for stage in model.stages]
+        assert attends == [i >= first[cfg.fusion] for i in range(4)], name
+        assert [len(stage.blocks) for stage in model.stages] == list(cfg.depths)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match='fusion must be one of'):
+        _create('convformer_tiny', fusion='middle')
+    with pytest.raises(ValueError, match='multiple of head_dim'):
+        _create('convformer_tiny', head_dim=100)
