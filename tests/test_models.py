@@ -110,7 +110,7 @@ def test_features_only_and_intermediates(name):
     with torch.no_grad():
         feats = feat_model(x)
     assert len(feats) == 4
-    for f, chs, red in zip(feats, feat_model.feature_info.channels(), feat_model.feature_info.reduction()):
+    for f, chs, red in zip(feats, feat_model.feature_info.channels(), feat_model.feature_info.reduction(), strict=True):
         assert f.shape == (1, chs, math.ceil(size / red), math.ceil(size / red))
     model = _create(name).eval()
     assert [f['reduction'] for f in model.feature_info] == [4, 8, 16, 32]

@@ -133,7 +133,7 @@ class ConvFormerFusion(nn.Module):
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
         stages, in_chs = [], widths[0]
         self.feature_info = []
-        for i, (width, depth) in enumerate(zip(widths, depths)):
+        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
             stages.append(
                 ConvFormerStage(
                     in_chs,
