@@ -1,0 +1,244 @@
+"""Deployment: BatchNorm folding, torch.compile graph checks, ONNX export with onnxruntime parity.
+
+``hybrid-zoo export`` writes one model to ONNX (dynamic batch, height and width) and checks it against
+eager PyTorch; ``hybrid-zoo export --measure`` measures folding, compile and ONNX parity for many models
+into ``model_cards/results/deploy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .results import machine_meta, write_json_atomic
+
+_log = logging.getLogger(__name__)
+
+PARITY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((1, 3, 224, 224), (2, 3, 193, 250), (3, 3, 96, 96))
+
+
+def reparameterize(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with BatchNorm and layer scales folded into convs (timm's ``reparameterize_model``)."""
+    from timm.models import reparameterize_model
+
+    return reparameterize_model(model.eval(), inplace=False)
+
+
+def graph_breaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(graph count, graph break count) of ``torch.compile`` on ``model(x)``, from ``torch._dynamo.explain``."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(x)
+    return explanation.graph_count, explanation.graph_break_count
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_size: Sequence[int] = (3, 224, 224),
+    opset: int = 18,
+    exporter: str = 'dynamo',
+) -> Path:
+    """Write ``model`` (eval mode) to ONNX with dynamic batch, height and width; input ``pixel_values``, output ``logits``.
+
+    The file appears only when complete (written next to ``path``, then renamed). ``exporter`` is
+    'dynamo' (``torch.export``-based, the PyTorch default) or 'torchscript' (the legacy tracer; faster).
+    """
+    if opset < 17:
+        raise ValueError(f'opset must be >= 17 (LayerNorm is a native op from 17), got {opset}')
+    if exporter not in ('dynamo', 'torchscript'):
+        raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    x = torch.randn(2, *input_size)
+    fd, tmp = tempfile.mkstemp(suffix='.onnx', dir=path.parent)
+    os.close(fd)
+    try:
+        common = dict(input_names=['pixel_values'], output_names=['logits'], opset_version=opset)
+        if exporter == 'dynamo':
+            dims = dict(
+                batch=torch.export.Dim('batch', min=1, max=4096),
+                height=torch.export.Dim('height', min=32, max=8192),
+                width=torch.export.Dim('width', min=32, max=8192),
+            )
+            arg = next(iter(_forward_arg_names(model)))
+            torch.onnx.export(
+                model,
+                (x,),
+                tmp,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes={arg: {0: dims['batch'], 2: dims['height'], 3: dims['width']}},
+                **common,
+            )
+        else:
+            torch.onnx.export(
+                model,
+                (x,),
+                tmp,
+                dynamo=False,
+                dynamic_axes={'pixel_values': {0: 'batch', 2: 'height', 3: 'width'}, 'logits': {0: 'batch'}},
+                **common,
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _forward_arg_names(model: nn.Module) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(model.forward).parameters if p != 'self']
+
+
+def onnx_max_abs_diff(
+    model: nn.Module, onnx_path: str | os.PathLike, shapes: Sequence[Sequence[int]] = PARITY_SHAPES
+) -> float:
+    """Largest |onnxruntime - eager| over random inputs of the given (B, C, H, W) shapes."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    worst = 0.0
+    model = model.eval()
+    for shape in shapes:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = model(x)
+        got = torch.from_numpy(session.run(None, {'pixel_values': x.numpy()})[0])
+        worst = max(worst, (got - expected).abs().max().item())
+    return worst
+
+
+def _time_per_batch(model: nn.Module, x: torch.Tensor, iters: int) -> float:
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        return (time.perf_counter() - start) / iters
+
+
+def reparam_speedup(model: nn.Module, batch_size: int = 16, img_size: int = 224, rounds: int = 3) -> dict:
+    """Eager channels_last images/s before and after folding, interleaved rounds, median."""
+    plain = model.eval().to(memory_format=torch.channels_last)
+    folded = reparameterize(plain).to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, img_size, img_size).to(memory_format=torch.channels_last)
+    for m in (plain, folded):
+        _time_per_batch(m, x, 1)  # warm-up: oneDNN primitive creation
+    t_plain, t_folded = [], []
+    for _ in range(rounds):
+        t_plain.append(_time_per_batch(plain, x, 2))
+        t_folded.append(_time_per_batch(folded, x, 2))
+    ips_plain = batch_size / statistics.median(t_plain)
+    ips_folded = batch_size / statistics.median(t_folded)
+    return dict(
+        img_per_s=round(ips_plain, 2), img_per_s_reparam=round(ips_folded, 2), speedup=round(ips_folded / ips_plain, 3)
+    )
+
+
+def measure_model(name: str, exporter: str = 'torchscript', speed: bool = True) -> dict:
+    """Folding parity and speed, compile graph breaks, ONNX parity (eager-form and folded) for one timm model."""
+    import timm
+
+    import hybrid_zoo  # noqa: F401  (registers the models)
+
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    folded = reparameterize(model)
+    row: dict = {'model': name}
+    diffs = []
+    for shape in PARITY_SHAPES:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            diffs.append((folded(x) - model(x)).abs().max().item())
+    row['reparam_max_abs_diff'] = max(diffs)
+    row['bn_layers_before'] = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    row['bn_layers_after'] = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    if speed:
+        row.update({f'reparam_{k}': v for k, v in reparam_speedup(model).items()})
+    graphs, breaks = graph_breaks(model, torch.randn(2, 3, 224, 224))
+    row.update(compile_graphs=graphs, compile_graph_breaks=breaks)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, m in (('onnx', model), ('onnx_reparam', folded)):
+            path = export_onnx(m, Path(tmp) / f'{label}.onnx', exporter=exporter)
+            row[f'{label}_max_abs_diff'] = onnx_max_abs_diff(m, path)
+    row['onnx_exporter'] = exporter
+    row['parity_shapes'] = [list(s) for s in PARITY_SHAPES]
+    return row
+
+
+def measure(names: Sequence[str], out: str | os.PathLike, exporter: str = 'torchscript') -> dict:
+    """Run :func:`measure_model` for every name and write the results file."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for name in tqdm(names, desc='deploy checks', unit='model'):
+        rows.append(measure_model(name, exporter=exporter))
+        _log.info('%s', rows[-1])
+    result = {'meta': machine_meta(), 'models': {r.pop('model'): r for r in rows}}
+    write_json_atomic(out, result)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='hybrid-zoo export',
+        description='Export a model to ONNX (dynamic batch/height/width) and check it against eager PyTorch, '
+        'or (--measure) measure folding, torch.compile and ONNX parity for many models.',
+    )
+    p.add_argument('--model', default='convformer_tiny', help='timm model name, hf-hub:org/name or local-dir:PATH')
+    p.add_argument('--pretrained', action='store_true', help='load the weights named by --model')
+    p.add_argument('--num-classes', type=int, default=None, help='override the number of classes')
+    p.add_argument('--output', default='model.onnx', help='ONNX file to write')
+    p.add_argument('--img-size', type=int, default=224, help='side of the example input used for export')
+    p.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 17)')
+    p.add_argument('--exporter', choices=['dynamo', 'torchscript'], default='dynamo', help='PyTorch ONNX exporter')
+    p.add_argument('--no-reparam', action='store_true', help='export the training form (BatchNorm not folded)')
+    p.add_argument(
+        '--measure',
+        nargs='*',
+        metavar='MODEL',
+        help='measure folding/compile/ONNX parity for these models (none given: the nine) into --results',
+    )
+    p.add_argument('--results', default='model_cards/results/deploy.json', help='results file for --measure')
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    import timm
+
+    import hybrid_zoo
+
+    if args.measure is not None:
+        measure(args.measure or hybrid_zoo.list_variants(), args.results, exporter='torchscript')
+        print(f'wrote {args.results}')
+        return 0
+    kwargs = {} if args.num_classes is None else {'num_classes': args.num_classes}
+    model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs).eval()
+    if not args.no_reparam:
+        model = reparameterize(model)
+    in_chans = model.pretrained_cfg.get('input_size', (3,))[0] if hasattr(model, 'pretrained_cfg') else 3
+    shapes = [(s[0], in_chans, *s[2:]) for s in PARITY_SHAPES]
+    path = export_onnx(model, args.output, (in_chans, args.img_size, args.img_size), args.opset, args.exporter)
+    diff = onnx_max_abs_diff(model, path, shapes)
+    print(json.dumps({'onnx': str(path), 'max_abs_diff_vs_eager': diff, 'shapes': shapes}))
+    return 0 if diff < 1e-4 else 1
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
