@@ -1,0 +1,229 @@
+"""Render everything people read from the result files: README tables, the placement diagram, model cards.
+
+The README holds generated blocks between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers;
+``hybrid-zoo render-docs`` rewrites them, ``--check`` fails when a block is stale. Nothing measured is
+typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from .results import RESULTS_DIR, read_json
+
+_log = logging.getLogger(__name__)
+ROOT = RESULTS_DIR.parent.parent
+FIGURES = ROOT / 'model_cards' / 'figures'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def model_table(results: Path) -> str | None:
+    path = results / 'model_stats.json'
+    if not path.exists():
+        return None
+    stats = read_json(path)
+    rows = []
+    for name, r in stats['models'].items():
+        attends = ''.join('A' if i + 1 in r['attention_stages'] else 'C' for i in range(4))
+        rows.append(
+            [
+                f'`{name}`',
+                r['fusion'],
+                '-'.join(attends),
+                '/'.join(map(str, r['widths'])),
+                '-'.join(map(str, r['depths'])),
+                f'{r["params_m"]:.2f}',
+                f'{r["gmacs"]:.3f}',
+                f'{r["attention_gmacs"]:.3f}',
+            ]
+        )
+    spread = ', '.join(f'{size} {100 * s:.1f}%' for size, s in stats['flop_spread_by_size'].items())
+    meta = stats['meta']
+    return (
+        _table(
+            [
+                'model',
+                'fusion',
+                'stages (C conv, A attention)',
+                'widths',
+                'depths',
+                'params (M)',
+                'GMACs',
+                'of which attention',
+            ],
+            rows,
+        )
+        + f'\n\nGMACs at {meta["input_size"][1]}x{meta["input_size"][2]}, 1000 classes, counted by '
+        f'`{meta["counter"]}`. Placement spread within a size (max/min - 1): {spread}. '
+        f'Source: `model_cards/results/model_stats.json` (torch {meta["torch"]}, timm {meta["timm"]}, {meta["date"]}).'
+    )
+
+
+def deploy_table(results: Path) -> str | None:
+    path = results / 'deploy.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = [
+        [
+            f'`{name}`',
+            f'{r["reparam_max_abs_diff"]:.1e}',
+            f'{r.get("reparam_speedup", float("nan")):.3f}x',
+            f'{r["compile_graphs"]} / {r["compile_graph_breaks"]}',
+            f'{r["onnx_max_abs_diff"]:.1e}',
+            f'{r["onnx_reparam_max_abs_diff"]:.1e}',
+        ]
+        for name, r in data['models'].items()
+    ]
+    meta = data['meta']
+    shapes = ', '.join('x'.join(map(str, s)) for s in next(iter(data['models'].values()))['parity_shapes'])
+    return (
+        _table(
+            [
+                'model',
+                'folded vs eager max abs diff',
+                'folded speed-up (b16, CL)',
+                'compile graphs / breaks',
+                'ONNX vs eager',
+                'ONNX (folded) vs eager',
+            ],
+            rows,
+        )
+        + f'\n\nParity over inputs {shapes} (B x C x H x W, one ONNX file, dynamic axes). '
+        f'Measured {meta["date"]} on {meta["cpu"]}, {meta["threads"]} threads, torch {meta["torch"]}. '
+        'Source: `model_cards/results/deploy.json` (`hybrid-zoo export --measure`).'
+    )
+
+
+def bench_table(results: Path) -> str | None:
+    path = results / 'bench-cpu.md'
+    return path.read_text().strip() if path.exists() else None
+
+
+def fmnist_table(results: Path) -> str | None:
+    path = results / 'fmnist.md'
+    return path.read_text().strip() if path.exists() else None
+
+
+BLOCKS: dict[str, Callable[[Path], str | None]] = {
+    'model_table': model_table,
+    'deploy_table': deploy_table,
+    'bench_table': bench_table,
+    'fmnist_table': fmnist_table,
+}
+
+
+def render_readme(text: str, results: Path = RESULTS_DIR) -> str:
+    """Replace every known generated block of ``text``; blocks without a results file say so."""
+    for name, fn in BLOCKS.items():
+        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)', re.S)
+        if not pattern.search(text):
+            continue
+        body = fn(results) or '_No results yet: `model_cards/results/` has no file for this table._'
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+    return text
+
+
+def draw_placements(path: Path = FIGURES / 'placements.png') -> Path:
+    """Diagram of the three fusion placements: stem, four stages (conv or attention), head."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from .models.variants import FIRST_ATTENTION_STAGE
+
+    colors = {'conv': '#8fb8de', 'attn': '#f4a261', 'io': '#d9d9d9'}
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(-0.6, 3.4)
+    ax.axis('off')
+    strides = [4, 8, 16, 32]
+    for row, fusion in enumerate(('late', 'mid', 'early')):
+        y = row * 1.1
+        ax.text(0.05, y + 0.35, fusion, fontsize=12, fontweight='bold', va='center')
+        boxes = [('stem\n3x3 s2 x2', 'io')]
+        for i, s in enumerate(strides):
+            kind = 'attn' if i >= FIRST_ATTENTION_STAGE[fusion] else 'conv'
+            label = f'S{i + 1} /{s}\n' + ('CPE + MHSA\n+ ConvFFN' if kind == 'attn' else 'dw7x7\nconv block')
+            boxes.append((label, kind))
+        boxes.append(('pool-LN-FC\nlogits', 'io'))
+        for j, (label, kind) in enumerate(boxes):
+            x = 0.9 + j * 1.65
+            ax.add_patch(FancyBboxPatch((x, y), 1.45, 0.7, boxstyle='round,pad=0.03', fc=colors[kind], ec='black'))
+            ax.text(x + 0.725, y + 0.35, label, ha='center', va='center', fontsize=8)
+            if j:
+                ax.annotate('', xy=(x, y + 0.35), xytext=(x - 0.2, y + 0.35), arrowprops=dict(arrowstyle='->'))
+    ax.text(
+        0.9,
+        3.25,
+        'ConvFormer fusion placements: where attention first appears (orange = attention stages, blue = conv stages)',
+        fontsize=10,
+    )
+    ax.text(
+        0.9,
+        -0.45,
+        'Input (B, C, H, W), any H, W >= 32; every stage keeps NCHW maps; strides 4/8/16/32; '
+        'keys/values pooled 2x at stride 8.',
+        fontsize=8,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches='tight', metadata={'Software': None})
+    plt.close(fig)
+    return path
+
+
+def render_cards(results: Path = RESULTS_DIR) -> list[Path]:
+    """One model card per architecture, when the card renderer is installed (the ``hub`` extra)."""
+    try:
+        from . import cards
+    except ImportError as err:  # huggingface_hub missing: cards are optional for a model-only install
+        _log.warning('model cards skipped: %s', err)
+        return []
+    return cards.render_architecture_cards(results / 'model_stats.json', ROOT / 'model_cards')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='hybrid-zoo render-docs',
+        description='Rewrite the generated README blocks, the placement diagram and the model cards '
+        'from model_cards/results/.',
+    )
+    p.add_argument('--readme', default=str(ROOT / 'README.md'), help='README to update in place')
+    p.add_argument('--results', default=str(RESULTS_DIR), help='results directory')
+    p.add_argument('--check', action='store_true', help='change nothing; exit 1 if a README block is stale')
+    p.add_argument('--no-figures', action='store_true', help='skip the diagram and the model cards')
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    readme = Path(args.readme)
+    old = readme.read_text()
+    new = render_readme(old, Path(args.results))
+    if args.check:
+        if new != old:
+            print(f'{readme} is stale: run `hybrid-zoo render-docs`')
+            return 1
+        return 0
+    readme.write_text(new)
+    print(f'updated {readme}')
+    if not args.no_figures:
+        print(f'drew {draw_placements()}')
+        for card in render_cards(Path(args.results)):
+            print(f'wrote {card}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
