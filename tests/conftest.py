@@ -37,3 +37,36 @@ torch.manual_seed(0)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ---- local Hub server (tests marked `hub`) ------------------------------------------------------------
+# Test-only credentials of the local server; they open nothing anywhere else.
+HUB_TOKENS = {
+    'alice': 'hf_test_alice_0123456789',  # owns the alice namespace and is a member of the zoo org
+    'bob': 'hf_test_bob_0123456789',
+    'carol': 'hf_test_carol_read_only',  # a read-only token
+}
+
+
+@pytest.fixture(scope='session')
+def hub_server(tmp_path_factory):
+    """The local Hub-protocol server on ``HUB_PORT`` (= ``HF_ENDPOINT``), shared by the session."""
+    from hybrid_zoo.hub_server import HubServer
+
+    tokens = {HUB_TOKENS['alice']: 'alice', HUB_TOKENS['bob']: 'bob', HUB_TOKENS['carol']: ('carol', 'read')}
+    server = HubServer(tmp_path_factory.mktemp('hub-data'), port=HUB_PORT, tokens=tokens, orgs={'zoo': ['alice']})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def hub_tokens() -> dict[str, str]:
+    return dict(HUB_TOKENS)
+
+
+@pytest.fixture
+def hf_token(monkeypatch, hub_server) -> str:
+    """Log in as alice through ``HF_TOKEN``, as a user would."""
+    monkeypatch.setenv('HF_TOKEN', HUB_TOKENS['alice'])
+    return HUB_TOKENS['alice']
