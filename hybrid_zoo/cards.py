@@ -4,7 +4,7 @@ The template is ``model_cards/template.md`` (Jinja2); the YAML header comes from
 ``huggingface_hub.ModelCardData`` (``model-index`` via ``EvalResult``). No number is typed into a card:
 a trained card reads ``config.json``, ``results.json`` and ``train_args.json`` of the model folder and
 measures params/GMACs on the model its config builds; architecture cards read
-``model_cards/results/model_stats.json`` and, when present, ``bench-cpu.json`` and ``fmnist.json`` beside it.
+``model_cards/results/model_stats.json`` and, when present, ``bench-cpu.json`` and ``fmnist-cpu64.json`` beside it.
 
 Regenerate the architecture cards::
 
@@ -37,9 +37,36 @@ HUB_DATASET_IDS = {
 }
 PLOTS = {'training_curves.png': 'Training curves', 'confusion_matrix.png': 'Confusion matrix'}
 # optional result files beside model_stats.json: file -> (section title, dataset its top1/top5 were measured on)
-EXTRA_RESULTS = {'fmnist.json': ('Fashion-MNIST results', 'fashion_mnist'), 'bench-cpu.json': ('CPU speed', None)}
+# optional result file -> (card section title, dataset of its accuracies or None, keys shown (None = all))
+EXTRA_RESULTS = {
+    'fmnist-cpu64.json': (
+        'Fashion-MNIST (CPU protocol: 64 px, grayscale, seeded 6,000-image training subset; test split)',
+        'fashion_mnist',
+        ('top1', 'top1_std', 'top5', 'seeds', 'params_m', 'gmacs', 'train_img_per_s'),
+    ),
+    'bench-cpu.json': (
+        'CPU speed (fp32, batch 32 at 224 px, best layout, folded)',
+        None,
+        ('infer_img_s', 'latency_ms', 'train_img_s', 'gflops', 'pct_onednn', 'best_layout'),
+    ),
+}
 # how a result key reads in a card table; other keys appear as they are
-KEY_NAMES = {'top1': 'top-1 accuracy (%)', 'top5': 'top-5 accuracy (%)', 'num_samples': 'evaluated images'}
+KEY_NAMES = {
+    'top1': 'top-1 accuracy (%)',
+    'top1_std': 'top-1 spread over seeds (std, points)',
+    'top5': 'top-5 accuracy (%)',
+    'num_samples': 'evaluated images',
+    'seeds': 'training seeds',
+    'params_m': 'params (M)',
+    'gmacs': 'GMACs at the recipe size',
+    'train_img_per_s': 'training images/s (2-core CPU)',
+    'infer_img_s': 'inference images/s',
+    'latency_ms': 'batch-1 latency (ms)',
+    'train_img_s': 'training images/s (batch 16)',
+    'gflops': 'achieved GFLOP/s',
+    'pct_onednn': '% of the oneDNN 1x1-conv rate',
+    'best_layout': 'fastest memory layout',
+}
 # template fields a kind of card may leave out
 _OPTIONAL_FIELDS = {
     'training_rows': [], 'training_summary': '', 'result_rows': [], 'results_summary': '', 'per_class_header': [],
@@ -400,7 +427,7 @@ def render_architecture_card(
         stats: Its entry in ``model_stats.json['models']``.
         meta: ``model_stats.json['meta']`` (torch/timm versions, date, machine).
         extra: ``{file name: (its meta, its entry for this architecture)}`` of the optional result files
-            (``fmnist.json``, ``bench-cpu.json``).
+            (``fmnist-cpu64.json``, ``bench-cpu.json``).
         template: Jinja template; default ``model_cards/template.md``.
     """
     import timm
@@ -409,8 +436,9 @@ def render_architecture_card(
     fusion = stats.get('fusion') or (_hybrid_zoo_variant(name) or {}).get('fusion')
     sections, eval_results, datasets = [], [], []
     for source, (section_meta, entry) in (extra or {}).items():
-        title, dataset = EXTRA_RESULTS[source]
-        rows = [(KEY_NAMES.get(k, k), fmt(v)) for k, v in entry.items() if not isinstance(v, dict)]
+        title, dataset, keys = EXTRA_RESULTS[source]
+        shown = [k for k in keys if k in entry] if keys else [k for k, v in entry.items() if not isinstance(v, dict)]
+        rows = [(KEY_NAMES.get(k, k), fmt(entry[k])) for k in shown]
         note = _meta_note(section_meta, f'model_cards/results/{source}')
         sections.append({'title': title, 'note': note, 'rows': rows})
         if dataset is not None and (measured := _eval_results(entry, dataset, str(entry.get('split', 'test')))):
@@ -453,7 +481,7 @@ def render_architecture_cards(
 ) -> list[Path]:
     """Write ``<out_dir>/<name>.md`` for every architecture in ``stats_json`` (``model_stats.json``).
 
-    Sections for ``fmnist.json`` and ``bench-cpu.json`` (``{"meta": {...}, "models": {name: {...}}}``,
+    Sections for ``fmnist-cpu64.json`` and ``bench-cpu.json`` (``{"meta": {...}, "models": {name: {...}}}``,
     next to ``stats_json``) are added only when those files exist and list the architecture.
 
     Returns:

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'prepare-data': ('hybrid_zoo.data', 'turn Fashion-MNIST / scikit-learn digits into HF datasets on disk'),
     'train': ('hybrid_zoo.train', 'train or fine-tune a timm model with Accelerate on a HF dataset'),
     'eval': ('hybrid_zoo.evaluate', 'evaluate a model on a dataset split (top-1/top-5, confusion matrix)'),
+    'compare': ('hybrid_zoo.compare', 'train several models under one identical recipe and test each (Fashion-MNIST)'),
     'push': ('hybrid_zoo.hub', 'publish a trained model folder to the Hugging Face Hub'),
     'hub-server': ('hybrid_zoo.hub_server', 'run the local Hub-protocol server (offline demos and tests)'),
     'stats': ('hybrid_zoo.stats', 'count params and GMACs (attention included) into a results file'),

@@ -110,8 +110,8 @@ def bench_table(results: Path) -> str | None:
 
 
 def fmnist_table(results: Path) -> str | None:
-    path = results / 'fmnist.md'
-    return path.read_text().strip() if path.exists() else None
+    parts = [p.read_text().strip() for p in (results / 'fmnist-cpu64.md', results / 'fmnist-long64.md') if p.exists()]
+    return '\n\n'.join(parts) or None
 
 
 BLOCKS: dict[str, Callable[[Path], str | None]] = {

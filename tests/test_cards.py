@@ -173,17 +173,18 @@ def test_optional_result_files_add_sections(tmp_path):
     results = tmp_path / 'results'
     results.mkdir()
     (results / 'model_stats.json').write_text(json.dumps(_stats(['convformer_tiny', 'convformer_tiny_late'])))
-    (results / 'fmnist.json').write_text(
+    (results / 'fmnist-cpu64.json').write_text(
         json.dumps({'meta': {'epochs': 5}, 'models': {'convformer_tiny': {'top1': 91.37, 'top5': 99.81}}})
     )
     (results / 'bench-cpu.json').write_text(
-        json.dumps({'meta': {'threads': 2}, 'models': {'convformer_tiny_late': {'img_per_s': 123.456}}})
+        json.dumps({'meta': {'threads': 2}, 'models': {'convformer_tiny_late': {'infer_img_s': 123.456, 'x': 7}}})
     )
     tiny, late = cards.render_architecture_cards(results / 'model_stats.json', tmp_path / 'cards')
     tiny_text, late_text = tiny.read_text(), late.read_text()
-    assert '## Fashion-MNIST results' in tiny_text and '91.37' in tiny_text and 'CPU speed' not in tiny_text
+    assert '## Fashion-MNIST' in tiny_text and '91.37' in tiny_text and 'CPU speed' not in tiny_text
     assert header(tiny_text)['model-index'][0]['results'][0]['metrics'][0]['value'] == 91.37
     assert '## CPU speed' in late_text and '123.46' in late_text and 'Fashion-MNIST' not in late_text
+    assert '| x |' not in late_text  # only the chosen bench fields reach a card
 
 
 def test_cards_cli(trained, tmp_path, capsys):

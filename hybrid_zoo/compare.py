@@ -1,0 +1,331 @@
+"""``hybrid-zoo compare``: train several timm models under one identical recipe and test each one.
+
+Every model sees the same data (a fixed seeded subset of the training split, a validation share carved
+from it), resolution, augmentation, optimizer, schedule, epochs, batch size and seeds, through the
+project's own training code; each is then evaluated once on the untouched test split. Results go to one
+JSON file (plus a markdown table and a plot) and runs already finished are skipped, so an interrupted
+comparison resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from .results import RESULTS_DIR, machine_meta, write_json_atomic
+
+_log = logging.getLogger(__name__)
+
+OURS_TINY = ('convformer_tiny_early', 'convformer_tiny', 'convformer_tiny_late')
+PEERS_TINY = ('coatnet_nano_rw_224', 'convnext_nano', 'tiny_vit_5m_224')
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One training recipe, applied identically to every model."""
+
+    name: str = 'cpu64'
+    img_size: int = 64
+    in_chans: int = 1  # Fashion-MNIST is grayscale: every model gets a 1-channel stem
+    train_samples: int | None = 5000  # fixed seeded subset of the train split (None = all 60,000)
+    val_fraction: float = 0.1  # held out of the train split for checkpoint selection; test stays untouched
+    val_samples: int | None = 1000  # seeded subset of that held-out part, evaluated every epoch
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    drop_path_rate: float = 0.05
+    smoothing: float = 0.1
+    scale: tuple[float, float] = (0.6, 1.0)  # RandomResizedCrop area range: mild at this resolution
+    aa: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: bool = False
+    data_seed: int = 0  # the subset is the same for every model and seed
+
+
+RECIPES: dict[str, Recipe] = {
+    'cpu64': Recipe(),
+    'smoke': Recipe(name='smoke', img_size=32, train_samples=400, epochs=1, batch_size=32),
+    'long64': Recipe(
+        name='long64',
+        train_samples=None,
+        val_samples=2000,
+        epochs=12,
+        lr=2e-3,
+        aa='rand-m6-mstd0.5',
+        mixup=0.2,
+        cutmix=0.0,
+        ema=True,
+    ),
+}
+# Peers whose attention windows or grids are fixed when the model is built take the recipe's size.
+FIXED_SIZE_ARG = {'coatnet_nano_rw_224': 'img_size', 'tiny_vit_5m_224': 'img_size'}
+
+
+def _train_only(dataset_dir: Path, work: Path) -> Path:
+    """The train split alone, saved once, so the trainer carves validation from it and never sees test."""
+    from datasets import DatasetDict, load_from_disk
+
+    out = work / 'train_only'
+    if not (out / 'dataset_dict.json').exists():
+        dd = load_from_disk(str(dataset_dir))
+        DatasetDict({'train': dd['train']}).save_to_disk(str(out))
+    return out
+
+
+def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path, workers: int = 2) -> dict:
+    """Train ``model`` with ``seed`` under ``recipe`` (resuming a cut run), test it, return its row."""
+    import timm
+
+    from .evaluate import evaluate
+    from .flops import count_macs, count_params
+    from .train import TrainConfig, fit
+
+    out = work / f'{model}-s{seed}'
+    row_file = out / 'compare_row.json'
+    if row_file.exists():
+        return json.loads(row_file.read_text())
+    extra = {FIXED_SIZE_ARG[model]: recipe.img_size} if model in FIXED_SIZE_ARG else {}
+    cfg = TrainConfig(
+        model=model,
+        model_kwargs=extra,
+        in_chans=recipe.in_chans,
+        img_size=recipe.img_size,
+        dataset=str(_train_only(dataset_dir, work)),
+        val_fraction=recipe.val_fraction,
+        max_train_samples=recipe.train_samples,
+        max_val_samples=recipe.val_samples,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup_epochs=recipe.warmup_epochs,
+        drop_path_rate=recipe.drop_path_rate,
+        smoothing=recipe.smoothing,
+        scale=recipe.scale,
+        color_jitter=0.0,
+        aa=recipe.aa,
+        mixup=recipe.mixup,
+        cutmix=recipe.cutmix,
+        ema=recipe.ema,
+        channels_last=True,
+        seed=seed,
+        workers=workers,
+        output_dir=str(out),
+        resume='auto',
+        cpu=True,
+    )
+    final = fit(cfg)
+    test = evaluate(
+        str(out / 'model'), str(dataset_dir), split='test', img_size=recipe.img_size, output_dir=out / 'test', cpu=True
+    )
+    net = timm.create_model(model, num_classes=10, in_chans=recipe.in_chans, **extra)
+    row = {
+        'model': model,
+        'seed': seed,
+        'recipe': recipe.name,
+        'test_top1': round(test['top1'], 3),
+        'test_top5': round(test['top5'], 3),
+        'val_top1': round(final['top1'], 3),
+        'weights': final.get('weights'),
+        'train_time_s': final.get('train_time_s'),
+        'train_img_per_s': final.get('images_per_s'),
+        'params_m': round(count_params(net) / 1e6, 3),
+        'gmacs': round(count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs, 4),
+        'per_class_test': test.get('per_class'),
+        'model_dir': str(out / 'model'),
+    }
+    tmp = row_file.with_suffix('.tmp')
+    tmp.write_text(json.dumps(row, indent=2))
+    os.replace(tmp, row_file)
+    return row
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Per model: mean, sample standard deviation, min and max test top-1 over seeds."""
+    by_model: dict[str, list[float]] = {}
+    for r in rows:
+        by_model.setdefault(r['model'], []).append(r['test_top1'])
+    return {
+        m: {
+            'n': len(v),
+            'mean': round(statistics.fmean(v), 3),
+            'std': round(statistics.stdev(v), 3) if len(v) > 1 else 0.0,
+            'min': min(v),
+            'max': max(v),
+        }
+        for m, v in by_model.items()
+    }
+
+
+def ranking_stable(rows: Sequence[dict]) -> bool:
+    """True when every seed ranks the models in the same order as the mean does."""
+    seeds = sorted({r['seed'] for r in rows})
+    mean_order = [m for m, _ in sorted(summarize(rows).items(), key=lambda kv: -kv[1]['mean'])]
+    for seed in seeds:
+        acc = {r['model']: r['test_top1'] for r in rows if r['seed'] == seed}
+        order = [m for m in sorted(acc, key=lambda m: -acc[m])]
+        if order != [m for m in mean_order if m in acc]:
+            return False
+    return True
+
+
+def compare(
+    models: Sequence[str],
+    seeds: Sequence[int],
+    recipe: Recipe,
+    dataset_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    results: str | os.PathLike,
+    workers: int = 2,
+) -> dict:
+    """Train and test every (model, seed) pair; write and return the results file contents."""
+    from tqdm.auto import tqdm
+
+    work = Path(work_dir) / recipe.name
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
+    for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
+        rows.append(run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers))
+        _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
+        data = {
+            'meta': machine_meta(),
+            'recipe': dataclasses.asdict(recipe),
+            'dataset': 'Fashion-MNIST (Debian dataset-fashion-mnist), test split = the 10,000 official test images',
+            'runs': rows,
+            'summary': summarize(rows),
+            'ranking_stable_across_seeds': ranking_stable(rows),
+            'models': per_model(rows),
+        }
+        write_json_atomic(results, data)
+    render(data, Path(results))
+    return data
+
+
+def per_model(rows: Sequence[dict]) -> dict:
+    """Card-ready entries: mean test accuracies over seeds and the run facts shared by all seeds."""
+    out = {}
+    for model, s in summarize(rows).items():
+        mine = [r for r in rows if r['model'] == model]
+        out[model] = {
+            'top1': s['mean'],
+            'top1_std': s['std'],
+            'top5': round(statistics.fmean(r['test_top5'] for r in mine), 3),
+            'seeds': s['n'],
+            'split': 'test',
+            'params_m': mine[0]['params_m'],
+            'gmacs': mine[0]['gmacs'],
+            'train_img_per_s': round(statistics.fmean(r['train_img_per_s'] or 0 for r in mine), 1),
+            'train_time_s': round(statistics.fmean(r['train_time_s'] or 0 for r in mine), 1),
+        }
+    return out
+
+
+def render(data: dict, results: Path) -> None:
+    """Markdown table and plot next to the results file (test accuracy against CPU inference speed)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    models = data['models']
+    bench_path = results.parent / 'bench-cpu.json'
+    bench = (json.loads(bench_path.read_text()).get('models', {})) if bench_path.exists() else {}
+    rec = data['recipe']
+    header = (
+        '| model | test top-1 % (mean +- std) | seeds | min-max | test top-5 % | params (M) | GMACs @'
+        f'{rec["img_size"]} | train img/s | CPU img/s @224 |'
+    )
+    lines = [header, '|' + '---|' * 9]
+    for name, m in sorted(models.items(), key=lambda kv: -kv[1]['top1']):
+        s = data['summary'][name]
+        speed = bench.get(name, {}).get('infer_img_s')
+        lines.append(
+            f'| `{name}` | {m["top1"]:.2f} +- {m["top1_std"]:.2f} | {m["seeds"]} | {s["min"]:.2f}-{s["max"]:.2f} | '
+            f'{m["top5"]:.2f} | {m["params_m"]:.2f} | {m["gmacs"]:.3f} | {m["train_img_per_s"]:.0f} | '
+            f'{"-" if speed is None else f"{speed:.1f}"} |'
+        )
+    subset = 'all 60,000' if rec['train_samples'] is None else f'a seeded {rec["train_samples"]:,}-image subset'
+    lines += [
+        '',
+        f'Recipe `{rec["name"]}`: {rec["img_size"]} px grayscale, {subset} of the training split '
+        f'(checkpoint selection on {rec["val_samples"] or "all"} images held out of the training split), '
+        f'{rec["epochs"]} epochs, '
+        f'batch {rec["batch_size"]}, AdamW lr {rec["lr"]} wd {rec["weight_decay"]}, cosine with '
+        f'{rec["warmup_epochs"]} warmup epoch, label smoothing {rec["smoothing"]}, drop path {rec["drop_path_rate"]}, '
+        f'random-resized-crop scale {tuple(rec["scale"])}, RandAugment {rec["aa"] or "off"}, mixup {rec["mixup"]}, '
+        f'EMA {"on" if rec["ema"] else "off"}; identical for every model. Accuracy on the 10,000 official test '
+        f'images. Ranking identical for every seed: {data["ranking_stable_across_seeds"]}. Measured '
+        f'{data["meta"]["date"]} on {data["meta"]["cpu"]} ({data["meta"]["threads"]} threads). '
+        f'Source: `model_cards/results/{results.name}`.',
+    ]
+    results.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    use_speed = all(bench.get(n, {}).get('infer_img_s') for n in models)
+    for name, m in models.items():
+        x = bench[name]['infer_img_s'] if use_speed else m['gmacs']
+        ours = name.startswith('convformer_')
+        ax.errorbar(x, m['top1'], yerr=m['top1_std'], fmt='o', color='tab:orange' if ours else 'tab:blue', capsize=3)
+        ax.annotate(name, (x, m['top1']), textcoords='offset points', xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(
+        'CPU inference images/s (batch 32, 224 px, 2 cores)' if use_speed else f'GMACs at {rec["img_size"]} px'
+    )
+    ax.set_ylabel('Fashion-MNIST test top-1 (%)')
+    ax.set_title(f'Recipe {rec["name"]}: accuracy vs speed (orange = ConvFormer fusion)')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(results.with_suffix('.png'), dpi=120, metadata={'Software': None})
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='hybrid-zoo compare',
+        description='Train timm models under one identical recipe on Fashion-MNIST and test each on the '
+        'untouched test split; resumable.',
+    )
+    p.add_argument('--models', nargs='+', default=[*OURS_TINY, *PEERS_TINY], help='timm model names')
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1], help='training seeds')
+    p.add_argument('--recipe', choices=sorted(RECIPES), default='cpu64', help='the recipe (see hybrid_zoo/compare.py)')
+    p.add_argument('--epochs', type=int, default=None, help='override the recipe epoch count')
+    p.add_argument('--train-samples', type=int, default=None, help='override the recipe train subset (0 = all)')
+    p.add_argument('--data-dir', default='data', help='where the Fashion-MNIST dataset is prepared')
+    p.add_argument('--work-dir', default='runs/compare', help='per-run output folders (checkpoints, weights)')
+    p.add_argument('--results', default=None, help='results file (default: model_cards/results/fmnist-<recipe>.json)')
+    p.add_argument('--workers', type=int, default=2, help='DataLoader workers per run')
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    from .data import prepare_fashion_mnist
+
+    recipe = RECIPES[args.recipe]
+    if args.epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    if args.train_samples is not None:
+        recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None)
+    dataset_dir = Path(args.data_dir) / 'fashion_mnist'
+    if not (dataset_dir / 'dataset_dict.json').exists():
+        prepare_fashion_mnist(dataset_dir)
+    results = Path(args.results or RESULTS_DIR / f'fmnist-{recipe.name}.json')
+    data = compare(args.models, args.seeds, recipe, dataset_dir, args.work_dir, results, args.workers)
+    for model, s in data['summary'].items():
+        print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')
+    print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The identical-recipe comparison: every model trained the same way, tested once, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from hybrid_zoo.compare import RECIPES, compare, ranking_stable, summarize
+
+pytestmark = pytest.mark.train
+
+
+def _row(model, seed, top1):
+    return {'model': model, 'seed': seed, 'test_top1': top1}
+
+
+def test_summary_and_ranking_stability():
+    rows = [_row('a', 0, 90.0), _row('b', 0, 80.0), _row('a', 1, 92.0), _row('b', 1, 81.0)]
+    s = summarize(rows)
+    assert s['a'] == {'n': 2, 'mean': 91.0, 'std': pytest.approx(1.414, abs=1e-3), 'min': 90.0, 'max': 92.0}
+    assert ranking_stable(rows)
+    assert not ranking_stable(rows + [_row('a', 2, 70.0), _row('b', 2, 85.0)])
+
+
+def test_compare_trains_tests_and_resumes(tmp_path):
+    from hybrid_zoo.data import prepare_digits
+
+    data = tmp_path / 'digits'
+    prepare_digits(data)
+    recipe = dataclasses.replace(RECIPES['smoke'], train_samples=300, batch_size=50)
+    results = tmp_path / 'results' / 'fmnist-smoke.json'
+    out = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
+    assert {r['model'] for r in out['runs']} == {'convformer_tiny', 'test_resnet'}
+    for r in out['runs']:
+        assert 0 <= r['test_top1'] <= 100 and r['test_top5'] >= r['test_top1']
+        assert r['gmacs'] > 0 and r['params_m'] > 0
+    saved = json.loads(results.read_text())
+    assert saved['models']['convformer_tiny']['split'] == 'test'
+    assert results.with_suffix('.md').exists() and results.with_suffix('.png').exists()
+    # never validated on test: the trainer only saw the train split
+    assert json.loads((tmp_path / 'work' / 'smoke' / 'train_only' / 'dataset_dict.json').read_text())['splits'] == [
+        'train'
+    ]
+    row_file = tmp_path / 'work' / 'smoke' / 'convformer_tiny-s0' / 'compare_row.json'
+    before = row_file.stat().st_mtime_ns
+    again = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
+    assert row_file.stat().st_mtime_ns == before  # finished runs are not trained again
+    assert again['runs'] == out['runs']
