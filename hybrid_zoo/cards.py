@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parent.parent / 'model_cards' / 'template.md'
+TEMPLATE = Path(__file__).resolve().parent / 'templates' / 'model_card.md'  # model_cards/template.md links here
 BASE_TAGS = ('image-classification', 'timm', 'hybrid_zoo')
 # datasets whose Hub id differs from the name a training run records
 HUB_DATASET_IDS = {

@@ -125,11 +125,11 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
 def render_readme(text: str, results: Path = RESULTS_DIR) -> str:
     """Replace every known generated block of ``text``; blocks without a results file say so."""
     for name, fn in BLOCKS.items():
-        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)', re.S)
+        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)', re.S)
         if not pattern.search(text):
             continue
         body = fn(results) or '_No results yet: `model_cards/results/` has no file for this table._'
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + '\n' + m.group(2), text)
     return text
 
 
