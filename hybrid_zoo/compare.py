@@ -66,8 +66,6 @@ RECIPES: dict[str, Recipe] = {
         ema=True,
     ),
 }
-# Peers whose attention windows or grids are fixed when the model is built take the recipe's size.
-FIXED_SIZE_ARG = {'coatnet_nano_rw_224': 'img_size', 'tiny_vit_5m_224': 'img_size'}
 
 
 def _train_only(dataset_dir: Path, work: Path) -> Path:
@@ -83,9 +81,7 @@ def _train_only(dataset_dir: Path, work: Path) -> Path:
 
 def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path, workers: int = 2) -> dict:
     """Train ``model`` with ``seed`` under ``recipe`` (resuming a cut run), test it, return its row."""
-    import timm
-
-    from .evaluate import evaluate
+    from .evaluate import create_model, evaluate
     from .flops import count_macs, count_params
     from .train import TrainConfig, fit
 
@@ -93,10 +89,8 @@ def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path
     row_file = out / 'compare_row.json'
     if row_file.exists():
         return json.loads(row_file.read_text())
-    extra = {FIXED_SIZE_ARG[model]: recipe.img_size} if model in FIXED_SIZE_ARG else {}
     cfg = TrainConfig(
         model=model,
-        model_kwargs=extra,
         in_chans=recipe.in_chans,
         img_size=recipe.img_size,
         dataset=str(_train_only(dataset_dir, work)),
@@ -127,7 +121,8 @@ def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path
     test = evaluate(
         str(out / 'model'), str(dataset_dir), split='test', img_size=recipe.img_size, output_dir=out / 'test', cpu=True
     )
-    net = timm.create_model(model, num_classes=10, in_chans=recipe.in_chans, **extra)
+    # peers with a fixed input size (CoAtNet's grids) are built for the recipe size, as in training
+    net = create_model(model, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans)
     row = {
         'model': model,
         'seed': seed,
@@ -186,14 +181,24 @@ def compare(
     work_dir: str | os.PathLike,
     results: str | os.PathLike,
     workers: int = 2,
+    report_only: bool = False,
 ) -> dict:
-    """Train and test every (model, seed) pair; write and return the results file contents."""
+    """Train and test every (model, seed) pair; write and return the results file contents.
+
+    With ``report_only`` nothing is trained: the finished runs are summarised (a cut comparison's results).
+    """
     from tqdm.auto import tqdm
 
     work = Path(work_dir) / recipe.name
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
+    if report_only:  # summarise the finished runs, train nothing
+        done = [work / f'{m}-s{s}' / 'compare_row.json' for m, s in pairs]
+        pairs = [(m, s) for (m, s), f in zip(pairs, done, strict=True) if f.exists()]
+        if not pairs:
+            raise FileNotFoundError(f'no finished runs under {work}')
+    data: dict = {}
     for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
         rows.append(run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers))
         _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
@@ -228,6 +233,38 @@ def per_model(rows: Sequence[dict]) -> dict:
             'train_time_s': round(statistics.fmean(r['train_time_s'] or 0 for r in mine), 1),
         }
     return out
+
+
+def pick_advice(data: dict, bench: dict) -> str | None:
+    """'Early, mid or late?' answered from this file's accuracies and the CPU bench speeds."""
+    placements = {n: m for n, m in data['models'].items() if n.startswith('convformer_')}
+    if len(placements) < 2:
+        return None
+    ranked = sorted(placements, key=lambda n: -placements[n]['top1'])
+    best, runner_up = ranked[0], ranked[1]
+    spread = max(placements[n]['top1_std'] for n in (best, runner_up))
+    gap = placements[best]['top1'] - placements[runner_up]['top1']
+    speed = {n: bench.get(n, {}).get('infer_img_s') for n in placements}
+    fastest = max((n for n in speed if speed[n]), key=lambda n: speed[n], default=None)
+    peers = {n: m for n, m in data['models'].items() if n not in placements}
+    text = (
+        f'**Early, mid or late?** Under this recipe `{best}` is the most accurate placement '
+        f'({placements[best]["top1"]:.2f}%), {gap:.2f} points above the runner-up `{runner_up}`, against a seed '
+        f'spread (std) of up to {spread:.2f} points'
+    )
+    text += ' (a real difference).' if gap > 2 * spread else ' (within about two seed spreads: treat as a tie).'
+    if fastest:
+        slowest = min((n for n in speed if speed[n]), key=lambda n: speed[n])
+        text += (
+            f' On the 2-core CPU `{fastest}` is the fastest ({speed[fastest]:.1f} img/s at 224 px vs '
+            f'{speed[slowest]:.1f} for `{slowest}`).'
+        )
+    if peers:
+        top_peer = max(peers, key=lambda n: peers[n]['top1'])
+        diff = placements[best]['top1'] - peers[top_peer]['top1']
+        verb = 'beats' if diff > 0 else 'trails'
+        text += f' The best placement {verb} the best peer, `{top_peer}`, by {abs(diff):.2f} points.'
+    return text
 
 
 def render(data: dict, results: Path) -> None:
@@ -268,6 +305,9 @@ def render(data: dict, results: Path) -> None:
         f'{data["meta"]["date"]} on {data["meta"]["cpu"]} ({data["meta"]["threads"]} threads). '
         f'Source: `model_cards/results/{results.name}`.',
     ]
+    advice = pick_advice(data, bench)
+    if advice:
+        lines += ['', advice]
     results.with_suffix('.md').write_text('\n'.join(lines) + '\n')
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -303,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--work-dir', default='runs/compare', help='per-run output folders (checkpoints, weights)')
     p.add_argument('--results', default=None, help='results file (default: model_cards/results/fmnist-<recipe>.json)')
     p.add_argument('--workers', type=int, default=2, help='DataLoader workers per run')
+    p.add_argument('--report-only', action='store_true', help='summarise the finished runs only; train nothing')
     return p
 
 
@@ -320,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (dataset_dir / 'dataset_dict.json').exists():
         prepare_fashion_mnist(dataset_dir)
     results = Path(args.results or RESULTS_DIR / f'fmnist-{recipe.name}.json')
-    data = compare(args.models, args.seeds, recipe, dataset_dir, args.work_dir, results, args.workers)
+    data = compare(args.models, args.seeds, recipe, dataset_dir, args.work_dir, results, args.workers, args.report_only)
     for model, s in data['summary'].items():
         print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')
     print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    # The bundled server speaks the Hub's HTTP + LFS protocol, not Xet; huggingface_hub reads this once.
+    os.environ['HF_HUB_DISABLE_XET'] = '1'
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_DISABLE_XET = True
     from .data import prepare_default
     from .evaluate import evaluate
     from .hub import push

@@ -48,3 +48,27 @@ def test_compare_trains_tests_and_resumes(tmp_path):
     again = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
     assert row_file.stat().st_mtime_ns == before  # finished runs are not trained again
     assert again['runs'] == out['runs']
+
+
+def test_pick_advice_is_grounded_in_the_numbers():
+    from hybrid_zoo.compare import pick_advice
+
+    def entry(top1, std):
+        return {'top1': top1, 'top1_std': std}
+
+    data = {
+        'models': {
+            'convformer_tiny_early': entry(80.0, 0.3),
+            'convformer_tiny': entry(81.0, 0.2),
+            'convformer_tiny_late': entry(84.0, 0.4),
+            'convnext_nano': entry(85.0, 0.1),
+        }
+    }
+    bench = {'convformer_tiny_late': {'infer_img_s': 77.6}, 'convformer_tiny': {'infer_img_s': 62.4}}
+    text = pick_advice(data, bench)
+    assert '`convformer_tiny_late` is the most accurate placement (84.00%)' in text
+    assert 'a real difference' in text and 'fastest (77.6 img/s' in text
+    assert 'trails the best peer, `convnext_nano`, by 1.00 points' in text
+    assert 'above the runner-up `convformer_tiny`' in text
+    data['models']['convformer_tiny_late'] = entry(81.2, 0.4)
+    assert 'treat as a tie' in pick_advice(data, bench)
