@@ -11,7 +11,6 @@ import csv
 import io
 import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,21 +485,6 @@ def render_plot(doc: dict) -> bytes:
     return buf.getvalue()
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a file so that readers see the old one or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def write_outputs(
     doc: dict, out_dir: str | os.PathLike, name: str = 'bench-cpu', *, top1_csv: str | os.PathLike | None = None
 ) -> list[Path]:
@@ -508,7 +492,7 @@ def write_outputs(
 
     With ``top1_csv`` the rows get a ``top1`` column and the plot a second panel.
     """
-    from .results import write_json_atomic
+    from .results import write_atomic, write_json_atomic
 
     if top1_csv is not None:
         attach_top1(doc, read_top1(top1_csv), Path(top1_csv).name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import RESULTS_DIR, machine_meta, write_json_atomic
+from .results import RESULTS_DIR, machine_meta, write_atomic, write_json_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path
         'per_class_test': test.get('per_class'),
         'model_dir': str(out / 'model'),
     }
-    tmp = row_file.with_suffix('.tmp')
-    tmp.write_text(json.dumps(row, indent=2))
-    os.replace(tmp, row_file)
+    write_json_atomic(row_file, row)  # its presence marks the run finished: never half-written
     return row
 
 
@@ -308,7 +307,7 @@ def render(data: dict, results: Path) -> None:
     advice = pick_advice(data, bench)
     if advice:
         lines += ['', advice]
-    results.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+    write_atomic(results.with_suffix('.md'), '\n'.join(lines) + '\n')
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     use_speed = all(bench.get(n, {}).get('infer_img_s') for n in models)
@@ -324,7 +323,9 @@ def render(data: dict, results: Path) -> None:
     ax.set_title(f'Recipe {rec["name"]}: accuracy vs speed (orange = ConvFormer fusion)')
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(results.with_suffix('.png'), dpi=120, metadata={'Software': None})
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=120, metadata={'Software': None})
+    write_atomic(results.with_suffix('.png'), png.getvalue())
     plt.close(fig)
 
 

@@ -38,15 +38,14 @@ def machine_meta() -> dict:
     }
 
 
-def write_json_atomic(path: str | os.PathLike, data) -> Path:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a file so that readers see the old one or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
     try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write('\n')
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,6 +53,11 @@ def write_json_atomic(path: str | os.PathLike, data) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    return write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + '\n')
 
 
 def read_json(path: str | os.PathLike):
