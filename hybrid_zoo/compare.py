@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import RESULTS_DIR, machine_meta, write_atomic, write_json_atomic
+from .results import RESULTS_DIR, machine_meta, read_json, write_atomic, write_json_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -80,8 +80,19 @@ def _train_only(dataset_dir: Path, work: Path) -> Path:
     return out
 
 
-def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path, workers: int = 2) -> dict:
-    """Train ``model`` with ``seed`` under ``recipe`` (resuming a cut run), test it, return its row."""
+def run_one(
+    model: str,
+    seed: int,
+    recipe: Recipe,
+    dataset_dir: Path,
+    work: Path,
+    workers: int = 2,
+    model_kwargs: dict | None = None,
+) -> dict:
+    """Train ``model`` with ``seed`` under ``recipe`` (resuming a cut run), test it, return its row.
+
+    ``model_kwargs`` change the architecture (a design variant under test), never the recipe.
+    """
     from .evaluate import create_model, evaluate
     from .flops import count_macs, count_params
     from .train import TrainConfig, fit
@@ -94,6 +105,7 @@ def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path
         model=model,
         in_chans=recipe.in_chans,
         img_size=recipe.img_size,
+        model_kwargs=dict(model_kwargs or {}),
         dataset=str(_train_only(dataset_dir, work)),
         val_fraction=recipe.val_fraction,
         max_train_samples=recipe.train_samples,
@@ -123,11 +135,14 @@ def run_one(model: str, seed: int, recipe: Recipe, dataset_dir: Path, work: Path
         str(out / 'model'), str(dataset_dir), split='test', img_size=recipe.img_size, output_dir=out / 'test', cpu=True
     )
     # peers with a fixed input size (CoAtNet's grids) are built for the recipe size, as in training
-    net = create_model(model, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans)
+    net = create_model(
+        model, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans, **(model_kwargs or {})
+    )
     row = {
         'model': model,
         'seed': seed,
         'recipe': recipe.name,
+        'model_kwargs': dict(model_kwargs or {}),
         'test_top1': round(test['top1'], 3),
         'test_top5': round(test['top5'], 3),
         'val_top1': round(final['top1'], 3),
@@ -181,14 +196,20 @@ def compare(
     results: str | os.PathLike,
     workers: int = 2,
     report_only: bool = False,
+    model_kwargs: dict | None = None,
+    variant: str | None = None,
 ) -> dict:
     """Train and test every (model, seed) pair; write and return the results file contents.
 
     With ``report_only`` nothing is trained: the finished runs are summarised (a cut comparison's results).
+    ``model_kwargs`` build every model with a design change (``variant`` names it: its runs get their own
+    folder, ``<recipe>-<variant>``), so a before/after pair shares the recipe and differs in the design only.
     """
     from tqdm.auto import tqdm
 
-    work = Path(work_dir) / recipe.name
+    if model_kwargs and not variant:
+        raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
+    work = Path(work_dir) / (f'{recipe.name}-{variant}' if variant else recipe.name)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
@@ -199,11 +220,13 @@ def compare(
             raise FileNotFoundError(f'no finished runs under {work}')
     data: dict = {}
     for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
-        rows.append(run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers))
+        rows.append(run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers, model_kwargs=model_kwargs))
         _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
         data = {
             'meta': machine_meta(),
             'recipe': dataclasses.asdict(recipe),
+            'variant': variant,
+            'model_kwargs': dict(model_kwargs or {}),
             'dataset': 'Fashion-MNIST (Debian dataset-fashion-mnist), test split = the 10,000 official test images',
             'runs': rows,
             'summary': summarize(rows),
@@ -264,6 +287,73 @@ def pick_advice(data: dict, bench: dict) -> str | None:
         verb = 'beats' if diff > 0 else 'trails'
         text += f' The best placement {verb} the best peer, `{top_peer}`, by {abs(diff):.2f} points.'
     return text
+
+
+def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
+    """Each model's best test run over the given results files, among recipes at ``img_size`` without a variant.
+
+    A design variant's runs (``--variant``) are left out: what is published must be what the registry builds.
+    """
+    best: dict[str, dict] = {}
+    for f in results_files:
+        data = read_json(f)
+        if data.get('variant') or data['recipe']['img_size'] != img_size:
+            continue
+        for row in data['runs']:
+            if row['model'] in models and row['test_top1'] > best.get(row['model'], {}).get('test_top1', -1.0):
+                best[row['model']] = dict(row, results_file=Path(f).name)
+    return best
+
+
+def publish(
+    results_files: Sequence[str | os.PathLike],
+    *,
+    org: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    record: str | os.PathLike | None = RESULTS_DIR / 'pretrained.json',
+) -> dict[str, dict]:
+    """Push the best run of each of our models to ``<org>/<model>.fmnist_64``, the registered pretrained tags.
+
+    Each push carries the weights, timm's config, the model card and the run's results; ``record`` (a JSON
+    file, written only after every push succeeded) names which run each tag holds and the commit.
+    """
+    from .hub import push
+    from .models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
+
+    best = best_runs(results_files, FMNIST_MODELS, img_size=64)
+    missing = [m for m in FMNIST_MODELS if m not in best]
+    if missing:
+        raise FileNotFoundError(f'no finished 64 px run of {missing} in {[str(f) for f in results_files]}')
+    out = {}
+    for model, row in best.items():
+        run_dir = Path(row['model_dir']).parent
+        if not (run_dir / 'model' / 'model.safetensors').exists():
+            raise FileNotFoundError(
+                f'{model}: the best run ({row["results_file"]}, seed {row["seed"]}) has no weights at {run_dir}/model; '
+                'rerun the comparison that produced it (it resumes) on this machine'
+            )
+        repo_id = f'{org or HUB_ORG}/{model}.{FMNIST_TAG}'
+        info = push(
+            run_dir,
+            repo_id,
+            endpoint=endpoint,
+            token=token,
+            commit_message=f'{model}: {row["recipe"]} seed {row["seed"]}, Fashion-MNIST test top-1 {row["test_top1"]:.2f}%',
+        )
+        out[f'{model}.{FMNIST_TAG}'] = {
+            'repo_id': repo_id,
+            'commit': info.oid,
+            'results_file': row['results_file'],
+            'recipe': row['recipe'],
+            'seed': row['seed'],
+            'test_top1': row['test_top1'],
+            'test_top5': row['test_top5'],
+        }
+        _log.info('published %s (test top-1 %.2f) as %s@%s', run_dir, row['test_top1'], repo_id, info.oid[:10])
+    if record:
+        write_json_atomic(record, {'meta': machine_meta(), 'tags': out})
+    return out
 
 
 def render(data: dict, results: Path) -> None:
@@ -330,6 +420,8 @@ def render(data: dict, results: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .train import KeyValueAction
+
     p = argparse.ArgumentParser(
         prog='hybrid-zoo compare',
         description='Train timm models under one identical recipe on Fashion-MNIST and test each on the '
@@ -345,6 +437,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--results', default=None, help='results file (default: model_cards/results/fmnist-<recipe>.json)')
     p.add_argument('--workers', type=int, default=2, help='DataLoader workers per run')
     p.add_argument('--report-only', action='store_true', help='summarise the finished runs only; train nothing')
+    p.add_argument(
+        '--model-kwargs',
+        nargs='*',
+        default={},
+        action=KeyValueAction,
+        metavar='KEY=VALUE',
+        help='a design change applied to every model (constructor arguments, values parsed as Python literals); '
+        'needs --variant',
+    )
+    p.add_argument(
+        '--variant',
+        default=None,
+        help='name of the design variant: runs go to <work-dir>/<recipe>-<variant>, results to '
+        'fmnist-<recipe>-<variant>.json',
+    )
+    p.add_argument(
+        '--publish',
+        action='store_true',
+        help='afterwards, push the best 64 px run of each ConvFormer model (over every fmnist-*.json next to the '
+        "results file) to the Hub as its registered tag '<org>/<model>.fmnist_64' and record it in pretrained.json",
+    )
+    p.add_argument('--org', default=None, help="Hub namespace for --publish (default: the registry's, hybrid-zoo)")
+    p.add_argument('--endpoint', default=None, help='Hub URL for --publish (default: $HF_ENDPOINT or huggingface.co)')
     return p
 
 
@@ -361,11 +476,29 @@ def main(argv: list[str] | None = None) -> int:
     dataset_dir = Path(args.data_dir) / 'fashion_mnist'
     if not (dataset_dir / 'dataset_dict.json').exists():
         prepare_fashion_mnist(dataset_dir)
-    results = Path(args.results or RESULTS_DIR / f'fmnist-{recipe.name}.json')
-    data = compare(args.models, args.seeds, recipe, dataset_dir, args.work_dir, results, args.workers, args.report_only)
+    if args.model_kwargs and not args.variant:
+        build_parser().error('--model-kwargs needs --variant (a name for the design change)')
+    stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
+    results = Path(args.results or RESULTS_DIR / f'{stem}.json')
+    data = compare(
+        args.models,
+        args.seeds,
+        recipe,
+        dataset_dir,
+        args.work_dir,
+        results,
+        args.workers,
+        args.report_only,
+        model_kwargs=args.model_kwargs,
+        variant=args.variant,
+    )
     for model, s in data['summary'].items():
         print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')
     print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')
+    if args.publish:
+        files = sorted(results.parent.glob('fmnist-*.json'))
+        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint).items():
+            print(f'published {tag}: {entry["repo_id"]}@{entry["commit"][:10]} (test top-1 {entry["test_top1"]:.2f})')
     return 0
 
 

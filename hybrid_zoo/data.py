@@ -30,22 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .models.pretrained import FASHION_MNIST_CLASSES
+
 logger = logging.getLogger('hybrid_zoo.data')  # not __name__: that is '__main__' under python -m
 
 FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')
-# label order of the original release: https://github.com/zalandoresearch/fashion-mnist#labels
-FASHION_MNIST_CLASSES = (
-    'T-shirt/top',
-    'Trouser',
-    'Pullover',
-    'Dress',
-    'Coat',
-    'Sandal',
-    'Shirt',
-    'Sneaker',
-    'Bag',
-    'Ankle boot',
-)
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
 # names tried, in order, when no validation split is given
 VAL_SPLIT_CANDIDATES = ('validation', 'valid', 'val', 'test')

@@ -219,7 +219,7 @@ class TrainConfig:
 # Command line generated from TrainConfig
 
 
-class _KeyValue(argparse.Action):
+class KeyValueAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         kwargs = {}
         for item in values:
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif typing.get_origin(tp) is tuple:
             kwargs.update(nargs=len(typing.get_args(tp)), type=typing.get_args(tp)[0])
         elif typing.get_origin(tp) is dict or tp is dict:
-            kwargs.update(nargs='*', action=_KeyValue, metavar='KEY=VALUE')
+            kwargs.update(nargs='*', action=KeyValueAction, metavar='KEY=VALUE')
         else:
             kwargs['type'] = tp
         group.add_argument('--' + f.name.replace('_', '-'), default=default, **kwargs)

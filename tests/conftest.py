@@ -54,7 +54,12 @@ def hub_server(tmp_path_factory):
     from hybrid_zoo.hub_server import HubServer
 
     tokens = {HUB_TOKENS['alice']: 'alice', HUB_TOKENS['bob']: 'bob', HUB_TOKENS['carol']: ('carol', 'read')}
-    server = HubServer(tmp_path_factory.mktemp('hub-data'), port=HUB_PORT, tokens=tokens, orgs={'zoo': ['alice']})
+    server = HubServer(
+        tmp_path_factory.mktemp('hub-data'),
+        port=HUB_PORT,
+        tokens=tokens,
+        orgs={'zoo': ['alice'], 'hybrid-zoo': ['alice']},
+    )
     server.start()
     yield server
     server.stop()

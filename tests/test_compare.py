@@ -50,6 +50,32 @@ def test_compare_trains_tests_and_resumes(tmp_path):
     assert again['runs'] == out['runs']
 
 
+def test_design_variant_runs_in_its_own_folder(tmp_path):
+    from hybrid_zoo.data import prepare_digits
+
+    data = tmp_path / 'digits'
+    prepare_digits(data)
+    recipe = dataclasses.replace(RECIPES['smoke'], train_samples=200, batch_size=50)
+    results = tmp_path / 'fmnist-smoke-wide.json'
+    with pytest.raises(ValueError, match='need a variant name'):
+        compare(['test_resnet'], [0], recipe, data, tmp_path / 'work', results, model_kwargs={'global_pool': 'max'})
+    out = compare(
+        ['test_resnet'],
+        [0],
+        recipe,
+        data,
+        tmp_path / 'work',
+        results,
+        0,
+        model_kwargs={'global_pool': 'max'},
+        variant='maxpool',
+    )
+    assert out['variant'] == 'maxpool' and out['runs'][0]['model_kwargs'] == {'global_pool': 'max'}
+    run = tmp_path / 'work' / 'smoke-maxpool' / 'test_resnet-s0'
+    assert json.loads((run / 'model' / 'config.json').read_text())['model_args']['global_pool'] == 'max'
+    assert not (tmp_path / 'work' / 'smoke').exists()
+
+
 def test_pick_advice_is_grounded_in_the_numbers():
     from hybrid_zoo.compare import pick_advice
 

@@ -219,3 +219,62 @@ def test_cli_push_and_dry_run(tmp_path, hub_server, hf_token, capsys):
     assert hub.main([str(tmp_path), 'alice/cli-demo', '--revision', 'v1', '--commit-message', 'from the CLI']) == 0
     assert '/alice/cli-demo/commit/' in capsys.readouterr().out
     assert HfApi().list_repo_commits('alice/cli-demo', revision='v1')[0].title == 'from the CLI'
+
+
+def test_registered_fmnist_tag_loads_from_project_namespace(tmp_path, hub_server, hf_token):
+    """The pretrained tag a comparison publishes: pushed to the project's org, loaded by its timm name."""
+    from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES, HUB_ORG
+
+    tag = 'convformer_tiny_late.fmnist_64'
+    torch.manual_seed(3)
+    model = timm.create_model(tag).eval()  # the tag's own cfg: 1 channel, 10 classes
+    timm.models.save_for_hf(
+        model,
+        tmp_path / 'model',
+        model_config={'label_names': list(FASHION_MNIST_CLASSES)},
+        safe_serialization=True,
+        data_config={'input_size': (1, 64, 64)},
+    )
+    hub.push(tmp_path, f'{HUB_ORG}/{tag}')
+    loaded = timm.create_model(tag, pretrained=True).eval()
+    assert_same_weights(model, loaded)
+    assert loaded.pretrained_cfg['label_names'] == FASHION_MNIST_CLASSES
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_compare_publishes_each_models_best_run(tmp_path, hub_server, hf_token):
+    """`hybrid-zoo compare --publish`: the best 64 px run of each model, not a design variant's, goes to its tag."""
+    from hybrid_zoo.compare import publish
+    from hybrid_zoo.models.pretrained import FMNIST_MODELS, HUB_ORG
+
+    def results(name, img_size, runs, variant=None):
+        path = tmp_path / f'fmnist-{name}.json'
+        path.write_text(json.dumps({'recipe': {'img_size': img_size}, 'variant': variant, 'runs': runs}))
+        return path
+
+    def run(model, seed, top1):
+        out = tmp_path / 'runs' / f'{model}-{seed}-{top1}'
+        weights = make_run(out, model, seed=seed, **SLIM)
+        row = {'model': model, 'seed': seed, 'recipe': 'r', 'test_top1': top1, 'test_top5': 99.0}
+        return dict(row, model_dir=str(out / 'model')), weights
+
+    rows, winners = [], {}
+    for i, model in enumerate(FMNIST_MODELS):
+        (low, _), (high, w) = run(model, 0, 70.0 + i), run(model, 1, 80.0 + i)
+        rows += [low, high]
+        winners[model] = w
+    bigger_variant, _ = run(FMNIST_MODELS[0], 2, 99.0)  # better, but a design variant: never published
+    other_size, _ = run(FMNIST_MODELS[1], 3, 99.5)  # better, but at another resolution than the tag's
+    files = [results('a', 64, rows), results('a-x', 64, [bigger_variant], 'x'), results('b', 32, [other_size])]
+    record = tmp_path / 'pretrained.json'
+    published = publish(files, record=record)
+    assert set(published) == {f'{m}.fmnist_64' for m in FMNIST_MODELS}
+    for model, w in winners.items():
+        entry = published[f'{model}.fmnist_64']
+        assert entry['repo_id'] == f'{HUB_ORG}/{model}.fmnist_64' and entry['seed'] == 1
+        assert_same_weights(w, hub.load(f'hf-hub:{entry["repo_id"]}'))
+    assert json.loads(record.read_text())['tags'] == published
+    with pytest.raises(FileNotFoundError, match='no finished 64 px run'):
+        publish(files[1:], record=None)

@@ -74,6 +74,22 @@ def test_backward_every_parameter_gets_a_gradient(name):
     assert not missing, missing
 
 
+def test_pretrained_tags_are_registered_but_not_default():
+    from hybrid_zoo.models.pretrained import FMNIST_MODELS, HUB_ORG
+
+    tags = [f'{m}.fmnist_64' for m in FMNIST_MODELS]
+    assert sorted(timm.list_pretrained('convformer_tiny*')) == sorted(tags)
+    for tag in tags:
+        cfg = timm.models.get_pretrained_cfg(tag)
+        assert cfg.hf_hub_id == f'{HUB_ORG}/{tag}' and cfg.input_size == (1, 64, 64) and cfg.num_classes == 10
+        assert len(cfg.label_names) == 10
+    # the tag's cfg shapes the model it builds (without downloading anything)
+    model = timm.create_model(tags[-1])
+    assert model.num_classes == 10 and model.pretrained_cfg['tag'] == 'fmnist_64'
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 10)
+    assert timm.create_model(FMNIST_MODELS[-1]).num_classes == 1000
+
+
 @pytest.mark.parametrize('name', NAMES)
 def test_default_cfg_contract(name):
     model = _create(name).eval()
@@ -81,7 +97,8 @@ def test_default_cfg_contract(name):
     for key in ('input_size', 'pool_size', 'crop_pct', 'interpolation', 'mean', 'std', 'first_conv', 'classifier'):
         assert cfg.get(key) is not None, key
     assert cfg['license'] == 'apache-2.0'
-    assert not cfg.get('hf_hub_id') and not cfg.get('url')  # no weight tag without weights
+    assert not cfg.get('hf_hub_id') and not cfg.get('url')  # the untagged default stays weightless
+    assert cfg['num_classes'] == 1000 and cfg['input_size'] == (3, 224, 224)  # a weight tag never becomes default
     state = model.state_dict()
     assert cfg['classifier'] + '.weight' in state and cfg['first_conv'] + '.weight' in state
     x = torch.randn(1, *cfg['input_size'])

@@ -10,6 +10,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from .model import ConvFormerFusion
+from .pretrained import keep_untagged_default, pretrained_tags
 from .variants import VARIANTS
 
 __all__ = ['MODEL_NAMES', 'default_cfgs']
@@ -34,9 +35,12 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-# Architectures without published weights get an untagged entry (timm needs one per architecture);
-# a published weight adds 'name.tag': _cfg(hf_hub_id='<org>/<name>.<tag>', ...).
-default_cfgs = generate_default_cfgs({name: _cfg() for name in VARIANTS})
+# Every architecture has an untagged, weightless ImageNet-shaped entry (the default: create_model('name'));
+# each published weight adds 'name.tag': _cfg(hf_hub_id='<org>/<name>.<tag>', ...) (see pretrained.py).
+default_cfgs = generate_default_cfgs(
+    {**{name: _cfg() for name in VARIANTS}, **{key: _cfg(**cfg) for key, cfg in pretrained_tags().items()}}
+)
+keep_untagged_default(default_cfgs)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusion:
