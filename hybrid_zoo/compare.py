@@ -356,15 +356,16 @@ def publish(
     return out
 
 
-def render(data: dict, results: Path) -> None:
-    """Markdown table and plot next to the results file (test accuracy against CPU inference speed)."""
+def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> None:
+    """Markdown table and plot next to the results file (test accuracy against the inference speed that
+    ``bench_file``, next to it, reports)."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     models = data['models']
-    bench_path = results.parent / 'bench-cpu.json'
+    bench_path = results.parent / bench_file
     bench = (json.loads(bench_path.read_text()).get('models', {})) if bench_path.exists() else {}
     rec = data['recipe']
     header = (
@@ -384,15 +385,24 @@ def render(data: dict, results: Path) -> None:
     lines += [
         '',
         f'Recipe `{rec["name"]}`: {rec["img_size"]} px grayscale, {subset} of the training split '
-        f'(checkpoint selection on {rec["val_samples"] or "all"} images held out of the training split), '
-        f'{rec["epochs"]} epochs, '
+        + (
+            f'(checkpoint selection on {rec["val_samples"] or "all"} images held out of the training split), '
+            if rec.get('val_fraction', 0.1)
+            else '(no validation split: the final weights are tested), '
+        )
+        + f'{rec["epochs"]} epochs, '
         f'batch {rec["batch_size"]}, AdamW lr {rec["lr"]} wd {rec["weight_decay"]}, cosine with '
         f'{rec["warmup_epochs"]} warmup epoch, label smoothing {rec["smoothing"]}, drop path {rec["drop_path_rate"]}, '
         f'random-resized-crop scale {tuple(rec["scale"])}, RandAugment {rec["aa"] or "off"}, mixup {rec["mixup"]}, '
         f'EMA {"on" if rec["ema"] else "off"}; identical for every model. Accuracy on the 10,000 official test '
         f'images. Ranking identical for every seed: {data["ranking_stable_across_seeds"]}. Measured '
-        f'{data["meta"]["date"]} on {data["meta"]["cpu"]} ({data["meta"]["threads"]} threads). '
-        f'Source: `model_cards/results/{results.name}`.',
+        f'{data["meta"]["date"]} on '
+        + (
+            f'{data["meta"]["device"]} ({data["meta"].get("amp", "fp32")}). '
+            if data['meta'].get('device')
+            else f'{data["meta"]["cpu"]} ({data["meta"]["threads"]} threads). '
+        )
+        + f'Source: `model_cards/results/{results.name}`.',
     ]
     advice = pick_advice(data, bench)
     if advice:
