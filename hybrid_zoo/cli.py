@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'hub-server': ('hybrid_zoo.hub_server', 'run the local Hub-protocol server (offline demos and tests)'),
     'stats': ('hybrid_zoo.stats', 'count params and GMACs (attention included) into a results file'),
     'bench': ('hybrid_zoo.bench', 'side-by-side CPU speed benchmark of timm models'),
+    'profile': ('hybrid_zoo.profile', 'where CPU inference time goes per kind of operation, and the ceiling it sets'),
     'export': ('hybrid_zoo.export', 'export to ONNX and check parity with onnxruntime'),
     'render-docs': ('hybrid_zoo.render', 'render README tables, plots and model cards from result files'),
 }
