@@ -114,11 +114,65 @@ def fmnist_table(results: Path) -> str | None:
     return '\n\n'.join(parts) or None
 
 
+def design_table(results: Path) -> str | None:
+    """Before/after of each design change tried on the CPU protocol: ``fmnist-cpu64-<variant>.json`` vs the default."""
+    base_path = results / 'fmnist-cpu64.json'
+    if not base_path.exists():
+        return None
+    base = read_json(base_path)
+    parts = []
+    for path in sorted(results.glob('fmnist-cpu64-*.json')):
+        var = read_json(path)
+        kwargs = ', '.join(f'{k}={v!r}' for k, v in var.get('model_kwargs', {}).items())
+        rows = []
+        for name, m in var['models'].items():
+            b = base['models'].get(name)
+            if b is None:
+                continue
+            rows.append(
+                [
+                    f'`{name}`',
+                    f'{b["top1"]:.2f} +- {b["top1_std"]:.2f} ({b["seeds"]})',
+                    f'{m["top1"]:.2f} +- {m["top1_std"]:.2f} ({m["seeds"]})',
+                    f'{m["top1"] - b["top1"]:+.2f}',
+                ]
+            )
+        if rows:
+            head = ['model', 'registry default: top-1 % (seeds)', f'`{kwargs}`: top-1 % (seeds)', 'difference']
+            parts.append(
+                f'Variant `{var["variant"]}` (`{kwargs}`), same recipe and seeds; source: '
+                f'`model_cards/results/{path.name}`.\n\n' + _table(head, rows)
+            )
+    return '\n\n'.join(parts) or None
+
+
+def profile_table(results: Path) -> str | None:
+    path = results / 'profile-cpu.md'
+    return path.read_text().strip() if path.exists() else None
+
+
+def pretrained_table(results: Path) -> str | None:
+    path = results / 'pretrained.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = [
+        [f'`{tag}`', f'`{e["repo_id"]}`', f'{e["test_top1"]:.2f}', f'{e["recipe"]}, seed {e["seed"]}', e['commit'][:10]]
+        for tag, e in sorted(data['tags'].items())
+    ]
+    return _table(['timm name', 'Hub repo', 'test top-1 %', 'run', 'commit'], rows) + (
+        f'\n\nPublished {data["meta"]["date"]} by `hybrid-zoo compare --publish`; source: `model_cards/results/pretrained.json`.'
+    )
+
+
 BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'model_table': model_table,
     'deploy_table': deploy_table,
     'bench_table': bench_table,
     'fmnist_table': fmnist_table,
+    'design_table': design_table,
+    'profile_table': profile_table,
+    'pretrained_table': pretrained_table,
 }
 
 

@@ -17,3 +17,24 @@ def test_blocks_are_filled_from_results_and_rendering_is_idempotent(tmp_path):
     assert render_readme(once, RESULTS_DIR) == once
     empty = render_readme(text, tmp_path)  # no result files: the block says so instead of keeping stale numbers
     assert 'No results yet' in empty and 'old' not in empty
+
+
+def test_design_and_pretrained_blocks(tmp_path):
+    def fm(top1, std, seeds=2):
+        return {'top1': top1, 'top1_std': std, 'seeds': seeds}
+
+    base = {'models': {'convformer_tiny': fm(80.0, 0.5), 'convnext_nano': fm(79.0, 0.2)}}
+    var = {'variant': 'ls1', 'model_kwargs': {'ls_init_value': 1.0}, 'models': {'convformer_tiny': fm(82.5, 0.3)}}
+    (tmp_path / 'fmnist-cpu64.json').write_text(json.dumps(base))
+    (tmp_path / 'fmnist-cpu64-ls1.json').write_text(json.dumps(var))
+    tags = {'convformer_tiny.fmnist_64': {'repo_id': 'hybrid-zoo/convformer_tiny.fmnist_64', 'test_top1': 82.7}}
+    tags['convformer_tiny.fmnist_64'].update(recipe='cpu64', seed=1, commit='0123456789abcdef')
+    (tmp_path / 'pretrained.json').write_text(json.dumps({'meta': {'date': '2026-11-29'}, 'tags': tags}))
+    text = '<!-- BEGIN design_table -->\n<!-- END design_table -->\n<!-- BEGIN pretrained_table -->\n<!-- END pretrained_table -->\n'
+    out = render_readme(text, tmp_path)
+    assert '| `convformer_tiny` | 80.00 +- 0.50 (2) | 82.50 +- 0.30 (2) | +2.50 |' in out
+    assert 'convnext_nano' not in out  # only models the variant changed
+    assert (
+        '| `convformer_tiny.fmnist_64` | `hybrid-zoo/convformer_tiny.fmnist_64` | 82.70 | cpu64, seed 1 | 0123456789 |'
+        in out
+    )
