@@ -187,6 +187,22 @@ def ranking_stable(rows: Sequence[dict]) -> bool:
     return True
 
 
+def swapped_pairs(rows: Sequence[dict]) -> list[dict]:
+    """Pairs of models whose order differs between seeds, with the gap between their means (points)."""
+    means = {m: s['mean'] for m, s in summarize(rows).items()}
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in rows:
+        by_seed.setdefault(r['seed'], {})[r['model']] = r['test_top1']
+    out = []
+    names = sorted(means, key=lambda m: -means[m])
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            signs = {(acc[a] > acc[b]) - (acc[a] < acc[b]) for acc in by_seed.values() if a in acc and b in acc}
+            if len(signs) > 1:
+                out.append({'models': [a, b], 'mean_gap': round(means[a] - means[b], 3)})
+    return out
+
+
 def compare(
     models: Sequence[str],
     seeds: Sequence[int],
@@ -219,11 +235,14 @@ def compare(
         if not pairs:
             raise FileNotFoundError(f'no finished runs under {work}')
     data: dict = {}
+    meta = machine_meta()
+    if report_only and Path(results).exists():  # the machine that trained, not the one summarising
+        meta = read_json(results).get('meta', meta)
     for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
         rows.append(run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers, model_kwargs=model_kwargs))
         _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
         data = {
-            'meta': machine_meta(),
+            'meta': meta,
             'recipe': dataclasses.asdict(recipe),
             'variant': variant,
             'model_kwargs': dict(model_kwargs or {}),
@@ -231,6 +250,7 @@ def compare(
             'runs': rows,
             'summary': summarize(rows),
             'ranking_stable_across_seeds': ranking_stable(rows),
+            'ranking_swaps': swapped_pairs(rows),
             'models': per_model(rows),
         }
         write_json_atomic(results, data)
@@ -395,7 +415,13 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
         f'{rec["warmup_epochs"]} warmup epoch, label smoothing {rec["smoothing"]}, drop path {rec["drop_path_rate"]}, '
         f'random-resized-crop scale {tuple(rec["scale"])}, RandAugment {rec["aa"] or "off"}, mixup {rec["mixup"]}, '
         f'EMA {"on" if rec["ema"] else "off"}; identical for every model. Accuracy on the 10,000 official test '
-        f'images. Ranking identical for every seed: {data["ranking_stable_across_seeds"]}. Measured '
+        f'images. Ranking identical for every seed: {data["ranking_stable_across_seeds"]}'
+        + ''.join(
+            f' (`{w["models"][0]}` and `{w["models"][1]}` swap places between seeds; their means are '
+            f'{w["mean_gap"]:.2f} points apart)'
+            for w in data.get('ranking_swaps', [])
+        )
+        + '. Measured '
         f'{data["meta"]["date"]} on '
         + (
             f'{data["meta"]["device"]} ({data["meta"].get("amp", "fp32")}). '

@@ -290,6 +290,7 @@ def run(
             'skipped': skipped,
             'summary': summarize(rows),
             'ranking_stable_across_seeds': ranking_stable(rows),
+            'ranking_swaps': [],  # one seed
             'models': per_model(rows),
             'elapsed_s': round(time.perf_counter() - started, 1),
         }

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hybrid_zoo.compare import RECIPES, compare, ranking_stable, summarize
+from hybrid_zoo.compare import RECIPES, compare, ranking_stable, summarize, swapped_pairs
 
 pytestmark = pytest.mark.train
 
@@ -22,6 +22,9 @@ def test_summary_and_ranking_stability():
     assert s['a'] == {'n': 2, 'mean': 91.0, 'std': pytest.approx(1.414, abs=1e-3), 'min': 90.0, 'max': 92.0}
     assert ranking_stable(rows)
     assert not ranking_stable(rows + [_row('a', 2, 70.0), _row('b', 2, 85.0)])
+    assert swapped_pairs(rows) == []
+    swaps = swapped_pairs(rows + [_row('c', 0, 85.0), _row('c', 1, 80.0)])  # c: behind a, between b's seeds
+    assert swaps == [{'models': ['c', 'b'], 'mean_gap': 2.0}]
 
 
 def test_compare_trains_tests_and_resumes(tmp_path):
