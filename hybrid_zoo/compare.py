@@ -239,7 +239,10 @@ def compare(
     if report_only and Path(results).exists():  # the machine that trained, not the one summarising
         meta = read_json(results).get('meta', meta)
     for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
-        rows.append(run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers, model_kwargs=model_kwargs))
+        row = run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers, model_kwargs=model_kwargs)
+        if row.get('model_dir'):
+            row['diagnostics'] = diagnostics(Path(row['model_dir']).parent)
+        rows.append(row)
         _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
         data = {
             'meta': meta,
@@ -258,6 +261,32 @@ def compare(
     return data
 
 
+def diagnostics(run_dir: str | os.PathLike) -> dict | None:
+    """What a finished run says about how well it fitted: final losses and the size of its layer scales.
+
+    ``layer_scale``: mean |gamma| of the residual-branch scales (parameters named ``gamma``: ours, ConvNeXt),
+    split into the blocks with attention (``ls1``/``ls2``) and the rest; None for models without any.
+    """
+    from safetensors import safe_open
+
+    run = Path(run_dir)
+    metrics, weights = run / 'metrics.jsonl', run / 'model' / 'model.safetensors'
+    if not (metrics.exists() and weights.exists()):
+        return None
+    last = json.loads(metrics.read_text().strip().splitlines()[-1])
+    sums: dict[str, list[float]] = {'attention': [], 'conv': []}
+    with safe_open(str(weights), 'pt') as f:
+        for key in f.keys():
+            if key.endswith('gamma'):
+                kind = 'attention' if ('.ls1.' in key or '.ls2.' in key) else 'conv'
+                sums[kind].append(f.get_tensor(key).abs().mean().item())
+    return {
+        'train_loss': round(last['train_loss'], 4),
+        'val_loss': round(last['val_loss'], 4),
+        'layer_scale': {k: round(statistics.fmean(v), 4) for k, v in sums.items() if v} or None,
+    }
+
+
 def per_model(rows: Sequence[dict]) -> dict:
     """Card-ready entries: mean test accuracies over seeds and the run facts shared by all seeds."""
     out = {}
@@ -274,6 +303,17 @@ def per_model(rows: Sequence[dict]) -> dict:
             'train_img_per_s': round(statistics.fmean(r['train_img_per_s'] or 0 for r in mine), 1),
             'train_time_s': round(statistics.fmean(r['train_time_s'] or 0 for r in mine), 1),
         }
+        classes = [r['per_class_test'] for r in mine if r.get('per_class_test')]
+        if classes:
+            out[model]['per_class'] = {c: round(statistics.fmean(pc[c] for pc in classes), 2) for c in classes[0]}
+        diag = [r['diagnostics'] for r in mine if r.get('diagnostics')]
+        if diag:
+            scales = [d['layer_scale'] for d in diag if d['layer_scale']]
+            out[model]['train_loss'] = round(statistics.fmean(d['train_loss'] for d in diag), 4)
+            out[model]['val_loss'] = round(statistics.fmean(d['val_loss'] for d in diag), 4)
+            out[model]['layer_scale'] = (
+                {k: round(statistics.fmean(s[k] for s in scales), 4) for k in scales[0]} if scales else None
+            )
     return out
 
 
@@ -430,6 +470,34 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
         )
         + f'Source: `model_cards/results/{results.name}`.',
     ]
+    diag = {n: m for n, m in models.items() if 'train_loss' in m}
+    if diag:
+        lines += [
+            '',
+            '| model | final train loss | final val loss | mean abs layer scale: conv blocks | attention blocks |',
+            '|---|---|---|---|---|',
+        ]
+        for name, m in sorted(diag.items(), key=lambda kv: -kv[1]['top1']):
+            ls = m.get('layer_scale') or {}
+            lines.append(
+                f'| `{name}` | {m["train_loss"]:.3f} | {m["val_loss"]:.3f} | '
+                + ' | '.join(f'{ls[k]:.3f}' if k in ls else '-' for k in ('conv', 'attention'))
+                + ' |'
+            )
+        lines += [
+            '',
+            'Losses of the last epoch (train: with label smoothing and augmentation; val: the held-out share of '
+            'the training split), mean over seeds; layer scale: mean |gamma| of the residual-branch scales in the '
+            'exported weights (models without layer scale: -).',
+        ]
+    per_class = {n: m['per_class'] for n, m in models.items() if m.get('per_class')}
+    if per_class:
+        order = sorted(per_class, key=lambda n: -models[n]['top1'])
+        classes = list(per_class[order[0]])
+        lines += ['', '| test top-1 % per class | ' + ' | '.join(f'`{n}`' for n in order) + ' |']
+        lines += ['|---|' + '---|' * len(order)]
+        for c in classes:
+            lines.append(f'| {c} | ' + ' | '.join(f'{per_class[n].get(c, float("nan")):.1f}' for n in order) + ' |')
     advice = pick_advice(data, bench)
     if advice:
         lines += ['', advice]

@@ -40,7 +40,10 @@ def test_compare_trains_tests_and_resumes(tmp_path):
         assert 0 <= r['test_top1'] <= 100 and r['test_top5'] >= r['test_top1']
         assert r['gmacs'] > 0 and r['params_m'] > 0
     saved = json.loads(results.read_text())
-    assert saved['models']['convformer_tiny']['split'] == 'test'
+    ours, peer = saved['models']['convformer_tiny'], saved['models']['test_resnet']
+    assert ours['split'] == 'test' and len(ours['per_class']) == 10
+    assert ours['train_loss'] > 0 and set(ours['layer_scale']) == {'conv', 'attention'}  # diagnostics of the fit
+    assert peer['layer_scale'] is None and '| final train loss |' in results.with_suffix('.md').read_text()
     assert results.with_suffix('.md').exists() and results.with_suffix('.png').exists()
     # never validated on test: the trainer only saw the train split
     assert json.loads((tmp_path / 'work' / 'smoke' / 'train_only' / 'dataset_dict.json').read_text())['splits'] == [
