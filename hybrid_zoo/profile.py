@@ -136,7 +136,14 @@ def reference_rate(batch: int = 32, iters: int = 8) -> float:
     return 2 * batch * 28 * 28 * 1024 * 1024 / statistics.median(times)
 
 
-def profile_model(name: str, batch: int = 32, img_size: int = 224, iters: int = 4, ref: float | None = None) -> dict:
+def profile_model(
+    name: str,
+    batch: int = 32,
+    img_size: int = 224,
+    iters: int = 4,
+    ref: float | None = None,
+    model_kwargs: dict | None = None,
+) -> dict:
     """Time per category (median over ``iters`` forwards after a warm-up) for one timm model."""
     import torch
     import torch.nn.functional as F
@@ -145,7 +152,7 @@ def profile_model(name: str, batch: int = 32, img_size: int = 224, iters: int = 
     from .evaluate import create_model
     from .flops import count_macs
 
-    model = create_model(name, img_size=img_size).eval()
+    model = create_model(name, img_size=img_size, **(model_kwargs or {})).eval()
     total_flop = 2e9 * count_macs(model, (3, img_size, img_size)).gmacs
     try:
         model = reparameterize_model(model)
@@ -181,6 +188,7 @@ def profile_model(name: str, batch: int = 32, img_size: int = 224, iters: int = 
     ceiling = total_flop / (flops['gemm'] / ref + nongemm) / ref
     return {
         'model': name,
+        'model_kwargs': dict(model_kwargs or {}),
         'batch': batch,
         'img_size': img_size,
         'ms_per_batch': round(1e3 * wall, 1),

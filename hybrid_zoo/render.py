@@ -104,14 +104,15 @@ def deploy_table(results: Path) -> str | None:
     )
 
 
-def bench_table(results: Path) -> str | None:
-    path = results / 'bench-cpu.md'
-    return path.read_text().strip() if path.exists() else None
+def _md(name: str) -> Callable[[Path], str | None]:
+    """A block that is a results file's own markdown, verbatim."""
 
+    def block(results: Path) -> str | None:
+        path = results / name
+        return path.read_text().strip() if path.exists() else None
 
-def fmnist_table(results: Path) -> str | None:
-    parts = [p.read_text().strip() for p in (results / 'fmnist-cpu64.md', results / 'fmnist-long64.md') if p.exists()]
-    return '\n\n'.join(parts) or None
+    block.__name__ = name
+    return block
 
 
 def design_table(results: Path) -> str | None:
@@ -135,20 +136,19 @@ def design_table(results: Path) -> str | None:
                     f'{b["top1"]:.2f} +- {b["top1_std"]:.2f} ({b["seeds"]})',
                     f'{m["top1"]:.2f} +- {m["top1_std"]:.2f} ({m["seeds"]})',
                     f'{m["top1"] - b["top1"]:+.2f}',
+                    f'{b["train_loss"]:.3f} / {m["train_loss"]:.3f}'
+                    if 'train_loss' in b and 'train_loss' in m
+                    else '-',
                 ]
             )
         if rows:
             head = ['model', 'registry default: top-1 % (seeds)', f'`{kwargs}`: top-1 % (seeds)', 'difference']
+            head.append('final train loss: default / variant')
             parts.append(
-                f'Variant `{var["variant"]}` (`{kwargs}`), same recipe and seeds; source: '
+                f'Variant `{var["variant"]}` (`{kwargs}`), same recipe, seeds counted in brackets; source: '
                 f'`model_cards/results/{path.name}`.\n\n' + _table(head, rows)
             )
     return '\n\n'.join(parts) or None
-
-
-def profile_table(results: Path) -> str | None:
-    path = results / 'profile-cpu.md'
-    return path.read_text().strip() if path.exists() else None
 
 
 def pretrained_table(results: Path) -> str | None:
@@ -168,10 +168,12 @@ def pretrained_table(results: Path) -> str | None:
 BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'model_table': model_table,
     'deploy_table': deploy_table,
-    'bench_table': bench_table,
-    'fmnist_table': fmnist_table,
+    'bench_table': _md('bench-cpu.md'),
+    'fmnist_table': _md('fmnist-cpu64.md'),
+    'fmnist_long_table': _md('fmnist-long64.md'),
+    'fmnist_gpu_table': _md('fmnist-gpu64.md'),
     'design_table': design_table,
-    'profile_table': profile_table,
+    'profile_table': _md('profile-cpu.md'),
     'pretrained_table': pretrained_table,
 }
 

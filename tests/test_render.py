@@ -32,7 +32,7 @@ def test_design_and_pretrained_blocks(tmp_path):
     (tmp_path / 'pretrained.json').write_text(json.dumps({'meta': {'date': '2026-11-29'}, 'tags': tags}))
     text = '<!-- BEGIN design_table -->\n<!-- END design_table -->\n<!-- BEGIN pretrained_table -->\n<!-- END pretrained_table -->\n'
     out = render_readme(text, tmp_path)
-    assert '| `convformer_tiny` | 80.00 +- 0.50 (2) | 82.50 +- 0.30 (2) | +2.50 |' in out
+    assert '| `convformer_tiny` | 80.00 +- 0.50 (2) | 82.50 +- 0.30 (2) | +2.50 | - |' in out
     assert 'convnext_nano' not in out  # only models the variant changed
     assert (
         '| `convformer_tiny.fmnist_64` | `hybrid-zoo/convformer_tiny.fmnist_64` | 82.70 | cpu64, seed 1 | 0123456789 |'
