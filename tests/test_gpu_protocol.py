@@ -48,7 +48,9 @@ def test_smoke_run_writes_compare_format(tmp_path, monkeypatch):
     for r in data['runs']:
         assert 0 <= r['test_top1'] <= r['test_top5'] <= 100 and r['train_img_per_s'] > 0
         assert len(r['per_class_test']) == 10 and math.isfinite(r['gmacs'])
-    assert (tmp_path / 'fmnist-gpu64.md').read_text().count('| `') == 2
+    md = (tmp_path / 'fmnist-gpu64.md').read_text().splitlines()
+    assert sum(line.startswith('| `') for line in md) == 2  # one table row per model
+    assert 'final weights are tested' in '\n'.join(md)
     assert (tmp_path / 'fmnist-gpu64.png').stat().st_size > 0
 
 
