@@ -38,7 +38,25 @@ from .results import RESULTS_DIR, machine_meta, write_atomic, write_json_atomic
 _log = logging.getLogger(__name__)
 
 CATEGORIES = ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation', 'norm', 'rest')
-DEFAULT_MODELS = ('convformer_small', 'convformer_small_late', 'coatnet_0_rw_224', 'convformer_tiny', 'convnext_nano')
+# ours by size with the CoAtNet of that size and the peers the targets name
+DEFAULT_MODELS = (
+    'convformer_tiny_early',
+    'convformer_tiny',
+    'convformer_tiny_late',
+    'coatnet_nano_rw_224',
+    'convnext_nano',
+    'convformer_small_early',
+    'convformer_small',
+    'convformer_small_late',
+    'coatnet_0_rw_224',
+    'convnext_tiny',
+    'caformer_s18',
+    'convformer_base_early',
+    'convformer_base',
+    'convformer_base_late',
+    'coatnet_1_rw_224',
+    'caformer_s36',
+)
 
 
 _ACTIVATION_NAMES = {'gelu', 'gelutanh', 'quickgelu', 'relu', 'relu6', 'silu', 'swish', 'hardswish', 'hardsigmoid'}
@@ -153,7 +171,7 @@ def profile_model(
     from .flops import count_macs
 
     model = create_model(name, img_size=img_size, **(model_kwargs or {})).eval()
-    total_flop = 2e9 * count_macs(model, (3, img_size, img_size)).gmacs
+    total_flop = 2e9 * batch * count_macs(model, (3, img_size, img_size)).gmacs  # counted for one image
     try:
         model = reparameterize_model(model)
     except Exception as e:  # noqa: BLE001 - a model whose fuse hook is not timm's: profile it unfolded
@@ -209,6 +227,40 @@ def profile_model(
     }
 
 
+def target_ceilings(models: Sequence[dict]) -> list[dict]:
+    """The inference targets of the bench issue, measured here and at each model's ceiling.
+
+    At the ceiling our model's images/s is ``ceiling x rate / FLOPs per image``; the peer stays as measured.
+    A target above its ceiling ratio cannot be met by faster GEMMs alone.
+    """
+    from .bench_report import TARGETS
+
+    by_name = {m['model']: m for m in models}
+    out = []
+    for t in TARGETS:
+        ours = by_name.get(t.model)
+        if ours is None or t.metric not in ('infer_img_s', 'pct_onednn'):
+            continue
+        ceiling_img_s = ours['img_per_s'] * ours['ceiling_pct_of_reference'] / ours['pct_of_reference']
+        if t.metric == 'pct_onednn':
+            measured, at_ceiling = ours['pct_of_reference'], ours['ceiling_pct_of_reference']
+        elif t.baseline in by_name:
+            peer = by_name[t.baseline]['img_per_s']
+            measured, at_ceiling = ours['img_per_s'] / peer, ceiling_img_s / peer
+        else:
+            continue
+        out.append(
+            {
+                'target': t.label,
+                'minimum': t.minimum,
+                'measured': round(measured, 2),
+                'at_ceiling': round(at_ceiling, 2),
+                'reachable_by_gemm_alone': at_ceiling >= t.minimum,
+            }
+        )
+    return out
+
+
 def render(data: dict, out: Path) -> None:
     """``profile-cpu.md`` (one row per model) and ``profile-cpu.png`` (time shares as stacked bars)."""
     import matplotlib
@@ -230,13 +282,25 @@ def render(data: dict, out: Path) -> None:
             f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
             f'{p["ceiling_pct_of_reference"]:.0f} | ' + ' | '.join(cells) + ' |'
         )
+    if data.get('targets'):
+        lines += [
+            '',
+            '| target | needed | measured here | at the ceiling | reachable by faster GEMMs alone |',
+            '|---|---|---|---|---|',
+        ]
+        for t in data['targets']:
+            lines.append(
+                f'| {t["target"]} | {t["minimum"]:g} | {t["measured"]:.2f} | {t["at_ceiling"]:.2f} | '
+                f'{"yes" if t["reachable_by_gemm_alone"] else "no"} |'
+            )
     m = data['meta']
     lines += [
         '',
         f'Batch {data["batch"]} at {data["img_size"]} px, fp32, channels_last, reparameterized, inference; share of '
         f'the forward time per kind of operation, with its achieved GFLOP/s. 1x1 rate: channels_last 1024->1024 '
         f'1x1 conv on 28x28 in the same process, {ref:.0f} GFLOP/s. "Ceiling": the share of that rate the model '
-        'would reach if its GEMMs ran exactly at it and everything else took the time measured. Measured '
+        'would reach if its GEMMs ran exactly at it and everything else took the time measured; "at the ceiling": '
+        "a target's ratio (or % of the rate) with our model at its ceiling and the peer as measured here. Measured "
         f'{m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch {m["torch"]}), allocator trimming off. '
         f'Source: `model_cards/results/{out.name}`; `hybrid-zoo profile` regenerates it.',
     ]
@@ -304,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         'img_size': args.img_size,
         'reference_gflop_s': round(ref / 1e9, 1),
         'models': models,
+        'targets': target_ceilings(models),
     }
     out = Path(args.out)
     write_json_atomic(out, data)

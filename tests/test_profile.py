@@ -12,7 +12,7 @@ from hybrid_zoo.flops import count_macs
 
 
 def test_categories_cover_the_forward_and_count_flops():
-    p = profile.profile_model('convformer_tiny', batch=1, img_size=64, iters=1, ref=50e9)
+    p = profile.profile_model('convformer_tiny', batch=2, img_size=64, iters=1, ref=50e9)
     cats = p['categories']
     assert sum(c['share_pct'] for c in cats.values()) == pytest.approx(100, abs=0.5)
     for kind in ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation'):
@@ -21,8 +21,9 @@ def test_categories_cover_the_forward_and_count_flops():
     measured = sum(c['gflop'] for k, c in cats.items() if k != 'rest') + cats['rest']['gflop']
     import timm
 
-    counted = 2 * count_macs(timm.create_model('convformer_tiny').eval(), (3, 64, 64)).gmacs
-    assert measured == pytest.approx(counted, rel=0.02)
+    counted = 2 * 2 * count_macs(timm.create_model('convformer_tiny').eval(), (3, 64, 64)).gmacs  # batch 2
+    assert measured == pytest.approx(counted, rel=0.02) and p['gflop_per_batch'] == pytest.approx(counted, abs=0.1)
+    assert p['gflop_s'] == pytest.approx(p['gflop_per_batch'] / (p['ms_per_batch'] / 1e3), rel=0.02)
     assert 0 < p['ceiling_pct_of_reference'] and p['pct_of_reference'] > 0
 
 
