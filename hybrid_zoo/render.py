@@ -151,6 +151,33 @@ def design_table(results: Path) -> str | None:
     return '\n\n'.join(parts) or None
 
 
+def kv_ab_table(results: Path) -> str | None:
+    """The K/V-pooling speed A/B (``tools/ab_kv_pooling.py``)."""
+    path = results / 'ab-kv-pooling.json'
+    if not path.exists():
+        return None
+    d = read_json(path)
+    rows = [
+        [
+            arm,
+            f'`{d[arm]["model_kwargs"] or "registry default"}`',
+            f'{d[arm]["gmacs"]:.3f}',
+            f'{d[arm]["img_per_s_median"]:.1f}',
+            f'{d[arm]["attention_share_pct"]:.1f}',
+            f'{d[arm]["pct_of_reference"]:.1f}',
+            f'{d[arm]["ceiling_pct_of_reference"]:.1f}',
+        ]
+        for arm in ('default', 'kv_pool_stride16')
+    ]
+    head = ['arm', 'model kwargs', 'GMACs', 'img/s (median of 3)', 'attention %', '% of 1x1 rate', 'ceiling %']
+    return _table(head, rows) + (
+        f'\n\n`{d["model"]}`: speed-up {d["speedup"]:.3f}x with {d["gmacs_change_pct"]:+.1f}% GMACs; with the removed '
+        f'GMACs put back as GEMMs at the 1x1 rate, {d["speedup_with_gmacs_restored"]:.3f}x. Measured {d["meta"]["date"]} '
+        f'on {d["meta"]["cpu"]} ({d["meta"]["threads"]} threads). Source: `model_cards/results/ab-kv-pooling.json` '
+        '(`python tools/ab_kv_pooling.py`).'
+    )
+
+
 def pretrained_table(results: Path) -> str | None:
     path = results / 'pretrained.json'
     if not path.exists():
@@ -175,6 +202,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'design_table': design_table,
     'profile_table': _md('profile-cpu.md'),
     'pretrained_table': pretrained_table,
+    'kv_ab_table': kv_ab_table,
 }
 
 

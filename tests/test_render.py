@@ -38,3 +38,9 @@ def test_design_and_pretrained_blocks(tmp_path):
         '| `convformer_tiny.fmnist_64` | `hybrid-zoo/convformer_tiny.fmnist_64` | 82.70 | cpu64, seed 1 | 0123456789 |'
         in out
     )
+
+
+def test_kv_ab_block_reads_its_results_file():
+    text = render_readme('<!-- BEGIN kv_ab_table -->\n<!-- END kv_ab_table -->\n', RESULTS_DIR)
+    data = json.loads((RESULTS_DIR / 'ab-kv-pooling.json').read_text())
+    assert f'speed-up {data["speedup"]:.3f}x' in text and '| kv_pool_stride16 |' in text
