@@ -172,9 +172,14 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _eval_results(metrics: dict, dataset: str, split: str) -> list:
-    """``model-index`` entries (``EvalResult``) for the top-1/top-5 accuracies in ``metrics``."""
+def _eval_results(metrics: dict, dataset: str, split: str, protocol: str | None = None) -> list:
+    """``model-index`` entries (``EvalResult``) for the top-1/top-5 accuracies in ``metrics``.
+
+    ``protocol`` tells apart results on the same dataset and split (``Top-1 accuracy (long64)``).
+    """
     from huggingface_hub import EvalResult
+
+    suffix = f' ({protocol})' if protocol else ''
 
     return [
         EvalResult(
@@ -184,7 +189,7 @@ def _eval_results(metrics: dict, dataset: str, split: str) -> list:
             dataset_name=dataset,
             dataset_split=split,
             metric_type='accuracy',
-            metric_name=name,
+            metric_name=name + suffix,
             metric_value=metrics[key],
         )
         for key, name in (('top1', 'Top-1 accuracy'), ('top5', 'Top-5 accuracy'))
@@ -453,9 +458,12 @@ def render_architecture_card(
         rows = [(KEY_NAMES.get(k, k), fmt(entry[k])) for k in shown]
         note = _meta_note(section_meta, f'model_cards/results/{source}')
         sections.append({'title': title, 'note': note, 'rows': rows})
-        if dataset is not None and (measured := _eval_results(entry, dataset, str(entry.get('split', 'test')))):
+        protocol = source.removesuffix('.json').split('-', 1)[-1]  # fmnist-long64.json -> long64
+        split = str(entry.get('split', 'test'))
+        if dataset is not None and (measured := _eval_results(entry, dataset, split, protocol)):
             eval_results += measured
-            datasets.append(_hub_dataset(dataset))
+            if _hub_dataset(dataset) not in datasets:
+                datasets.append(_hub_dataset(dataset))
     license = getattr(pcfg, 'license', None) or 'apache-2.0'
     card_data = _card_data(name, license=license, fusion=fusion, eval_results=eval_results, datasets=datasets)
     strides = stats.get('feature_strides') or []
