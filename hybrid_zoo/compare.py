@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import RESULTS_DIR, machine_meta, read_json, write_atomic, write_json_atomic
+from .results import RESULTS_DIR, machine_meta, read_json, write_atomic, write_figure_atomic, write_json_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -529,9 +528,7 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
     ax.set_title(f'Recipe {rec["name"]}: accuracy vs speed (orange = ConvFormer fusion)')
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format='png', dpi=120, metadata={'Software': None})
-    write_atomic(results.with_suffix('.png'), png.getvalue())
+    write_figure_atomic(fig, results.with_suffix('.png'))
     plt.close(fig)
 
 

@@ -24,7 +24,6 @@ that is already set. Writes ``profile-cpu.json`` / ``.md`` / ``.png``.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import statistics
@@ -33,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import RESULTS_DIR, machine_meta, write_atomic, write_json_atomic
+from .results import RESULTS_DIR, machine_meta, write_atomic, write_figure_atomic, write_json_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -318,9 +317,7 @@ def render(data: dict, out: Path) -> None:
     ax.set_title('Where the time goes (batch 32, 224 px, 2 cores)')
     ax.legend(ncol=4, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.25))
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format='png', dpi=120, metadata={'Software': None})
-    write_atomic(out.with_suffix('.png'), png.getvalue())
+    write_figure_atomic(fig, out.with_suffix('.png'))
     plt.close(fig)
 
 

@@ -63,3 +63,12 @@ def write_json_atomic(path: str | os.PathLike, data) -> Path:
 def read_json(path: str | os.PathLike):
     with open(path) as f:
         return json.load(f)
+
+
+def write_figure_atomic(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Save a matplotlib figure as PNG (no software stamp, so unchanged plots stay byte-identical), atomically."""
+    import io
+
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=dpi, metadata={'Software': None})
+    write_atomic(path, png.getvalue())
