@@ -353,7 +353,8 @@ def pick_advice(data: dict, bench: dict) -> str | None:
 def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
     """Each model's best test run over the given results files, among recipes at ``img_size`` without a variant.
 
-    A design variant's runs (``--variant``) are left out: what is published must be what the registry builds.
+    A design variant's runs (``--variant``) are left out: what is published must be what the registry builds;
+    so are runs that kept no weights (the GPU protocol's).
     """
     best: dict[str, dict] = {}
     for f in results_files:
@@ -361,7 +362,9 @@ def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str],
         if data.get('variant') or data['recipe']['img_size'] != img_size:
             continue
         for row in data['runs']:
-            if row['model'] in models and row['test_top1'] > best.get(row['model'], {}).get('test_top1', -1.0):
+            if row['model'] not in models or not row.get('model_dir'):
+                continue
+            if row['test_top1'] > best.get(row['model'], {}).get('test_top1', -1.0):
                 best[row['model']] = dict(row, results_file=Path(f).name)
     return best
 

@@ -267,7 +267,9 @@ def test_compare_publishes_each_models_best_run(tmp_path, hub_server, hf_token):
         winners[model] = w
     bigger_variant, _ = run(FMNIST_MODELS[0], 2, 99.0)  # better, but a design variant: never published
     other_size, _ = run(FMNIST_MODELS[1], 3, 99.5)  # better, but at another resolution than the tag's
+    no_weights = dict(run(FMNIST_MODELS[2], 4, 99.9)[0], model_dir=None)  # a GPU-protocol row: nothing to publish
     files = [results('a', 64, rows), results('a-x', 64, [bigger_variant], 'x'), results('b', 32, [other_size])]
+    files.append(results('gpu', 64, [no_weights]))
     record = tmp_path / 'pretrained.json'
     published = publish(files, record=record)
     assert set(published) == {f'{m}.fmnist_64' for m in FMNIST_MODELS}
