@@ -64,6 +64,17 @@ PEER_SETS: dict[str, tuple[str, ...]] = {
 }
 # 16 GiB: no block is ever returned to the kernel, by mmap threshold or by trimming (see the module docstring)
 MALLOC_NO_TRIM: dict[str, str] = {'MALLOC_MMAP_THRESHOLD_': '17179869184', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
+
+
+def exec_with_no_trim(args: Sequence[str]) -> None:
+    """Replace this process by ``python *args`` with :data:`MALLOC_NO_TRIM` set, unless it is set already.
+
+    glibc reads the variables once, at start-up, so a process that wants the setting must be started with it.
+    """
+    if any(os.environ.get(k) != v for k, v in MALLOC_NO_TRIM.items()):
+        os.execvpe(sys.executable, [sys.executable, *args], dict(os.environ, **MALLOC_NO_TRIM))
+
+
 LAYOUTS = ('nchw', 'channels_last')
 _ENV_RECORDED = (*MALLOC_NO_TRIM, 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'KMP_BLOCKTIME')
 

@@ -9,8 +9,9 @@ autocast. There is no validation split and no checkpoint selection: the final we
 the 10,000 official test images. Every model gets the same epochs, batch, schedule and seed.
 
 Per batch, on the device: bilinear resize 28 -> ``img_size`` folded into one ``affine_grid``/``grid_sample``
-with a per-image random crop (area ``scale``, aspect 3/4-4/3) and flip; then ``(x - mean) / std`` with the
-grayscale mean/std the trainer uses (0.449, 0.226). Test images are resized without crop or flip.
+with a per-image random crop (area ``scale``, aspect 3/4-4/3) and flip; then ``(x - mean) / std`` with each
+model's mean/std as the trainer takes them (``data.model_data_config``). Test images are resized without crop
+or flip.
 
 The run keeps to a time budget: before each model it estimates (from the models already trained, scaled by
 GMACs) whether that model fits, and skips it if not, saying so. Results are rewritten after every model in the
@@ -36,8 +37,6 @@ from .compare import RECIPES, Recipe, per_model, ranking_stable, render, summari
 from .results import RESULTS_DIR, machine_meta, write_json_atomic
 
 _log = logging.getLogger(__name__)
-
-GRAY_MEAN, GRAY_STD = 0.449, 0.226
 
 
 def gpu_recipe(epochs: int = 4, batch_size: int = 512, img_size: int = 64) -> Recipe:
@@ -112,25 +111,35 @@ def augment(x: torch.Tensor, size: int, scale: tuple[float, float], generator: t
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
 
-def to_input(x_uint8: torch.Tensor, size: int, channels_last: bool) -> torch.Tensor:
-    """``(B, H, W)`` uint8 -> normalised ``(B, 1, size, size)`` float, resized (test-time path)."""
+def to_input(x_uint8: torch.Tensor, size: int, mean: float, std: float) -> torch.Tensor:
+    """``(B, H, W)`` uint8 -> normalised channels_last ``(B, 1, size, size)`` float, resized (test-time path)."""
     x = x_uint8.unsqueeze(1).float().div_(255)
     x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False, antialias=False)
-    x = (x - GRAY_MEAN) / GRAY_STD
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def train_one(
-    name: str, data: dict, recipe: Recipe, device: torch.device, seed: int = 0, amp: bool = True, progress: bool = True
+    name: str,
+    data: dict,
+    recipe: Recipe,
+    device: torch.device,
+    gmacs: float,
+    seed: int = 0,
+    amp: bool = True,
+    progress: bool = True,
 ) -> dict:
-    """Train ``name`` under ``recipe`` on ``data`` (tensors on ``device``), test it; return a compare row."""
+    """Train ``name`` under ``recipe`` on ``data`` (tensors on ``device``), test it; return a compare row.
+
+    ``gmacs``: the model's count at the recipe size (:func:`model_gmacs`), recorded in the row.
+    """
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from tqdm.auto import tqdm
 
+    from .data import model_data_config
     from .evaluate import create_model
-    from .flops import count_macs, count_params
+    from .flops import count_params
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -138,7 +147,8 @@ def train_one(
         name, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans, drop_path_rate=recipe.drop_path_rate
     )
     params_m = count_params(model) / 1e6
-    gmacs = count_macs(model.eval(), (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs
+    data_cfg = model_data_config(model, recipe.img_size, recipe.in_chans)  # the trainer's normalisation
+    mean, std = data_cfg['mean'][0], data_cfg['std'][0]
     model = model.to(device, memory_format=torch.channels_last).train()
     x_train, y_train = data['train']
     steps_per_epoch = len(x_train) // recipe.batch_size  # drop the last partial batch: equal steps for everyone
@@ -166,7 +176,7 @@ def train_one(
         for step in range(steps_per_epoch):
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = x_train[idx].unsqueeze(1).float().div_(255)
-            x = (augment(x, recipe.img_size, recipe.scale, gen) - GRAY_MEAN) / GRAY_STD
+            x = (augment(x, recipe.img_size, recipe.scale, gen) - mean) / std
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 loss = loss_fn(model(x), y_train[idx])
@@ -183,7 +193,7 @@ def train_one(
     _sync(device)
     train_time = time.perf_counter() - start
     bar.close()
-    top1, top5, per_class = test(model, data['test'], recipe.img_size, recipe.batch_size, autocast)
+    top1, top5, per_class = test(model, data['test'], recipe.img_size, recipe.batch_size, autocast, mean, std)
     return {
         'model': name,
         'seed': seed,
@@ -203,7 +213,7 @@ def train_one(
 
 
 @torch.no_grad()
-def test(model, test_data, size: int, batch_size: int, autocast) -> tuple[float, float, dict]:
+def test(model, test_data, size: int, batch_size: int, autocast, mean: float, std: float) -> tuple[float, float, dict]:
     """Top-1, top-5 and per-class accuracy (percent) on every test image, no augmentation."""
     from .models.pretrained import FASHION_MNIST_CLASSES
 
@@ -212,7 +222,7 @@ def test(model, test_data, size: int, batch_size: int, autocast) -> tuple[float,
     preds = []
     for i in range(0, len(x_test), batch_size):
         with autocast:
-            logits = model(to_input(x_test[i : i + batch_size], size, channels_last=True))
+            logits = model(to_input(x_test[i : i + batch_size], size, mean, std))
         preds.append(logits.float().topk(5, dim=1).indices)
     top = torch.cat(preds)
     hit1 = top[:, 0] == y_test
@@ -261,7 +271,8 @@ def run(
     out: dict = {}
     for name in models:
         elapsed = time.perf_counter() - started
-        estimate = _estimate(name, recipe, sec_per_gmac)
+        gmacs = model_gmacs(name, recipe)
+        estimate = max(sec_per_gmac) * gmacs if sec_per_gmac else None  # the worst time per GMAC seen so far
         if estimate is not None and elapsed + estimate > time_budget:
             _log.warning(
                 'skipping %s: about %.0f s needed, %.0f s of the budget left', name, estimate, time_budget - elapsed
@@ -270,7 +281,7 @@ def run(
                 {'model': name, 'reason': f'time budget ({estimate:.0f} s needed, {time_budget - elapsed:.0f} s left)'}
             )
             continue
-        row = train_one(name, data, recipe, dev, amp=amp)
+        row = train_one(name, data, recipe, dev, gmacs, amp=amp)
         rows.append(row)
         sec_per_gmac.append(row['train_time_s'] / max(row['gmacs'], 1e-6))
         _log.info(
@@ -303,16 +314,13 @@ def run(
     return out
 
 
-def _estimate(name: str, recipe: Recipe, sec_per_gmac: list[float]) -> float | None:
-    """Seconds ``name`` will take, from the models done so far (time per GMAC, the worst seen); None at first."""
-    if not sec_per_gmac:
-        return None
+def model_gmacs(name: str, recipe: Recipe) -> float:
+    """GMACs of ``name`` as built for ``recipe`` (counted once per model, on the CPU)."""
     from .evaluate import create_model
     from .flops import count_macs
 
     net = create_model(name, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans).eval()
-    gmacs = count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs
-    return max(sec_per_gmac) * gmacs
+    return count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import time
@@ -336,12 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .bench import MALLOC_NO_TRIM
+    from .bench import exec_with_no_trim
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(os.environ.get(k) != v for k, v in MALLOC_NO_TRIM.items()):  # the benchmark's allocator setting
-        env = dict(os.environ, **MALLOC_NO_TRIM)
-        os.execvpe(sys.executable, [sys.executable, '-m', 'hybrid_zoo.profile', *argv], env)
+    exec_with_no_trim(['-m', 'hybrid_zoo.profile', *argv])  # the benchmark's allocator setting
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     from tqdm.auto import tqdm

@@ -83,6 +83,11 @@ def test_pretrained_tags_are_registered_but_not_default():
         cfg = timm.models.get_pretrained_cfg(tag)
         assert cfg.hf_hub_id == f'{HUB_ORG}/{tag}' and cfg.input_size == (1, 64, 64) and cfg.num_classes == 10
         assert len(cfg.label_names) == 10
+    # the tag's normalisation is what the trainer derives for the untagged model built grayscale
+    from hybrid_zoo.data import model_data_config
+
+    trained_as = model_data_config(timm.create_model(FMNIST_MODELS[-1], in_chans=1, num_classes=10), 64, 1)
+    assert (trained_as['mean'], trained_as['std']) == (cfg.mean, cfg.std)
     # the tag's cfg shapes the model it builds (without downloading anything)
     model = timm.create_model(tags[-1])
     assert model.num_classes == 10 and model.pretrained_cfg['tag'] == 'fmnist_64'

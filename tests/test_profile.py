@@ -37,3 +37,14 @@ def test_cli_writes_json_md_png(tmp_path, monkeypatch):
     assert [m['model'] for m in data['models']] == ['test_convnext'] and data['reference_gflop_s'] > 0
     assert '`test_convnext`' in out.with_suffix('.md').read_text()
     assert out.with_suffix('.png').stat().st_size > 0
+
+
+def test_exec_with_no_trim_restarts_the_process_with_the_setting():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_NO_TRIM}
+    code = "from hybrid_zoo.bench import exec_with_no_trim; exec_with_no_trim(['-c', 'import os; print(os.environ[\"MALLOC_TRIM_THRESHOLD_\"])'])"
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == MALLOC_NO_TRIM['MALLOC_TRIM_THRESHOLD_']

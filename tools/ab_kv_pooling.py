@@ -7,7 +7,6 @@ interleaved rounds (ABA / BAB order) in one process with glibc trimming off; the
     python tools/ab_kv_pooling.py
 """
 
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -15,10 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hybrid_zoo.bench import MALLOC_NO_TRIM  # noqa: E402
+from hybrid_zoo.bench import exec_with_no_trim  # noqa: E402
 
-if any(os.environ.get(k) != v for k, v in MALLOC_NO_TRIM.items()):
-    os.execvpe(sys.executable, [sys.executable, *sys.argv], dict(os.environ, **MALLOC_NO_TRIM))
+exec_with_no_trim(sys.argv)
 
 import timm  # noqa: E402
 

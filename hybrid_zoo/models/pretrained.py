@@ -13,6 +13,9 @@ into a 1-channel, 10-class model: ``keep_untagged_default`` undoes that, so only
 
 from __future__ import annotations
 
+import numpy as np
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 HUB_ORG = 'hybrid-zoo'
 
 # label order of the original release: https://github.com/zalandoresearch/fashion-mnist#labels
@@ -29,8 +32,10 @@ FASHION_MNIST_CLASSES = (
     'Ankle boot',
 )
 
-# The trainer's data config for a grayscale model: timm's ImageNet mean/std averaged over the channels.
-_GRAY_MEAN, _GRAY_STD = (0.449,), (0.226,)
+# The trainer's data config for a grayscale model (``data.model_data_config``): the ImageNet mean/std of the
+# untagged cfg, averaged over the channels, computed the same way.
+_GRAY_MEAN = (float(np.mean(IMAGENET_DEFAULT_MEAN)),)
+_GRAY_STD = (float(np.mean(IMAGENET_DEFAULT_STD)),)
 
 FMNIST_TAG = 'fmnist_64'
 # the models trained in the comparison (hybrid_zoo.compare.OURS_TINY); one tag per published model
