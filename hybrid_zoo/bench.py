@@ -237,6 +237,27 @@ class _Workers:
             result['error'] = f'worker exited with status {proc.returncode}'
         result.update(name=task['name'], round=task['round'], wall_s=round(time.monotonic() - start, 2))
         result['log_tail'] = '\n'.join((log or '').strip().splitlines()[-15:]) if 'error' in result else None
+        if _crashed_in_training(result, proc.returncode, timed_out, task):
+            result = self._train_nchw(task, result, proc.returncode, deadline)
+        return result
+
+    def _train_nchw(self, task: dict, result: dict, returncode: int, deadline: float) -> dict:
+        """Re-measure only the training step, in NCHW, after the channels_last one killed the worker.
+
+        A native crash (torch 2.14's oneDNN faults on the weight gradient of a 1x1 stride-2 conv over
+        3-8 channels_last input channels, fastvit_t12's stem) cannot be caught inside the worker; the
+        inference numbers it recorded stand and the row says which layout its training number is from.
+        """
+        config = dict(task['config'], train_layout='nchw')
+        retry = self.run(dict(task, config=config, train_only=True), deadline)
+        why = f'channels_last training step killed the worker ({_signal_name(returncode)}); trained in NCHW'
+        if retry.get('error') or not retry.get('train'):
+            result['error'] = f'{result["error"]}; NCHW retry: {retry.get("error", "no training result")}'
+            return result
+        logger.warning('%s round %d: %s', task['name'], task['round'], why)
+        result.update(train=retry['train'], peak_mem_train_gb=retry.get('peak_mem_train_gb'), train_fallback=why)
+        result.pop('error', None)
+        result['log_tail'] = None
         return result
 
     @staticmethod
@@ -248,6 +269,28 @@ class _Workers:
         with self.lock:
             for proc in list(self.running.values()):
                 self._kill(proc)
+
+
+def _crashed_in_training(result: dict, returncode: int | None, timed_out: bool, task: dict) -> bool:
+    """The worker died from a signal after inference was recorded, in a channels_last training step."""
+    config = task.get('config') or {}
+    return (
+        not timed_out
+        and returncode is not None
+        and returncode < 0
+        and bool(result.get('infer'))
+        and not result.get('train')
+        and config.get('train', True)
+        and config.get('train_layout') == 'channels_last'
+        and not task.get('train_only')
+    )
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f'status {returncode}'
 
 
 def _tasks(models: Sequence[str], config: BenchConfig) -> list[dict]:
@@ -633,6 +676,11 @@ def _measure_model(task: dict, config: BenchConfig, rec: _Recorder, dev: _Device
     torch.manual_seed(0)
     size = (3, config.img_size, config.img_size)
     model = _create_model(task['name'], config).eval()
+    if task.get('train_only'):  # the NCHW retry after a crash in the channels_last training step
+        model.to(dev.device)
+        _measure_training(model, config, rec, dev, probe, lock)
+        phases.done('train')
+        return
     run_model, reparameterized, reparam_error = _deploy(model, config)
     phases.done('build')
     if task['count']:

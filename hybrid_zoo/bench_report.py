@@ -250,6 +250,7 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
     parts = [*(p for part in infer for p in part.values()), *(r.get('train') or {} for r in results)]
     busy = [x for p in parts for x in p.get('busy', []) if x is not None]
     errors = [r['error'] for r in results if r.get('error')]
+    fallbacks = [r['train_fallback'] for r in results if r.get('train_fallback')]
     row = dict(labels or {})
     row.update(
         params_m=_r(info['params'] / 1e6) if info.get('params') else None,
@@ -267,6 +268,8 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
         train_img_s=_r(train, 2),
         train_img_s_min=_r(train_lo, 2),
         train_img_s_max=_r(train_hi, 2),
+        train_layout=next((r['train']['layout'] for r in results if (r.get('train') or {}).get('layout')), None),
+        train_fallback=fallbacks[0] if fallbacks else None,
         gflops=_r(gflops, 1),
         pct_onednn=_r(100 * gflops / onednn, 1) if gflops and onednn else None,
         pct_mm=_r(100 * gflops / mm, 1) if gflops and mm else None,
@@ -389,7 +392,8 @@ def render_markdown(doc: dict) -> str:
             {'channels_last': 'CL', 'nchw': 'NCHW'}.get(r.get('infer_layout'), '-'),
             _f(r.get('channels_last_speedup'), 2),
             f'{_f(r.get("latency_ms"))} [{_f(r.get("latency_ms_min"))}]',
-            f'{_sig(r.get("train_img_s"))} [{_sig(r.get("train_img_s_min"))}-{_sig(r.get("train_img_s_max"))}]',
+            f'{_sig(r.get("train_img_s"))} [{_sig(r.get("train_img_s_min"))}-{_sig(r.get("train_img_s_max"))}]'
+            + (' (NCHW)' if r.get('train_fallback') else ''),
             f'{_f(r.get("peak_mem_infer_gb"), 2)} / {_f(r.get("peak_mem_train_gb"), 2)}',
             _f(r.get('gflops'), 0),
             _f(r.get('pct_onednn'), 0),
@@ -414,6 +418,7 @@ def render_markdown(doc: dict) -> str:
     problems = [(n, r['error']) for n, r in doc['models'].items() if r.get('error')]
     problems += [(n, f'compile: {r["compile_error"]}') for n, r in doc['models'].items() if r.get('compile_error')]
     problems += [(item, 'skipped') for item in meta.get('run', {}).get('skipped', [])]
+    problems += [(n, r['train_fallback']) for n, r in doc['models'].items() if r.get('train_fallback')]
     if problems:
         lines += ['', 'Problems:', *(f'- {name}: {text}' for name, text in problems)]
     return '\n'.join(lines) + '\n'

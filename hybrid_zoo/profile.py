@@ -1,4 +1,4 @@
-"""``hybrid-zoo profile``: where a model's CPU inference time goes, by kind of operation, and what that caps.
+"""``hybrid-zoo profile``: where a model's CPU time goes, by kind of operation, and what that caps.
 
 Each model is built as the benchmark builds it (reparameterized where supported, channels_last, eval, batch 32
 at 224 px by default) and run under ``inference_mode`` with a timer on every leaf module and on
@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .results import RESULTS_DIR, machine_meta, write_atomic, write_figure_atomic, write_json_atomic
@@ -99,6 +102,7 @@ class _Timers:
     def __init__(self) -> None:
         self.time = dict.fromkeys(CATEGORIES, 0.0)
         self.flop = dict.fromkeys(CATEGORIES, 0.0)
+        self.gemm_calls: Counter = Counter()  # GemmShape -> calls while active
         self.active = False
 
     def attach(self, model) -> list:
@@ -119,6 +123,8 @@ class _Timers:
             if self.active:
                 self.time[cat] += time.perf_counter() - module._hz_t0
                 self.flop[cat] += _flop(module, out)
+                if cat == 'gemm':
+                    self.gemm_calls[_gemm_shape(module, args[0])] += 1
 
         return hook
 
@@ -133,6 +139,95 @@ class _Timers:
             return out
 
         return timed
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    """One GEMM as the model runs it: a 1x1 conv on a channels_last map, or a linear layer."""
+
+    kind: str  # 'conv' | 'linear'
+    input: tuple[int, ...]  # (B, C, H, W) for a conv, (..., in_features) for a linear
+    out: int  # output channels / features
+    stride: int = 1
+
+    @property
+    def flop(self) -> float:
+        """Forward FLOPs (2 x MACs)."""
+        if self.kind == 'conv':
+            b, c, h, w = self.input
+            return 2.0 * b * c * self.out * (-(-h // self.stride)) * (-(-w // self.stride))
+        return 2.0 * math.prod(self.input) * self.out
+
+
+def _gemm_shape(module, x) -> GemmShape:
+    from torch import nn
+
+    if isinstance(module, nn.Conv2d):
+        return GemmShape('conv', tuple(x.shape), module.out_channels, module.stride[0])
+    return GemmShape('linear', tuple(x.shape), module.out_features)
+
+
+def isolated_seconds(shape: GemmShape, train: bool = False, iters: int = 5) -> float:
+    """Median seconds of one GEMM of ``shape`` run alone: forward, or forward + both gradients if ``train``.
+
+    This is the rate oneDNN / the BLAS reach on exactly that shape, the fair ceiling for a model's GEMMs:
+    small channel counts run below the 1024-channel reference rate whatever the model around them does.
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    if shape.kind == 'conv':
+        op = nn.Conv2d(shape.input[1], shape.out, 1, stride=shape.stride).to(memory_format=torch.channels_last)
+        x = torch.randn(shape.input).contiguous(memory_format=torch.channels_last)
+    else:
+        op = nn.Linear(shape.input[-1], shape.out)
+        x = torch.randn(shape.input)
+    if train:
+        x.requires_grad_(True)
+        grad = torch.randn_like(op(x))
+
+        def run() -> None:
+            op(x).backward(grad)
+            x.grad = None
+            op.zero_grad(set_to_none=True)
+
+    else:
+
+        def run() -> None:
+            with torch.inference_mode():
+                op(x)
+
+    times = []
+    for i in range(iters + 2):
+        t0 = time.perf_counter()
+        run()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _shape_ceiling(calls: Counter, train: bool, total_flop: float, wall: float, gemm_s: float, ref: float) -> dict:
+    """The ceiling with each GEMM at the rate of its own shape run alone (instead of the reference rate)."""
+    flop, seconds = shape_bound(calls, train)
+    if not seconds:
+        return {'gemm_shapes': 0, 'isolated_gemm_gflop_s': None, 'gemm_over_isolated': None, 'shape_ceiling_pct': None}
+    return {
+        'gemm_shapes': len(calls),
+        'isolated_gemm_gflop_s': round(flop / seconds / 1e9, 1),  # the model's GEMM mix, each shape run alone
+        'gemm_over_isolated': round(gemm_s / seconds, 2),  # > 1: slower inside the model than alone
+        'shape_ceiling_pct': round(100 * total_flop / (seconds + wall - gemm_s) / ref, 1),
+    }
+
+
+def shape_bound(calls: Counter, train: bool = False) -> tuple[float, float]:
+    """(FLOPs, seconds) of every GEMM call of one pass at the rate of its own shape run alone."""
+    flop = seconds = 0.0
+    for shape, n in calls.items():
+        passes = 3 if train else 1  # forward, input gradient, weight gradient
+        flop += n * passes * shape.flop
+        seconds += n * isolated_seconds(shape, train)
+    return flop, seconds
 
 
 def reference_rate(batch: int = 32, iters: int = 8) -> float:
@@ -202,6 +297,7 @@ def profile_model(
     ref = ref or reference_rate(batch)
     nongemm = wall - times['gemm']
     ceiling = total_flop / (flops['gemm'] / ref + nongemm) / ref
+    calls = Counter({shape: n // iters for shape, n in timers.gemm_calls.items()})
     return {
         'model': name,
         'model_kwargs': dict(model_kwargs or {}),
@@ -213,6 +309,7 @@ def profile_model(
         'gflop_s': round(total_flop / wall / 1e9, 1),
         'pct_of_reference': round(100 * total_flop / wall / ref, 1),
         'ceiling_pct_of_reference': round(100 * ceiling, 1),
+        **_shape_ceiling(calls, False, total_flop, wall, times['gemm'], ref),
         'categories': {
             c: {
                 'ms': round(1e3 * times[c], 1),
@@ -225,19 +322,297 @@ def profile_model(
     }
 
 
-def target_ceilings(models: Sequence[dict]) -> list[dict]:
-    """The inference targets of the bench issue, measured here and at each model's ceiling.
+# ---------------------------------------------------------------------------------------------------------------------
+# Training step: forward + backward + SGD step, filed by aten op from one torch.profiler trace
 
-    At the ceiling our model's images/s is ``ceiling x rate / FLOPs per image``; the peer stays as measured.
-    A target above its ceiling ratio cannot be met by faster GEMMs alone.
+PHASES = ('forward', 'backward', 'optimizer')
+TRAIN_CATEGORIES = ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation', 'norm', 'rest')
+_CONV_OPS = {'aten::conv2d', 'aten::convolution', 'aten::_convolution', 'aten::convolution_backward'}
+_GEMM_OPS = {'aten::linear', 'aten::addmm', 'aten::mm'}
+_ATTENTION_OPS = {'aten::matmul', 'aten::bmm', 'aten::baddbmm', 'aten::softmax', 'aten::_softmax'}
+_ATTENTION_OPS |= {'aten::_softmax_backward_data'}
+_ACTIVATION_OPS = {'gelu', 'relu', 'relu_', 'silu', 'silu_', 'hardswish', 'hardswish_', 'sigmoid', 'mish', 'elu'}
+_ACTIVATION_OPS |= {'threshold_backward', 'hardtanh', 'hardtanh_', 'hardsigmoid'}
+_NORM_OPS = {'batch_norm', 'layer_norm', 'group_norm', 'native_batch_norm_backward', 'native_layer_norm_backward'}
+_NORM_OPS |= {'native_group_norm_backward', 'native_batch_norm', 'native_layer_norm', 'native_group_norm'}
+
+
+def _conv_kind(weight: Sequence[int], in_channels: int, groups: int) -> str:
+    if groups == in_channels and in_channels > 1 and weight[1] == 1:
+        return 'depthwise'
+    if tuple(weight[2:]) == (1, 1) and groups == 1:
+        return 'gemm'
+    return 'dense kxk'
+
+
+def _concrete(event, index: int, default):
+    values = getattr(event, 'concrete_inputs', None) or []
+    value = values[index] if index < len(values) else None
+    return default if value in (None, '', []) else value
+
+
+def _op_category(event) -> tuple[str, float]:
+    """(category, FLOPs) of one top-level aten op of a training step, from its name and recorded shapes.
+
+    FLOPs are counted for convolutions, GEMMs and attention (forward and backward, as
+    ``torch.utils.flop_counter`` counts them); everything else counts 0.
+    """
+    name, shapes = event.name, event.input_shapes or []
+    short = name.removeprefix('aten::')
+    if name in _CONV_OPS:
+        if name == 'aten::convolution_backward':  # (grad_out, input, weight, bias_sizes, ..., groups, output_mask)
+            grad_out, inp, weight = shapes[0], shapes[1], shapes[2]
+            groups, mask = int(_concrete(event, 9, 1)), _concrete(event, 10, [True, True, True])
+            passes = int(bool(mask[0])) + int(bool(mask[1]))
+            flop = 2.0 * math.prod(grad_out) * math.prod(weight[1:]) * passes
+        else:  # conv2d / convolution: (input, weight, bias, stride, padding, dilation, groups)
+            inp, weight = shapes[0], shapes[1]
+            groups = int(_concrete(event, 6 if name == 'aten::conv2d' else 8, 1))
+            stride, padding, dilation = (_concrete(event, i, [1, 1]) for i in (3, 4, 5))
+            out_hw = _conv_out_hw(inp[2:], weight[2:], _pair(stride), padding, _pair(dilation))
+            flop = 2.0 * inp[0] * weight[0] * math.prod(out_hw) * math.prod(weight[1:])
+        return _conv_kind(weight, inp[1], groups), flop
+    if name in _GEMM_OPS:
+        if name == 'aten::linear':  # (input, weight, bias)
+            return 'gemm', 2.0 * math.prod(shapes[0]) * shapes[1][0]
+        a, b = shapes[-2], shapes[-1]  # mm(a, b) / addmm(bias, a, b)
+        return 'gemm', 2.0 * a[0] * a[1] * b[1]
+    if 'scaled_dot_product' in name:  # forward (q, k, v, ...) or backward (grad_out, q, k, v, ...)
+        q, k = (shapes[1], shapes[2]) if name.endswith('_backward') else (shapes[0], shapes[1])
+        fwd = 4.0 * math.prod(q[:-2]) * q[-2] * k[-2] * q[-1]
+        return 'attention', 2 * fwd if name.endswith('_backward') else fwd
+    if name in _ATTENTION_OPS:
+        flop = 0.0
+        if name in ('aten::matmul', 'aten::bmm') and len(shapes) >= 2 and len(shapes[0]) >= 2 and shapes[1]:
+            a, b = shapes[0], shapes[1]
+            flop = 2.0 * math.prod(a) * b[-1]
+        elif name == 'aten::baddbmm' and len(shapes) >= 3:
+            flop = 2.0 * math.prod(shapes[1]) * shapes[2][-1]
+        return 'attention', flop
+    if short in _ACTIVATION_OPS or short.removesuffix('_backward') in _ACTIVATION_OPS:
+        return 'activation', 0.0
+    if short in _NORM_OPS:
+        return 'norm', 0.0
+    return 'rest', 0.0
+
+
+def _conv_out_hw(size, kernel, stride, padding, dilation) -> list[int]:
+    if isinstance(padding, str):  # conv2d(padding='same' | 'valid')
+        if padding == 'same':
+            return list(size)
+        padding = [0, 0]
+    return [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(size, kernel, stride, _pair(padding), dilation, strict=True)
+    ]
+
+
+def _pair(value) -> list[int]:
+    return list(value) * (2 // len(value)) if isinstance(value, list | tuple) else [int(value)] * 2
+
+
+def _phase(chain: Sequence[str]) -> str:
+    if any(n.startswith('Optimizer.') for n in chain):
+        return 'optimizer'
+    if any(n.startswith('autograd::engine::evaluate_function') for n in chain):
+        return 'backward'
+    return 'forward'
+
+
+def top_level_ops(events) -> list:
+    """``(phase, event)`` of the top-level aten ops of a ``torch.profiler`` trace, in the order they started.
+
+    A top-level op is an ``aten::`` event with no ``aten::`` ancestor, so nothing is counted twice;
+    the optimizer's ops (under ``Optimizer.step``/``zero_grad``) are in phase ``optimizer``.
+    """
+    out = []
+    for e in sorted(events, key=lambda e: e.time_range.start):
+        if not e.name.startswith('aten::'):
+            continue
+        chain, parent = [], e.cpu_parent
+        while parent is not None:
+            chain.append(parent.name)
+            parent = parent.cpu_parent
+        if not any(n.startswith('aten::') for n in chain):
+            out.append((_phase(chain), e))
+    return out
+
+
+def trace_breakdown(shaped: list, timed: list | None = None) -> dict:
+    """Time (s) and FLOPs per ``(phase, category)``, and the forward GEMM calls, of one traced step.
+
+    Args:
+        shaped: :func:`top_level_ops` of a trace recorded with shapes: what each op is and its FLOPs.
+        timed: The same of a trace of the same step recorded without shapes, whose times are used (recording
+            shapes makes later steps of some models 2-3x slower); default: ``shaped``'s own times.
+    """
+    timed = shaped if timed is None else timed
+    if [e.name for _, e in shaped] != [e.name for _, e in timed]:
+        raise RuntimeError('the two traces of a training step ran different ops; cannot pair them')
+    time_s = {(ph, c): 0.0 for ph in PHASES for c in TRAIN_CATEGORIES}
+    flop = dict.fromkeys(time_s, 0.0)
+    calls: Counter = Counter()
+    for (phase, e), (_, t) in zip(shaped, timed, strict=True):
+        cat, f = ('rest', 0.0) if phase == 'optimizer' else _op_category(e)
+        time_s[phase, cat] += t.cpu_time_total / 1e6
+        flop[phase, cat] += f
+        if phase == 'forward' and cat == 'gemm':
+            calls[_traced_gemm_shape(e)] += 1
+    return {'time_s': time_s, 'flop': flop, 'gemm_calls': calls}
+
+
+def _traced_gemm_shape(event) -> GemmShape:
+    shapes = event.input_shapes
+    if event.name in ('aten::conv2d', 'aten::convolution', 'aten::_convolution'):
+        stride = _pair(_concrete(event, 3, [1, 1]))[0]
+        return GemmShape('conv', tuple(shapes[0]), shapes[1][0], stride)
+    if event.name == 'aten::linear':
+        return GemmShape('linear', tuple(shapes[0]), shapes[1][0])
+    a, b = shapes[-2], shapes[-1]  # mm / addmm: (a0, a1) @ (a1, b1)
+    return GemmShape('linear', tuple(a), b[1])
+
+
+UNDISTURBED = 1.25  # a traced step this much slower than the plain median is not used for the split
+
+
+def _attribute(traced: dict, wall: float) -> dict:
+    """Traced seconds per ``(phase, category)`` made to add up to the untraced step time ``wall``.
+
+    The profiler costs about the same per op whatever the op does, so its overhead lands on the many small
+    ops (``rest``: adds, multiplies, views, the optimizer's per-parameter updates), not on the convolutions
+    and attention kernels: on a model with many small ops the traced step is 30-60% longer. So the named
+    categories keep their traced time, and ``rest`` (each phase in proportion) gets what is left of
+    ``wall``; only if the named ones alone exceed ``wall`` is everything scaled down.
+    """
+    named = {k: v for k, v in traced.items() if k[1] != 'rest'}
+    rest = {k: v for k, v in traced.items() if k[1] == 'rest'}
+    left = wall - sum(named.values())
+    if left < 0 or not sum(rest.values()):
+        scale = wall / sum(traced.values())
+        return {k: v * scale for k, v in traced.items()}
+    share = left / sum(rest.values())
+    return {**named, **{k: v * share for k, v in rest.items()}}
+
+
+def profile_training(
+    name: str,
+    batch: int = 16,
+    img_size: int = 224,
+    iters: int = 3,
+    ref: float | None = None,
+    model_kwargs: dict | None = None,
+) -> dict:
+    """One training step (forward, backward, SGD momentum step, channels_last, as the benchmark times it).
+
+    The step's wall time is the median of ``iters`` plain steps after a warm-up; the split by phase and
+    kind of operation comes from the median of ``iters`` more steps traced by ``torch.profiler`` (shapes
+    recorded), made to add up to that wall time by :func:`_attribute`. The ceiling is the inference one applied to the step: the share of the 1x1 rate ``R``
+    the step would reach if its GEMMs (forward, input and weight gradients) ran at ``R``.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from .evaluate import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, img_size=img_size, **(model_kwargs or {})).train()
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    x = torch.randn(batch, 3, img_size, img_size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model.num_classes, (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        out = out[0] if isinstance(out, tuple | list) else out  # distillation heads in training mode
+        F.cross_entropy(out, y).backward()
+        opt.step()
+
+    step()  # warm-up (and the momentum buffers)
+    walls, traces = [], []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        walls.append(time.perf_counter() - t0)
+    wall = statistics.median(walls)
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    shaped = top_level_ops(prof.events())
+    for _ in range(3 * iters):  # timed without shapes; up to 3x as many tries for `iters` undisturbed steps
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            step()
+            traced_wall = time.perf_counter() - t0
+        traces.append((traced_wall, trace_breakdown(shaped, top_level_ops(prof.events()))))
+        if sum(t <= UNDISTURBED * wall for t, _ in traces) >= iters:
+            break
+    usable = [t for t in traces if t[0] <= UNDISTURBED * wall] or traces
+    traced_wall, parts = sorted(usable, key=lambda t: t[0])[len(usable) // 2]  # one slow step does not skew it
+    traced = parts['time_s']
+    traced['forward', 'rest'] += max(traced_wall - sum(traced.values()), 0.0)  # Python and untraced work
+    times = _attribute(traced, wall)
+    flops = parts['flop']
+    total_flop = sum(flops.values())
+    gemm_flop = sum(flops[ph, 'gemm'] for ph in PHASES)
+    gemm_time = sum(times[ph, 'gemm'] for ph in PHASES)
+    ref = ref or reference_rate()
+    ceiling = total_flop / (gemm_flop / ref + wall - gemm_time) / ref
+
+    def entry(t: float, f: float) -> dict:
+        return {
+            'ms': round(1e3 * t, 1),
+            'share_pct': round(100 * t / wall, 1),
+            'gflop': round(f / 1e9, 3),
+            'gflop_s': round(f / t / 1e9, 1) if t > 0 and f > 0 else None,
+        }
+
+    return {
+        'model': name,
+        'model_kwargs': dict(model_kwargs or {}),
+        'batch': batch,
+        'img_size': img_size,
+        'ms_per_step': round(1e3 * wall, 1),
+        'img_per_s': round(batch / wall, 2),
+        'profiler_overhead_pct': round(100 * (traced_wall / wall - 1), 1),
+        'gflop_per_step': round(total_flop / 1e9, 1),
+        'gflop_s': round(total_flop / wall / 1e9, 1),
+        'pct_of_reference': round(100 * total_flop / wall / ref, 1),
+        'ceiling_pct_of_reference': round(100 * ceiling, 1),
+        **_shape_ceiling(parts['gemm_calls'], True, total_flop, wall, gemm_time, ref),
+        'phases': {
+            ph: entry(sum(times[ph, c] for c in TRAIN_CATEGORIES), sum(flops[ph, c] for c in TRAIN_CATEGORIES))
+            for ph in PHASES
+        },
+        'categories': {
+            c: entry(sum(times[ph, c] for ph in PHASES), sum(flops[ph, c] for ph in PHASES)) for c in TRAIN_CATEGORIES
+        },
+        'backward_over_forward': round(
+            sum(times['backward', c] for c in TRAIN_CATEGORIES) / sum(times['forward', c] for c in TRAIN_CATEGORIES), 2
+        ),
+    }
+
+
+def target_ceilings(models: Sequence[dict], training: Sequence[dict] = ()) -> list[dict]:
+    """The benchmark issue's targets, measured here and at each model's ceiling.
+
+    Inference targets use the inference profiles (``models``), training targets the training ones. At the
+    ceiling our model's images/s is ``measured x ceiling % / achieved %``; the peer stays as measured. A
+    target above its ceiling ratio cannot be met by faster GEMMs alone.
     """
     from .bench_report import TARGETS
 
-    by_name = {m['model']: m for m in models}
+    by_metric = {
+        'infer_img_s': {m['model']: m for m in models},
+        'pct_onednn': {m['model']: m for m in models},
+        'train_img_s': {m['model']: m for m in training},
+    }
     out = []
     for t in TARGETS:
+        by_name = by_metric.get(t.metric, {})
         ours = by_name.get(t.model)
-        if ours is None or t.metric not in ('infer_img_s', 'pct_onednn'):
+        if ours is None:
             continue
         ceiling_img_s = ours['img_per_s'] * ours['ceiling_pct_of_reference'] / ours['pct_of_reference']
         if t.metric == 'pct_onednn':
@@ -250,6 +625,7 @@ def target_ceilings(models: Sequence[dict]) -> list[dict]:
         out.append(
             {
                 'target': t.label,
+                'metric': t.metric,
                 'minimum': t.minimum,
                 'measured': round(measured, 2),
                 'at_ceiling': round(at_ceiling, 2),
@@ -259,8 +635,16 @@ def target_ceilings(models: Sequence[dict]) -> list[dict]:
     return out
 
 
+def _share_cells(entry: dict, categories: Sequence[str]) -> list[str]:
+    cells = []
+    for c in categories:
+        e = entry['categories'][c]
+        cells.append(f'{e["share_pct"]:.1f}' + (f' ({e["gflop_s"]:.0f})' if e['gflop_s'] else ''))
+    return cells
+
+
 def render(data: dict, out: Path) -> None:
-    """``profile-cpu.md`` (one row per model) and ``profile-cpu.png`` (time shares as stacked bars)."""
+    """``profile-cpu.md`` (inference and training tables, targets) and ``profile-cpu.png`` (time shares)."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -270,16 +654,31 @@ def render(data: dict, out: Path) -> None:
     head = '| model | img/s | GFLOP/s | % of 1x1 rate | ceiling % | ' + ' | '.join(
         f'{c} % (GFLOP/s)' for c in CATEGORIES
     )
-    lines = [head + ' |', '|' + '---|' * (5 + len(CATEGORIES))]
+    lines = ['Inference:', '', head + ' |', '|' + '---|' * (5 + len(CATEGORIES))]
     for p in data['models']:
-        cells = []
-        for c in CATEGORIES:
-            e = p['categories'][c]
-            cells.append(f'{e["share_pct"]:.1f}' + (f' ({e["gflop_s"]:.0f})' if e['gflop_s'] else ''))
         lines.append(
             f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
-            f'{p["ceiling_pct_of_reference"]:.0f} | ' + ' | '.join(cells) + ' |'
+            f'{p["ceiling_pct_of_reference"]:.0f} | ' + ' | '.join(_share_cells(p, CATEGORIES)) + ' |'
         )
+    training = data.get('training') or []
+    if training:
+        lines += [
+            '',
+            f'Training step (batch {data["train_batch"]}):',
+            '',
+            '| model | img/s | GFLOP/s | % of 1x1 rate | ceiling % | forward / backward / optimizer % | '
+            + ' | '.join(f'{c} % (GFLOP/s)' for c in TRAIN_CATEGORIES)
+            + ' |',
+            '|' + '---|' * (6 + len(TRAIN_CATEGORIES)),
+        ]
+        for p in training:
+            phases = ' / '.join(f'{p["phases"][ph]["share_pct"]:.0f}' for ph in PHASES)
+            lines.append(
+                f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
+                f'{p["ceiling_pct_of_reference"]:.0f} | {phases} | '
+                + ' | '.join(_share_cells(p, TRAIN_CATEGORIES))
+                + ' |'
+            )
     if data.get('targets'):
         lines += [
             '',
@@ -294,27 +693,44 @@ def render(data: dict, out: Path) -> None:
     m = data['meta']
     lines += [
         '',
-        f'Batch {data["batch"]} at {data["img_size"]} px, fp32, channels_last, reparameterized, inference; share of '
-        f'the forward time per kind of operation, with its achieved GFLOP/s. 1x1 rate: channels_last 1024->1024 '
-        f'1x1 conv on 28x28 in the same process, {ref:.0f} GFLOP/s. "Ceiling": the share of that rate the model '
-        'would reach if its GEMMs ran exactly at it and everything else took the time measured; "at the ceiling": '
-        "a target's ratio (or % of the rate) with our model at its ceiling and the peer as measured here. Measured "
-        f'{m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch {m["torch"]}), allocator trimming off. '
-        f'Source: `model_cards/results/{out.name}`; `hybrid-zoo profile` regenerates it.',
+        f'Inference: batch {data["batch"]} at {data["img_size"]} px, fp32, channels_last, reparameterized; share of '
+        'the forward time per kind of operation (leaf-module and SDPA timers), with its achieved GFLOP/s. '
+        + (
+            f'Training: forward + backward + SGD momentum step at batch {data["train_batch"]}, channels_last, not '
+            'reparameterized; median step time, split by the median `torch.profiler` trace of the top-level aten '
+            'ops (forward, backward under the autograd engine, optimizer): convolutions, GEMMs, attention, '
+            'activations and norms keep their traced time and "rest" (small ops, which carry the profiler\'s '
+            'overhead) gets what is left of the step; GEMMs are 1x1 convs and linear layers, forward and both '
+            'gradients. '
+            if training
+            else ''
+        )
+        + f'1x1 rate: channels_last 1024->1024 1x1 conv on 28x28 in the same process, {ref:.0f} GFLOP/s. "Ceiling": '
+        'the share of that rate the model would reach if its GEMMs ran exactly at it and everything else took the '
+        'time measured; "at the ceiling": a target\'s ratio (or % of the rate) with our model at its ceiling and '
+        f'the peer as measured here. Measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch '
+        f'{m["torch"]}), allocator trimming off. Source: `model_cards/results/{out.name}`; `hybrid-zoo profile` '
+        'regenerates it.',
     ]
     write_atomic(out.with_suffix('.md'), '\n'.join(lines) + '\n')
 
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(data['models']) + 1.6))
-    names = [p['model'] for p in data['models']]
-    left = [0.0] * len(names)
-    for c in CATEGORIES:
-        share = [p['categories'][c]['share_pct'] for p in data['models']]
-        ax.barh(names, share, left=left, label=c)
-        left = [a + b for a, b in zip(left, share, strict=True)]
-    ax.invert_yaxis()
-    ax.set_xlabel('share of CPU inference time (%)')
-    ax.set_title('Where the time goes (batch 32, 224 px, 2 cores)')
-    ax.legend(ncol=4, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.25))
+    panels = [(f'inference (batch {data["batch"]})', data['models'], CATEGORIES)]
+    if training:
+        panels.append((f'training step (batch {data["train_batch"]})', training, TRAIN_CATEGORIES))
+    rows = max(len(p[1]) for p in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 0.45 * rows + 1.8), squeeze=False)
+    colours = {c: f'C{i}' for i, c in enumerate(CATEGORIES)}
+    for ax, (title, entries, categories) in zip(axes[0], panels, strict=True):
+        names = [p['model'] for p in entries]
+        left = [0.0] * len(names)
+        for c in categories:
+            share = [p['categories'][c]['share_pct'] for p in entries]
+            ax.barh(names, share, left=left, label=c, color=colours.get(c))
+            left = [a + b for a, b in zip(left, share, strict=True)]
+        ax.invert_yaxis()
+        ax.set_xlabel('share of CPU time (%)')
+        ax.set_title(f'Where the time goes: {title}, {data["img_size"]} px, {m["threads"]} threads', fontsize=9)
+        ax.legend(ncol=4, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.12 - 1.0 / (rows + 4)))
     fig.tight_layout()
     write_figure_atomic(fig, out.with_suffix('.png'))
     plt.close(fig)
@@ -330,6 +746,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--iters', type=int, default=4, help='timed forwards per model (median; default: %(default)s)')
+    p.add_argument(
+        '--train',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='also profile a training step (default: on)',
+    )
+    p.add_argument(
+        '--train-batch-size', type=int, default=16, help="training step batch (the benchmark's, %(default)s)"
+    )
+    p.add_argument('--train-iters', type=int, default=3, help='timed training steps per model (median; %(default)s)')
     p.add_argument('--out', default=str(RESULTS_DIR / 'profile-cpu.json'), help='results file (default: %(default)s)')
     return p
 
@@ -344,17 +770,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     ref = reference_rate(args.batch_size)
-    models = []
+    models, training = [], []
     for name in tqdm(args.models, desc='profile', unit='model'):
         models.append(profile_model(name, args.batch_size, args.img_size, args.iters, ref=ref))
-        p = models[-1]
-        _log.info(
-            '%s: %.1f img/s, %.0f%% of the 1x1 rate (ceiling %.0f%%)',
-            name,
-            p['img_per_s'],
-            p['pct_of_reference'],
-            p['ceiling_pct_of_reference'],
-        )
+        if args.train:
+            training.append(profile_training(name, args.train_batch_size, args.img_size, args.train_iters, ref=ref))
+        for kind, p in (('inference', models[-1]), ('training', training[-1] if args.train else None)):
+            if p is not None:
+                _log.info(
+                    '%s %s: %.1f img/s, %.0f%% of the 1x1 rate (ceiling %.0f%%)',
+                    name,
+                    kind,
+                    p['img_per_s'],
+                    p['pct_of_reference'],
+                    p['ceiling_pct_of_reference'],
+                )
     meta = dict(machine_meta(), allocator='no-trim')
     data = {
         'meta': meta,
@@ -362,7 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         'img_size': args.img_size,
         'reference_gflop_s': round(ref / 1e9, 1),
         'models': models,
-        'targets': target_ceilings(models),
+        'train_batch': args.train_batch_size if args.train else None,
+        'training': training,
+        'targets': target_ceilings(models, training),
     }
     out = Path(args.out)
     write_json_atomic(out, data)

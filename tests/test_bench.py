@@ -237,3 +237,58 @@ def test_time_budget_drops_compilation_first_then_models():
     budget.deadline = bench.time.monotonic() + 10.0
     assert budget.admit(task) is None and budget.skipped == ['m round 1: time budget']
     assert bench._Budget(None, 0.0).admit(task) == task
+
+
+CRASHY = '''
+import os
+import signal
+
+import torch
+from timm.models import register_model
+from torch import nn
+
+
+class Crashy(nn.Module):
+    """Dies like torch 2.14's oneDNN fault: a native signal in a channels_last training forward."""
+
+    def __init__(self, num_classes=1000, **kwargs):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=4)
+        self.head = nn.Linear(8, num_classes)
+        self.pretrained_cfg = {}
+
+    def forward(self, x):
+        if self.training and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+@register_model
+def hz_test_crashy(pretrained=False, **kwargs):
+    return Crashy(**kwargs)
+'''
+
+
+def test_native_crash_in_channels_last_training_is_retried_in_nchw(tmp_path, monkeypatch):
+    (tmp_path / 'hz_crashy.py').write_text(CRASHY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))  # the workers import it too
+    argv = ['--models', 'hz_test_crashy', *TINY, '--no-reference', '--import', 'hz_crashy', '--out-dir', str(tmp_path)]
+    assert bench.main(argv) == 0
+    doc = json.loads((tmp_path / 'bench-cpu.json').read_text())
+    row = doc['models']['hz_test_crashy']
+    assert row['error'] is None and row['infer_img_s'] > 0 and row['train_img_s'] > 0
+    assert row['train_layout'] == 'nchw' and 'SIGSEGV' in row['train_fallback']
+    assert doc['meta']['run']['complete'] and not doc['meta']['run']['failed']
+    md = (tmp_path / 'bench-cpu.md').read_text()
+    assert '(NCHW)' in md and 'killed the worker (SIGSEGV); trained in NCHW' in md
+
+
+def test_a_crash_outside_training_is_not_retried():
+    task = {'config': {'train': True, 'train_layout': 'channels_last'}}
+    assert bench._crashed_in_training({'infer': {'x': 1}}, -11, False, task)
+    assert not bench._crashed_in_training({}, -11, False, task)  # died before inference was recorded
+    assert not bench._crashed_in_training({'infer': {'x': 1}}, 1, False, task)  # a Python error: reported
+    assert not bench._crashed_in_training({'infer': {'x': 1}}, -9, True, task)  # killed on the deadline
+    assert not bench._crashed_in_training({'infer': {'x': 1}}, -11, False, dict(task, train_only=True))
+    assert bench._signal_name(-11) == 'SIGSEGV' and bench._signal_name(-200) == 'status -200'
