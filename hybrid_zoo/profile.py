@@ -614,25 +614,56 @@ def target_ceilings(models: Sequence[dict], training: Sequence[dict] = ()) -> li
         ours = by_name.get(t.model)
         if ours is None:
             continue
-        ceiling_img_s = ours['img_per_s'] * ours['ceiling_pct_of_reference'] / ours['pct_of_reference']
         if t.metric == 'pct_onednn':
-            measured, at_ceiling = ours['pct_of_reference'], ours['ceiling_pct_of_reference']
+            measured, peer = ours['pct_of_reference'], None
         elif t.baseline in by_name:
             peer = by_name[t.baseline]['img_per_s']
-            measured, at_ceiling = ours['img_per_s'] / peer, ceiling_img_s / peer
+            measured = ours['img_per_s'] / peer
         else:
             continue
+        at_ceiling = _at_ceiling(ours, ours['ceiling_pct_of_reference'], peer)
+        at_shape = _at_ceiling(ours, ours.get('shape_ceiling_pct'), peer)
         out.append(
             {
                 'target': t.label,
                 'metric': t.metric,
                 'minimum': t.minimum,
                 'measured': round(measured, 2),
-                'at_ceiling': round(at_ceiling, 2),
+                'at_ceiling': at_ceiling,
+                'at_shape_ceiling': at_shape,
                 'reachable_by_gemm_alone': at_ceiling >= t.minimum,
+                'verdict': _verdict(t.minimum, measured, at_ceiling, at_shape),
             }
         )
     return out
+
+
+def _at_ceiling(ours: dict, ceiling_pct: float | None, peer_img_s: float | None) -> float | None:
+    """A target's value with our model at ``ceiling_pct`` of the rate: that % itself, or the ratio to the peer."""
+    if ceiling_pct is None:
+        return None
+    if peer_img_s is None:
+        return round(ceiling_pct, 2)
+    return round(ours['img_per_s'] * ceiling_pct / ours['pct_of_reference'] / peer_img_s, 2)
+
+
+VERDICTS = {
+    'met': 'met here',
+    'non-GEMM': 'no: the non-GEMM work caps it even with every GEMM at the 1x1 rate',
+    'shapes': 'no: only with GEMMs faster than oneDNN runs these shapes alone',
+    'open': "yes: within reach at the GEMM shapes' own rates",
+}
+
+
+def _verdict(minimum: float, measured: float, at_ceiling: float, at_shape: float | None) -> str:
+    """Why a target is (not) met: ``met``, ``non-GEMM``, ``shapes`` or ``open`` (see :data:`VERDICTS`)."""
+    if measured >= minimum:
+        return 'met'
+    if at_ceiling < minimum:
+        return 'non-GEMM'
+    if at_shape is not None and at_shape < minimum:
+        return 'shapes'
+    return 'open'
 
 
 def _share_cells(entry: dict, categories: Sequence[str]) -> list[str]:
@@ -643,6 +674,15 @@ def _share_cells(entry: dict, categories: Sequence[str]) -> list[str]:
     return cells
 
 
+def _model_row(p: dict) -> str:
+    shape = '-' if p.get('shape_ceiling_pct') is None else f'{p["shape_ceiling_pct"]:.0f}'
+    over = '-' if p.get('gemm_over_isolated') is None else f'{p["gemm_over_isolated"]:.2f}'
+    return (
+        f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
+        f'{p["ceiling_pct_of_reference"]:.0f} | {shape} | {over} | '
+    )
+
+
 def render(data: dict, out: Path) -> None:
     """``profile-cpu.md`` (inference and training tables, targets) and ``profile-cpu.png`` (time shares)."""
     import matplotlib
@@ -651,44 +691,40 @@ def render(data: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     ref = data['reference_gflop_s']
-    head = '| model | img/s | GFLOP/s | % of 1x1 rate | ceiling % | ' + ' | '.join(
-        f'{c} % (GFLOP/s)' for c in CATEGORIES
-    )
-    lines = ['Inference:', '', head + ' |', '|' + '---|' * (5 + len(CATEGORIES))]
-    for p in data['models']:
-        lines.append(
-            f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
-            f'{p["ceiling_pct_of_reference"]:.0f} | ' + ' | '.join(_share_cells(p, CATEGORIES)) + ' |'
-        )
+    common = '| model | img/s | GFLOP/s | % of 1x1 rate | ceiling % | shape ceiling % | GEMM s in model / alone | '
+    lines = [
+        'Inference:',
+        '',
+        common + ' | '.join(f'{c} % (GFLOP/s)' for c in CATEGORIES) + ' |',
+        '|' + '---|' * (7 + len(CATEGORIES)),
+    ]
+    lines += [_model_row(p) + ' | '.join(_share_cells(p, CATEGORIES)) + ' |' for p in data['models']]
     training = data.get('training') or []
     if training:
         lines += [
             '',
             f'Training step (batch {data["train_batch"]}):',
             '',
-            '| model | img/s | GFLOP/s | % of 1x1 rate | ceiling % | forward / backward / optimizer % | '
+            common
+            + 'forward / backward / optimizer % | '
             + ' | '.join(f'{c} % (GFLOP/s)' for c in TRAIN_CATEGORIES)
             + ' |',
-            '|' + '---|' * (6 + len(TRAIN_CATEGORIES)),
+            '|' + '---|' * (8 + len(TRAIN_CATEGORIES)),
         ]
         for p in training:
             phases = ' / '.join(f'{p["phases"][ph]["share_pct"]:.0f}' for ph in PHASES)
-            lines.append(
-                f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
-                f'{p["ceiling_pct_of_reference"]:.0f} | {phases} | '
-                + ' | '.join(_share_cells(p, TRAIN_CATEGORIES))
-                + ' |'
-            )
+            lines.append(_model_row(p) + phases + ' | ' + ' | '.join(_share_cells(p, TRAIN_CATEGORIES)) + ' |')
     if data.get('targets'):
         lines += [
             '',
-            '| target | needed | measured here | at the ceiling | reachable by faster GEMMs alone |',
-            '|---|---|---|---|---|',
+            '| target | needed | measured here | at the ceiling (1x1 rate) | at the shape ceiling | reachable? |',
+            '|---|---|---|---|---|---|',
         ]
         for t in data['targets']:
+            shape = '-' if t.get('at_shape_ceiling') is None else f'{t["at_shape_ceiling"]:.2f}'
             lines.append(
-                f'| {t["target"]} | {t["minimum"]:g} | {t["measured"]:.2f} | {t["at_ceiling"]:.2f} | '
-                f'{"yes" if t["reachable_by_gemm_alone"] else "no"} |'
+                f'| {t["target"]} | {t["minimum"]:g} | {t["measured"]:.2f} | {t["at_ceiling"]:.2f} | {shape} | '
+                f'{VERDICTS[t["verdict"]]} |'
             )
     m = data['meta']
     lines += [
@@ -707,8 +743,10 @@ def render(data: dict, out: Path) -> None:
         )
         + f'1x1 rate: channels_last 1024->1024 1x1 conv on 28x28 in the same process, {ref:.0f} GFLOP/s. "Ceiling": '
         'the share of that rate the model would reach if its GEMMs ran exactly at it and everything else took the '
-        'time measured; "at the ceiling": a target\'s ratio (or % of the rate) with our model at its ceiling and '
-        f'the peer as measured here. Measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch '
+        'time measured; "shape ceiling": the same with each GEMM at the rate its own shape reaches run alone '
+        '(every distinct shape of the model timed in isolation: forward, or forward and both gradients); '
+        '"at the ceiling": a target\'s ratio (or % of the rate) with our model at that ceiling and the peer as '
+        f'measured here. Measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch '
         f'{m["torch"]}), allocator trimming off. Source: `model_cards/results/{out.name}`; `hybrid-zoo profile` '
         'regenerates it.',
     ]

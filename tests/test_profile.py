@@ -153,3 +153,23 @@ def test_gemm_shapes_count_their_flops_and_time_alone():
     calls = profile.Counter({conv: 3})
     flop, seconds = profile.shape_bound(calls, train=True)
     assert flop == 3 * 3 * conv.flop and seconds > 0
+
+
+def test_targets_say_what_caps_them():
+    def row(name, img_s, pct=50.0, ceiling=60.0, shape=55.0):
+        return dict(
+            model=name, img_per_s=img_s, pct_of_reference=pct, ceiling_pct_of_reference=ceiling, shape_ceiling_pct=shape
+        )
+
+    infer = [row('convformer_tiny', 10.0), row('coatnet_nano_rw_224', 8.0), row('convnext_nano', 12.5)]
+    train = [row('convformer_tiny', 4.0, ceiling=80.0, shape=75.0), row('coatnet_nano_rw_224', 3.0)]
+    by_label = {t['target']: t for t in profile.target_ceilings(infer, train)}
+    # 1.25x measured; 1.5x with every GEMM at the 1x1 rate; 1.375x at the shapes' own rates
+    t = by_label['convformer_tiny img/s >= 1.5x coatnet_nano_rw_224']
+    assert (t['measured'], t['at_ceiling'], t['at_shape_ceiling'], t['verdict']) == (1.25, 1.5, 1.38, 'shapes')
+    assert by_label['convformer_tiny img/s >= 1x convnext_nano']['verdict'] == 'non-GEMM'  # 0.8 -> 0.96 at 60/50
+    assert by_label['convformer_tiny GFLOP/s >= 80% of oneDNN 1x1']['verdict'] == 'non-GEMM'
+    t = by_label['convformer_tiny train img/s >= 1.3x coatnet_nano_rw_224']
+    assert (t['measured'], t['verdict']) == (1.33, 'met')
+    assert profile._verdict(1.3, 1.2, 1.5, 1.4) == 'open' and profile._verdict(1.3, 1.2, 1.5, None) == 'open'
+    assert set(profile.VERDICTS) == {'met', 'non-GEMM', 'shapes', 'open'}
