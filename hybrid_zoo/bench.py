@@ -93,7 +93,7 @@ class BenchConfig:
     latency_warmup: int = 2
     latency_iters: int = 8
     train_warmup: int = 1
-    train_iters: int = 2
+    train_iters: int = 4
     layouts: tuple[str, ...] = LAYOUTS
     train_layout: str = 'channels_last'
     train: bool = True
