@@ -1050,7 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = out_dir / f'{args.name}.json'
     try:
         if args.report_only:
-            doc = read_json(args.report_only)
+            doc = bench_report.refresh(read_json(args.report_only))
         else:
             config = config_from_args(args)
             models = resolve_models(args.models, family=args.family, peers=args.peers)

@@ -82,8 +82,9 @@ def evaluate_targets(
     Args:
         models: ``{name: row}`` as in the result document.
         reference: The document's ``reference`` (``onednn_gflops``).
-        rounds: The document's per-round values; when given, ``low`` / ``high`` are the extremes of the
-            per-round ratios (both models measured in the same round), else None.
+        rounds: The document's per-round values; when given, ``measured`` is the median of the per-round
+            ratios (both models measured in the same round, so drift between rounds cancels) and ``low`` /
+            ``high`` their extremes; else ``measured`` is the ratio of the rows' medians and the range None.
         targets: What to check; default the issue's :data:`TARGETS`.
 
     Returns:
@@ -106,6 +107,8 @@ def evaluate_targets(
                 continue
             measured = value / base
             per_round = _ratios(rounds.get(t.model, {}).get(t.metric), rounds.get(t.baseline, {}).get(t.metric))
+        if per_round:
+            measured = statistics.median(per_round)
         out.append(
             {
                 'label': t.label,
@@ -488,6 +491,25 @@ def render_plot(doc: dict) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=130)
     return buf.getvalue()
+
+
+def refresh(doc: dict) -> dict:
+    """A result document re-summarised from its raw samples and its targets re-checked (``--report-only``).
+
+    The rows and targets follow this version's rules; the samples, settings and run record stay as measured.
+    """
+    labels = {n: {k: r[k] for k in ('size', 'ours') if k in r} for n, r in doc['models'].items()}
+    meta = doc['meta']
+    fresh = summarise(doc['raw'], meta['settings'], meta, labels)
+    fresh['meta']['run'] = dict(meta.get('run') or {}, contended_samples=fresh['meta']['run']['contended_samples'])
+    on_cpu = meta['settings'].get('device', 'cpu') == 'cpu'
+    fresh['targets'] = evaluate_targets(fresh['models'], fresh['reference'], fresh['rounds']) if on_cpu else []
+    for name, row in doc['models'].items():  # a top-1 column attached earlier
+        if 'top1' in row:
+            fresh['models'][name]['top1'] = row['top1']
+    for key in set(doc) - set(fresh):
+        fresh[key] = doc[key]
+    return fresh
 
 
 def write_outputs(
