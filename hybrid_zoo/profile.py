@@ -774,8 +774,9 @@ def render(data: dict, out: Path) -> None:
         ax.invert_yaxis()
         ax.set_xlabel('share of CPU time (%)')
         ax.set_title(f'Where the time goes: {title}, {data["img_size"]} px, {m["threads"]} threads', fontsize=9)
-        ax.legend(ncol=4, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.12 - 1.0 / (rows + 4)))
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc='lower center')
+    fig.tight_layout(rect=(0, 0.6 / (0.45 * rows + 1.8), 1, 1))
     write_figure_atomic(fig, out.with_suffix('.png'))
     plt.close(fig)
 
@@ -807,6 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
         "file means the profile's own (default: %(default)s)",
     )
     p.add_argument('--out', default=str(RESULTS_DIR / 'profile-cpu.json'), help='results file (default: %(default)s)')
+    p.add_argument(
+        '--report-only', action='store_true', help='re-render the table and plot from --out instead of measuring'
+    )
     return p
 
 
@@ -817,6 +821,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     exec_with_no_trim(['-m', 'hybrid_zoo.profile', *argv])  # the benchmark's allocator setting
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
+    if args.report_only:
+        out = Path(args.out)
+        render(json.loads(out.read_text()), out)
+        print(out.with_suffix('.md').read_text())
+        return 0
     os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # torch.profiler's backend prints two lines per trace otherwise
     from tqdm.auto import tqdm
 

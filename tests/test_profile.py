@@ -39,6 +39,9 @@ def test_cli_writes_json_md_png(tmp_path, monkeypatch):
     md = out.with_suffix('.md').read_text()
     assert md.count('`test_convnext`') == 2 and 'Training step (batch 2)' in md
     assert out.with_suffix('.png').stat().st_size > 0
+    (out.with_suffix('.md')).write_text('stale')
+    assert profile.main([*argv, '--report-only']) == 0  # re-rendered from the JSON, nothing measured
+    assert md == out.with_suffix('.md').read_text()
     assert profile.main([*argv, '--no-train']) == 0
     assert json.loads(out.read_text())['training'] == [] and 'Training step' not in out.with_suffix('.md').read_text()
 
