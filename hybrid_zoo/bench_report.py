@@ -407,7 +407,13 @@ def render_markdown(doc: dict) -> str:
         '',
         f'img/s: median over every timed batch of {_plural(s.get("rounds"), "round")} in the faster layout, '
         '[min-max]; CL/NCHW: median of per-round paired ratios; train: forward + backward + SGD step in '
-        f'{s.get("train_layout")}; GFLOP/s = 2 x GMACs of the graph that ran x img/s; % oneDNN: of the reference '
+        f'{s.get("train_layout")}'
+        + (
+            ' (NCHW where marked, after a native crash in channels_last)'
+            if any(r.get('train_fallback') for _, r in rows)
+            else ''
+        )
+        + '; GFLOP/s = 2 x GMACs of the graph that ran x img/s; % oneDNN: of the reference '
         f'1x1-conv rate of this run; memory: {meta.get("memory")}.',
     ]
     if doc.get('targets'):
