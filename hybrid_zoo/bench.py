@@ -272,13 +272,16 @@ class _Workers:
 
 
 def _crashed_in_training(result: dict, returncode: int | None, timed_out: bool, task: dict) -> bool:
-    """The worker died from a signal after inference was recorded, in a channels_last training step."""
+    """The worker died from a signal in a channels_last training step (every phase before it recorded)."""
     config = task.get('config') or {}
+    phases = result.get('phase_s') or {}
+    before = 'compile' if task.get('compile') else 'infer'  # the phase that runs just before training
     return (
         not timed_out
         and returncode is not None
         and returncode < 0
         and bool(result.get('infer'))
+        and before in phases
         and not result.get('train')
         and config.get('train', True)
         and config.get('train_layout') == 'channels_last'
@@ -524,6 +527,7 @@ class _Phases:
     def done(self, name: str) -> None:
         now = time.perf_counter()
         self.rec.data['phase_s'][name] = round(now - self.last, 2)
+        self.rec.update()  # on disk now: a native crash in the next phase still shows where it happened
         self.last = now
 
 

@@ -301,10 +301,14 @@ def test_native_crash_in_channels_last_training_is_retried_in_nchw(tmp_path, mon
 
 
 def test_a_crash_outside_training_is_not_retried():
-    task = {'config': {'train': True, 'train_layout': 'channels_last'}}
-    assert bench._crashed_in_training({'infer': {'x': 1}}, -11, False, task)
+    task = {'config': {'train': True, 'train_layout': 'channels_last'}, 'compile': False}
+    inferred = {'infer': {'x': 1}, 'phase_s': {'build': 1.0, 'infer': 2.0}}
+    assert bench._crashed_in_training(inferred, -11, False, task)
     assert not bench._crashed_in_training({}, -11, False, task)  # died before inference was recorded
-    assert not bench._crashed_in_training({'infer': {'x': 1}}, 1, False, task)  # a Python error: reported
-    assert not bench._crashed_in_training({'infer': {'x': 1}}, -9, True, task)  # killed on the deadline
-    assert not bench._crashed_in_training({'infer': {'x': 1}}, -11, False, dict(task, train_only=True))
+    assert not bench._crashed_in_training(inferred, 1, False, task)  # a Python error: reported
+    assert not bench._crashed_in_training(inferred, -9, True, task)  # killed on the deadline
+    assert not bench._crashed_in_training(inferred, -11, False, dict(task, train_only=True))
+    assert not bench._crashed_in_training(inferred, -11, False, dict(task, compile=True))  # died compiling
+    compiled = dict(inferred, phase_s={'build': 1.0, 'infer': 2.0, 'compile': 30.0})
+    assert bench._crashed_in_training(compiled, -6, False, dict(task, compile=True))
     assert bench._signal_name(-11) == 'SIGSEGV' and bench._signal_name(-200) == 'status -200'
