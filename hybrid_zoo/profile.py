@@ -200,11 +200,16 @@ def isolated_seconds(shape: GemmShape, train: bool = False, iters: int = 5) -> f
             with torch.inference_mode():
                 op(x)
 
+    return median_seconds(run, iters)
+
+
+def median_seconds(run, iters: int, warmup: int = 2) -> float:
+    """Median wall seconds of ``run()`` over ``iters`` calls after ``warmup`` untimed ones."""
     times = []
-    for i in range(iters + 2):
+    for i in range(warmup + iters):
         t0 = time.perf_counter()
         run()
-        if i >= 2:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -239,14 +244,9 @@ def reference_rate(batch: int = 32, iters: int = 8) -> float:
 
     conv = nn.Conv2d(1024, 1024, 1, bias=False).to(memory_format=torch.channels_last).eval()
     x = torch.randn(batch, 1024, 28, 28).contiguous(memory_format=torch.channels_last)
-    times = []
     with torch.inference_mode():
-        for i in range(iters + 2):
-            t0 = time.perf_counter()
-            conv(x)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-    return 2 * batch * 28 * 28 * 1024 * 1024 / statistics.median(times)
+        seconds = median_seconds(lambda: conv(x), iters)
+    return 2 * batch * 28 * 28 * 1024 * 1024 / seconds
 
 
 def profile_model(
@@ -532,13 +532,8 @@ def profile_training(
         F.cross_entropy(out, y).backward()
         opt.step()
 
-    step()  # warm-up (and the momentum buffers)
-    walls, traces = [], []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
-        walls.append(time.perf_counter() - t0)
-    wall = statistics.median(walls)
+    wall = median_seconds(step, iters, warmup=1)  # the warm-up also creates the momentum buffers
+    traces = []
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     shaped = top_level_ops(prof.events())
