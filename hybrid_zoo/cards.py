@@ -60,7 +60,16 @@ EXTRA_RESULTS = {
         None,
         ('infer_img_s', 'latency_ms', 'train_img_s', 'gflops', 'pct_onednn', 'best_layout'),
     ),
-}
+    'profile-cpu.json': (
+        'What caps its CPU speed (`hybrid-zoo profile`: inference batch 32, training step batch 16, 224 px)',
+        None,
+        (
+            'infer_pct', 'infer_ceiling_pct', 'infer_shape_ceiling_pct', 'infer_attention_pct', 'infer_depthwise_pct',
+            'infer_activation_pct', 'train_pct', 'train_ceiling_pct', 'train_shape_ceiling_pct',
+            'train_attention_pct', 'train_depthwise_pct', 'backward_over_forward',
+        ),
+    ),
+}  # fmt: skip
 # how a result key reads in a card table; other keys appear as they are
 KEY_NAMES = {
     'top1': 'top-1 accuracy (%)',
@@ -78,6 +87,18 @@ KEY_NAMES = {
     'gflops': 'achieved GFLOP/s',
     'pct_onednn': '% of the oneDNN 1x1-conv rate',
     'best_layout': 'fastest memory layout',
+    'infer_pct': 'inference: % of the 1x1-conv rate reached',
+    'infer_ceiling_pct': 'inference ceiling: % with every GEMM at the 1x1 rate',
+    'infer_shape_ceiling_pct': "inference shape ceiling: % with every GEMM at its own shape's rate",
+    'infer_attention_pct': 'inference: attention share of the time (%)',
+    'infer_depthwise_pct': 'inference: depthwise-conv share (%)',
+    'infer_activation_pct': 'inference: activation share (%)',
+    'train_pct': 'training step: % of the 1x1-conv rate reached',
+    'train_ceiling_pct': 'training ceiling: % with every GEMM at the 1x1 rate',
+    'train_shape_ceiling_pct': "training shape ceiling: % with every GEMM at its own shape's rate",
+    'train_attention_pct': 'training: attention share of the step (%)',
+    'train_depthwise_pct': 'training: depthwise-conv share (%)',
+    'backward_over_forward': 'training: backward time / forward time',
 }
 # template fields a kind of card may leave out
 _OPTIONAL_FIELDS = {
@@ -417,8 +438,26 @@ def _per_class(per_class: Any, labels: list[str]) -> tuple[list[str], list[list[
 def _models_of(results: dict | None) -> dict[str, dict]:
     if not results:
         return {}
+    if isinstance(results.get('models'), list):  # profile-cpu.json: one entry per model and pass
+        return _profile_rows(results)
     models = results.get('models', {k: v for k, v in results.items() if k != 'meta'})
     return {k: v for k, v in models.items() if isinstance(v, dict)}
+
+
+def _profile_rows(profile: dict) -> dict[str, dict]:
+    """``{model: flat row}`` of ``profile-cpu.json``: reached %, ceilings and the main non-GEMM shares."""
+    rows: dict[str, dict] = {}
+    for prefix, entries in (('infer', profile.get('models') or []), ('train', profile.get('training') or [])):
+        for p in entries:
+            row = rows.setdefault(p['model'], {})
+            row[f'{prefix}_pct'] = p['pct_of_reference']
+            row[f'{prefix}_ceiling_pct'] = p['ceiling_pct_of_reference']
+            row[f'{prefix}_shape_ceiling_pct'] = p.get('shape_ceiling_pct')
+            for kind in ('attention', 'depthwise', 'activation'):
+                row[f'{prefix}_{kind}_pct'] = p['categories'][kind]['share_pct']
+            if 'backward_over_forward' in p:
+                row['backward_over_forward'] = p['backward_over_forward']
+    return {name: {k: v for k, v in row.items() if v is not None} for name, row in rows.items()}
 
 
 def _meta_note(meta: dict | None, source: str) -> str:

@@ -179,8 +179,23 @@ def test_optional_result_files_add_sections(tmp_path):
     (results / 'bench-cpu.json').write_text(
         json.dumps({'meta': {'threads': 2}, 'models': {'convformer_tiny_late': {'infer_img_s': 123.456, 'x': 7}}})
     )
+    cats = {k: {'share_pct': 1.0} for k in ('attention', 'depthwise', 'activation')}
+    entry = {'model': 'convformer_tiny_late', 'pct_of_reference': 73.4, 'ceiling_pct_of_reference': 79.7}
+    entry.update(shape_ceiling_pct=77.5, categories=dict(cats, attention={'share_pct': 0.9}))
+    train = dict(entry, pct_of_reference=53.7, ceiling_pct_of_reference=61.6, backward_over_forward=2.17)
+    (results / 'profile-cpu.json').write_text(
+        json.dumps({'meta': {'threads': 2}, 'models': [entry], 'training': [train]})
+    )
     tiny, late = cards.render_architecture_cards(results / 'model_stats.json', tmp_path / 'cards')
     tiny_text, late_text = tiny.read_text(), late.read_text()
+    assert '## What caps its CPU speed' in late_text and 'What caps' not in tiny_text
+    for row in (
+        '| inference ceiling: % with every GEMM at the 1x1 rate | 79.70 |',
+        '| training ceiling: % with every GEMM at the 1x1 rate | 61.60 |',
+        '| inference: attention share of the time (%) | 0.9 |',  # 4 significant digits below 1
+        '| training: backward time / forward time | 2.17 |',
+    ):
+        assert row in late_text, row
     assert '## Fashion-MNIST' in tiny_text and '91.37' in tiny_text and 'CPU speed' not in tiny_text
     assert header(tiny_text)['model-index'][0]['results'][0]['metrics'][0]['value'] == 91.37
     assert '## CPU speed' in late_text and '123.46' in late_text and 'Fashion-MNIST' not in late_text
