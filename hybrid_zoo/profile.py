@@ -17,6 +17,15 @@ the non-GEMM work puts on the whole model: ``total FLOPs / (gemm FLOPs / R + non
 of ``R`` the model would reach if its GEMMs ran exactly at ``R`` and everything else took the time measured.
 A target above that ceiling cannot be met without removing or speeding up non-GEMM work.
 
+The **shape ceiling** is the same with each GEMM at the rate oneDNN reaches on that GEMM's own shape run alone
+(every distinct shape is timed in isolation): small channel counts run below the reference rate whatever the
+model around them does, so a target above the shape ceiling needs other shapes, not better-called GEMMs.
+
+The **training step** (the benchmark's: batch 16, channels_last, forward + backward + SGD momentum, not folded)
+is split the same way from ``torch.profiler`` traces of its top-level aten ops, by phase (forward, backward,
+optimizer) and kind; see :func:`profile_training`. The targets table starts from the benchmark's measured
+ratios (``bench-cpu.json``) and says, for each target missed, whether non-GEMM work or the GEMM shapes cap it.
+
 The process re-executes itself with glibc's allocator kept from trimming (the benchmark's setting) unless
 that is already set. Writes ``profile-cpu.json`` / ``.md`` / ``.png``.
 """
@@ -325,7 +334,7 @@ def profile_model(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Training step: forward + backward + SGD step, filed by aten op from one torch.profiler trace
+# Training step: forward + backward + SGD step, filed by aten op from torch.profiler traces
 
 PHASES = ('forward', 'backward', 'optimizer')
 TRAIN_CATEGORIES = ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation', 'norm', 'rest')
@@ -507,9 +516,11 @@ def profile_training(
     """One training step (forward, backward, SGD momentum step, channels_last, as the benchmark times it).
 
     The step's wall time is the median of ``iters`` plain steps after a warm-up; the split by phase and
-    kind of operation comes from the median of ``iters`` more steps traced by ``torch.profiler`` (shapes
-    recorded), made to add up to that wall time by :func:`_attribute`. The ceiling is the inference one applied to the step: the share of the 1x1 rate ``R``
-    the step would reach if its GEMMs (forward, input and weight gradients) ran at ``R``.
+    kind of operation comes from the median of up to ``iters`` more steps traced by ``torch.profiler``
+    (shapes from one extra trace), made to add up to that wall time by :func:`_attribute`. The ceiling is
+    the inference one applied to the step: the share of the 1x1 rate ``R`` the step would reach if its
+    GEMMs (forward, input and weight gradients) ran at ``R``; the shape ceiling puts each GEMM at the rate
+    of its own shape run alone instead.
     """
     import torch
     import torch.nn.functional as F

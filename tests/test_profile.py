@@ -103,7 +103,8 @@ def test_ops_are_filed_by_kind_with_their_flops():
         [None, None, None, [1, 1], 'same', [1, 1], 1],
     )
     assert profile._op_category(same)[1] == 2.0 * 2 * 64 * 8 * 8 * 64 * 9
-    # convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed, out_pad, groups, mask)
+    # convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed, out_pad,
+    # groups, output_mask)
     shapes = [[2, 128, 8, 8], [2, 64, 8, 8], [128, 64, 1, 1]] + [[]] * 8
     both = _event('aten::convolution_backward', shapes, [None] * 9 + [1, [True, True, False]])
     weight_only = _event('aten::convolution_backward', shapes, [None] * 9 + [1, [False, True, True]])
