@@ -1,8 +1,9 @@
 """Render everything people read from the result files: README tables, the placement diagram, model cards.
 
 The README holds generated blocks between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers;
-``hybrid-zoo render-docs`` rewrites them, ``--check`` fails when a block is stale. Nothing measured is
-typed by hand.
+``hybrid-zoo render-docs`` rewrites them (after re-rendering the Fashion-MNIST comparison tables, whose speed
+column comes from ``bench-cpu.json``), ``--check`` fails when a block or a comparison table is stale. Nothing
+measured is typed by hand.
 """
 
 from __future__ import annotations
@@ -290,16 +291,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
+    """Re-render every ``fmnist-*.md`` / ``.png`` from its JSON and the current ``bench-cpu.json``.
+
+    The comparison tables show each model's CPU speed from the benchmark, so a new benchmark run changes
+    them; accuracies come from the JSON as trained. With ``out`` the files are written there instead.
+    """
+    import shutil
+
+    from .compare import render
+
+    written = []
+    for path in sorted(results.glob('fmnist-*.json')):
+        target = path
+        if out is not None:
+            target = out / path.name
+            shutil.copy(path, target)
+            if (results / 'bench-cpu.json').exists():
+                shutil.copy(results / 'bench-cpu.json', out / 'bench-cpu.json')
+        render(read_json(path), target)
+        written.append(target.with_suffix('.md'))
+    return written
+
+
+def _stale_comparisons(results: Path) -> list[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = rerender_comparisons(results, Path(tmp))
+        return [
+            f.name for f in fresh if not (results / f.name).exists() or (results / f.name).read_text() != f.read_text()
+        ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     readme = Path(args.readme)
-    old = readme.read_text()
-    new = render_readme(old, Path(args.results))
+    results = Path(args.results)
     if args.check:
-        if new != old:
+        stale = _stale_comparisons(results)
+        new = render_readme(readme.read_text(), results)
+        if stale:
+            print(f'stale against bench-cpu.json: {", ".join(stale)}: run `hybrid-zoo render-docs`')
+        if new != readme.read_text():
             print(f'{readme} is stale: run `hybrid-zoo render-docs`')
-            return 1
-        return 0
+        return 1 if stale or new != readme.read_text() else 0
+    for md in rerender_comparisons(results):
+        print(f'rendered {md}')
+    new = render_readme(readme.read_text(), results)
     readme.write_text(new)
     print(f'updated {readme}')
     if not args.no_figures:

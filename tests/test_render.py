@@ -44,3 +44,26 @@ def test_kv_ab_block_reads_its_results_file():
     text = render_readme('<!-- BEGIN kv_ab_table -->\n<!-- END kv_ab_table -->\n', RESULTS_DIR)
     data = json.loads((RESULTS_DIR / 'ab-kv-pooling.json').read_text())
     assert f'speed-up {data["speedup"]:.3f}x' in text and '| kv_pool_stride16 |' in text
+
+
+def test_comparison_tables_follow_the_benchmark(tmp_path):
+    import shutil
+
+    from hybrid_zoo import render
+
+    results = tmp_path / 'results'
+    results.mkdir()
+    for name in ('fmnist-cpu64.json', 'bench-cpu.json'):
+        shutil.copy(RESULTS_DIR / name, results / name)
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- BEGIN fmnist_table -->\n<!-- END fmnist_table -->\n')
+    argv = ['--readme', str(readme), '--results', str(results), '--no-figures']
+    assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
+    assert (results / 'fmnist-cpu64.md').read_text() == (RESULTS_DIR / 'fmnist-cpu64.md').read_text()
+    # a new benchmark run changes the speed column: the comparison is stale until re-rendered
+    bench = json.loads((results / 'bench-cpu.json').read_text())
+    bench['models']['convformer_tiny_late']['infer_img_s'] = 123.4
+    (results / 'bench-cpu.json').write_text(json.dumps(bench))
+    assert render.main([*argv, '--check']) == 1
+    assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
+    assert '| 123.4 |' in (results / 'fmnist-cpu64.md').read_text() and '| 123.4 |' in readme.read_text()
