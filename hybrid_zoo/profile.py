@@ -787,6 +787,17 @@ def render(data: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def rerender(path: Path, bench_path: Path) -> dict:
+    """Re-check the targets of a saved profile against ``bench_path`` (if it exists) and re-render it."""
+    data = json.loads(path.read_text())
+    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+    data['bench'] = str(bench_path) if bench else None
+    data['targets'] = target_ceilings(data['models'], data.get('training') or [], bench)
+    write_json_atomic(path, data)
+    render(data, path)
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='hybrid-zoo profile',
@@ -815,7 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument('--out', default=str(RESULTS_DIR / 'profile-cpu.json'), help='results file (default: %(default)s)')
     p.add_argument(
-        '--report-only', action='store_true', help='re-render the table and plot from --out instead of measuring'
+        '--report-only',
+        action='store_true',
+        help='re-check the targets against --bench and re-render the table and plot from --out; measure nothing',
     )
     return p
 
@@ -829,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     if args.report_only:
         out = Path(args.out)
-        render(json.loads(out.read_text()), out)
+        rerender(out, Path(args.bench))
         print(out.with_suffix('.md').read_text())
         return 0
     os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # torch.profiler's backend prints two lines per trace otherwise

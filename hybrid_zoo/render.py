@@ -1,9 +1,9 @@
 """Render everything people read from the result files: README tables, the placement diagram, model cards.
 
 The README holds generated blocks between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers;
-``hybrid-zoo render-docs`` rewrites them (after re-rendering the Fashion-MNIST comparison tables, whose speed
-column comes from ``bench-cpu.json``), ``--check`` fails when a block or a comparison table is stale. Nothing
-measured is typed by hand.
+``hybrid-zoo render-docs`` rewrites them (after re-rendering the tables that quote ``bench-cpu.json``: the
+Fashion-MNIST comparisons' speed column and the profile's verdicts), ``--check`` fails when a block or one of
+those tables is stale. Nothing measured is typed by hand.
 """
 
 from __future__ import annotations
@@ -292,24 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
-    """Re-render every ``fmnist-*.md`` / ``.png`` from its JSON and the current ``bench-cpu.json``.
+    """Re-render the tables that quote ``bench-cpu.json`` from their own JSON and the current benchmark.
 
-    The comparison tables show each model's CPU speed from the benchmark, so a new benchmark run changes
-    them; accuracies come from the JSON as trained. With ``out`` the files are written there instead.
+    The Fashion-MNIST comparisons (``fmnist-*``) show each model's CPU speed from the benchmark, and the
+    profile's verdicts (``profile-cpu``) start from its target ratios, so a new benchmark run changes them;
+    accuracies and profiles stay as measured. With ``out`` the files are written there instead.
     """
     import shutil
 
-    from .compare import render
+    from . import compare, profile
 
+    bench = results / 'bench-cpu.json'
+    if out is not None and bench.exists():
+        shutil.copy(bench, out / bench.name)
     written = []
-    for path in sorted(results.glob('fmnist-*.json')):
-        target = path
-        if out is not None:
-            target = out / path.name
-            shutil.copy(path, target)
-            if (results / 'bench-cpu.json').exists():
-                shutil.copy(results / 'bench-cpu.json', out / 'bench-cpu.json')
-        render(read_json(path), target)
+    for path in sorted(results.glob('fmnist-*.json')) + sorted(results.glob('profile-cpu.json')):
+        target = path if out is None else Path(shutil.copy(path, out / path.name))
+        if path.name.startswith('profile'):
+            profile.rerender(target, target.parent / bench.name)
+        else:
+            compare.render(read_json(path), target)
         written.append(target.with_suffix('.md'))
     return written
 

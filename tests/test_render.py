@@ -53,17 +53,22 @@ def test_comparison_tables_follow_the_benchmark(tmp_path):
 
     results = tmp_path / 'results'
     results.mkdir()
-    for name in ('fmnist-cpu64.json', 'bench-cpu.json'):
+    for name in ('fmnist-cpu64.json', 'bench-cpu.json', 'profile-cpu.json'):
         shutil.copy(RESULTS_DIR / name, results / name)
     readme = tmp_path / 'README.md'
     readme.write_text('<!-- BEGIN fmnist_table -->\n<!-- END fmnist_table -->\n')
     argv = ['--readme', str(readme), '--results', str(results), '--no-figures']
     assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
-    assert (results / 'fmnist-cpu64.md').read_text() == (RESULTS_DIR / 'fmnist-cpu64.md').read_text()
-    # a new benchmark run changes the speed column: the comparison is stale until re-rendered
+    for name in ('fmnist-cpu64.md', 'profile-cpu.md'):
+        assert (results / name).read_text() == (RESULTS_DIR / name).read_text(), name
+    # a new benchmark run changes the speed column and the verdicts: both are stale until re-rendered
     bench = json.loads((results / 'bench-cpu.json').read_text())
     bench['models']['convformer_tiny_late']['infer_img_s'] = 123.4
+    label = 'convformer_small_late img/s >= 1.4x coatnet_0_rw_224'
+    next(t for t in bench['targets'] if t['label'] == label)['measured'] = 1.5
     (results / 'bench-cpu.json').write_text(json.dumps(bench))
     assert render.main([*argv, '--check']) == 1
     assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
     assert '| 123.4 |' in (results / 'fmnist-cpu64.md').read_text() and '| 123.4 |' in readme.read_text()
+    profile = json.loads((results / 'profile-cpu.json').read_text())
+    assert next(t for t in profile['targets'] if t['target'] == label)['verdict'] == 'met'
