@@ -179,6 +179,30 @@ def kv_ab_table(results: Path) -> str | None:
     )
 
 
+def kernel_levers_table(results: Path) -> str | None:
+    path = results / 'kernel-levers.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+
+    def rate(r: dict, side: str) -> str:
+        text = '-' if r.get(f'{side}_gflop_s') is None else f'{r[f"{side}_gflop_s"]:.0f}'
+        if r.get(f'{side}_weight_grad_gflop_s') is not None:
+            text += f' (weight gradient {r[f"{side}_weight_grad_gflop_s"]:.0f})'
+        return text
+
+    rows = [[r['lever'], rate(r, 'used'), rate(r, 'lever'), f'{r["speedup"]:.2f}x'] for r in data['levers']]
+    m = data['meta']
+    faster = ', '.join(data['faster_than_used']) or 'none'
+    return _table(
+        ['lever (same function as what the models use)', 'used: GFLOP/s', 'lever: GFLOP/s', 'speed-up'], rows
+    ) + (
+        f'\n\nFaster than what the models use: {faster}. ReLU is a different function, listed as the floor an '
+        f'elementwise op could reach. Measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch {m["torch"]}), '
+        'fp32, allocator trimming off. Source: `model_cards/results/kernel-levers.json` (`python tools/kernel_levers.py`).'
+    )
+
+
 def pretrained_table(results: Path) -> str | None:
     path = results / 'pretrained.json'
     if not path.exists():
@@ -204,6 +228,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'profile_table': _md('profile-cpu.md'),
     'pretrained_table': pretrained_table,
     'kv_ab_table': kv_ab_table,
+    'kernel_levers_table': kernel_levers_table,
 }
 
 

@@ -72,3 +72,11 @@ def test_comparison_tables_follow_the_benchmark(tmp_path):
     assert '| 123.4 |' in (results / 'fmnist-cpu64.md').read_text() and '| 123.4 |' in readme.read_text()
     profile = json.loads((results / 'profile-cpu.json').read_text())
     assert next(t for t in profile['targets'] if t['target'] == label)['verdict'] == 'met'
+
+
+def test_kernel_levers_block_reads_its_results_file():
+    text = render_readme('<!-- BEGIN kernel_levers_table -->\n<!-- END kernel_levers_table -->\n', RESULTS_DIR)
+    data = json.loads((RESULTS_DIR / 'kernel-levers.json').read_text())
+    for row in data['levers']:
+        assert f'| {row["lever"]} |' in text and f'| {row["speedup"]:.2f}x |' in text
+    assert 'Faster than what the models use: ' + (', '.join(data['faster_than_used']) or 'none') in text
