@@ -529,6 +529,7 @@ def profile_training(
 
     from .evaluate import create_model
 
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # torch.profiler's backend prints two lines per trace otherwise
     torch.manual_seed(0)
     model = create_model(name, img_size=img_size, **(model_kwargs or {})).train()
     model = model.to(memory_format=torch.channels_last)
@@ -845,7 +846,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         rerender(out, Path(args.bench))
         print(out.with_suffix('.md').read_text())
         return 0
-    os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # torch.profiler's backend prints two lines per trace otherwise
     from tqdm.auto import tqdm
 
     bench_path = Path(args.bench)

@@ -179,6 +179,31 @@ def kv_ab_table(results: Path) -> str | None:
     )
 
 
+def dw_ab_table(results: Path) -> str | None:
+    path = results / 'ab-dw-kernel.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = []
+    for name, d in data['models'].items():
+        a, b = d['arms']['7'], d['arms']['5']
+        rows.append(
+            [
+                f'`{name}`',
+                f'{d["gmacs_change_pct"]:+.1f}%',
+                f'{a["infer_img_s"]:.1f} -> {b["infer_img_s"]:.1f} ({d["infer_speedup"]:.3f}x)',
+                f'{a["train_img_s"]:.2f} -> {b["train_img_s"]:.2f} ({d["train_speedup"]:.3f}x)',
+                f'{a["train_depthwise_pct"]:.1f} -> {b["train_depthwise_pct"]:.1f}',
+            ]
+        )
+    head = ['model', 'GMACs', 'inference img/s, 7x7 -> 5x5', 'training img/s', 'depthwise % of the training step']
+    m = data['meta']
+    return _table(head, rows) + (
+        f'\n\nMedians of {m["rounds"]} interleaved rounds; measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads). '
+        'Source: `model_cards/results/ab-dw-kernel.json` (`python tools/ab_dw_kernel.py`).'
+    )
+
+
 def kernel_levers_table(results: Path) -> str | None:
     path = results / 'kernel-levers.json'
     if not path.exists():
@@ -229,6 +254,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'pretrained_table': pretrained_table,
     'kv_ab_table': kv_ab_table,
     'kernel_levers_table': kernel_levers_table,
+    'dw_ab_table': dw_ab_table,
 }
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 import timm
 import torch
+from torch import nn
 
 import hybrid_zoo
 from hybrid_zoo.models import VARIANTS
@@ -256,3 +257,14 @@ def test_bad_constructor_arguments():
         _create('convformer_tiny', fusion='middle')
     with pytest.raises(ValueError, match='multiple of head_dim'):
         _create('convformer_tiny', head_dim=100)
+
+
+def test_conv_kernel_size_is_a_knob_with_the_registered_default():
+    default = timm.create_model('convformer_tiny_late')
+    five = timm.create_model('convformer_tiny_late', conv_kernel_size=5)
+    assert {m.kernel_size for m in default.modules() if isinstance(m, nn.Conv2d) and m.groups > 1} >= {(7, 7)}
+    dw = [m for n, m in five.named_modules() if n.endswith('dw.conv')]
+    assert dw and all(m.kernel_size == (5, 5) for m in dw)
+    assert five(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    with pytest.raises(ValueError, match='conv_kernel_size must be a positive odd number, got 4'):
+        timm.create_model('convformer_tiny', conv_kernel_size=4)

@@ -56,6 +56,7 @@ class ConvFormerStage(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         ls_init_value: float = 1e-6,
         drop_path_rates: Sequence[float] = (),
+        conv_kernel_size: int = 7,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
@@ -68,7 +69,7 @@ class ConvFormerStage(nn.Module):
             ]
         else:
             blocks = [
-                ConvBlock(out_chs, mlp_ratio, act_layer=act_layer, ls_init_value=ls_init_value, drop_path=dpr[i])
+                ConvBlock(out_chs, mlp_ratio, conv_kernel_size, act_layer, ls_init_value, drop_path=dpr[i])
                 for i in range(depth)
             ]
         self.blocks = nn.Sequential(*blocks)
@@ -93,6 +94,7 @@ class ConvFormerFusion(nn.Module):
         in_chans, num_classes, global_pool, drop_rate, drop_path_rate: as everywhere in timm.
         ls_init_value: initial layer scale.
         act_layer: activation name understood by ``timm.layers.get_act_layer``.
+        conv_kernel_size: depthwise kernel of the conv blocks (odd; 7 in every registered variant).
     """
 
     def __init__(
@@ -110,10 +112,13 @@ class ConvFormerFusion(nn.Module):
         drop_path_rate: float = 0.0,
         ls_init_value: float = 1e-6,
         act_layer: str = 'gelu',
+        conv_kernel_size: int = 7,
     ) -> None:
         super().__init__()
         if fusion not in FIRST_ATTENTION_STAGE:
             raise ValueError(f'fusion must be one of {list(FIRST_ATTENTION_STAGE)}, got {fusion!r}')
+        if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
+            raise ValueError(f'conv_kernel_size must be a positive odd number, got {conv_kernel_size}')
         if len(widths) != 4 or len(depths) != 4 or len(kv_reductions) != 4:
             raise ValueError(f'expected 4 widths, depths and kv_reductions, got {widths}, {depths}, {kv_reductions}')
         act = get_act_layer(act_layer)
@@ -147,6 +152,7 @@ class ConvFormerFusion(nn.Module):
                     act_layer=act,
                     ls_init_value=ls_init_value,
                     drop_path_rates=dpr[i].tolist(),
+                    conv_kernel_size=conv_kernel_size,
                 )
             )
             in_chs = width
