@@ -244,9 +244,9 @@ class _Workers:
     def _train_nchw(self, task: dict, result: dict, returncode: int, deadline: float) -> dict:
         """Re-measure only the training step, in NCHW, after the channels_last one killed the worker.
 
-        A native crash (torch 2.14's oneDNN faults on the weight gradient of a 1x1 stride-2 conv over
-        3-8 channels_last input channels, as in the FastViT stems) cannot be caught inside the worker; the
-        inference numbers it recorded stand and the row says which layout its training number is from.
+        A native crash (torch 2.14's oneDNN faults in the backward of a 1x1 stride-2 conv over 3-8 input
+        channels with channels_last weights, as in the FastViT stems) cannot be caught inside the worker;
+        the inference numbers it recorded stand and the row says which layout its training number is from.
         """
         config = dict(task['config'], train_layout='nchw')
         retry = self.run(dict(task, config=config, train_only=True), deadline)
