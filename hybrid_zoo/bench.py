@@ -761,27 +761,38 @@ def _measure_compiled(net, inp, config: BenchConfig, rec: _Recorder, dev: _Devic
     torch._dynamo.reset()
 
 
-def _measure_training(model, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
-    """Forward, backward and an SGD step on the model as built (not reparameterized)."""
+def training_step(model, x, y, autocast: Callable = contextlib.nullcontext) -> Callable[[], None]:
+    """The benchmark's training step on ``(x, y)``: forward, cross-entropy, backward, SGD with momentum.
+
+    A model that returns several outputs in training mode (distillation heads) is scored on the first.
+    """
     import torch
     import torch.nn.functional as F
 
-    fmt = _memory_format(config.train_layout)
-    model.train().to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    x = torch.randn(config.train_batch_size, 3, config.img_size, config.img_size, device=dev.device)
-    x = x.contiguous(memory_format=fmt)
-    y = torch.randint(0, config.num_classes, (config.train_batch_size,), device=dev.device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with dev.autocast():
+        with autocast():
             out = model(x)
-            out = out[0] if isinstance(out, tuple | list) else out  # distillation heads in training mode
+            out = out[0] if isinstance(out, tuple | list) else out
             loss = F.cross_entropy(out.float(), y)
         loss.backward()
         opt.step()
 
+    return step
+
+
+def _measure_training(model, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
+    """Forward, backward and an SGD step (:func:`training_step`) on the model as built (not reparameterized)."""
+    import torch
+
+    fmt = _memory_format(config.train_layout)
+    model.train().to(memory_format=fmt)
+    x = torch.randn(config.train_batch_size, 3, config.img_size, config.img_size, device=dev.device)
+    x = x.contiguous(memory_format=fmt)
+    y = torch.randint(0, config.num_classes, (config.train_batch_size,), device=dev.device)
+    step = training_step(model, x, y, dev.autocast)
     with _timing_lock(lock):
         train = _timed({'train': step}, config.train_warmup, config.train_iters, dev, probe)['train']
     rec.update(train=dict(train, layout=config.train_layout), peak_mem_train_gb=dev.peak_mem_gb())

@@ -75,17 +75,22 @@ _ACTIVATION_NAMES = {'gelu', 'gelutanh', 'quickgelu', 'relu', 'relu6', 'silu', '
 _ACTIVATION_NAMES |= {'sigmoid', 'mish', 'starrelu', 'hardswishme', 'swishme'}
 
 
+def _conv_kind(weight: Sequence[int], in_channels: int, groups: int) -> str:
+    """``depthwise``, ``gemm`` (1x1, one group) or ``dense kxk`` for a conv's weight shape and groups."""
+    if groups == in_channels and in_channels > 1 and weight[1] == 1:
+        return 'depthwise'
+    if tuple(weight[2:]) == (1, 1) and groups == 1:
+        return 'gemm'
+    return 'dense kxk'
+
+
 def _category(module) -> str | None:
     from torch import nn
 
     activations = (nn.GELU, nn.ReLU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.ReLU6, nn.Hardsigmoid, nn.Mish)
 
     if isinstance(module, nn.Conv2d):
-        if module.groups == module.in_channels and module.in_channels > 1:
-            return 'depthwise'
-        if module.kernel_size == (1, 1) and module.groups == 1:
-            return 'gemm'
-        return 'dense kxk'
+        return _conv_kind(module.weight.shape, module.in_channels, module.groups)
     if isinstance(module, nn.Linear):
         return 'gemm'
     if isinstance(module, activations) or type(module).__name__.lower() in _ACTIVATION_NAMES:  # timm's own classes
@@ -337,7 +342,6 @@ def profile_model(
 # Training step: forward + backward + SGD step, filed by aten op from torch.profiler traces
 
 PHASES = ('forward', 'backward', 'optimizer')
-TRAIN_CATEGORIES = ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation', 'norm', 'rest')
 _CONV_OPS = {'aten::conv2d', 'aten::convolution', 'aten::_convolution', 'aten::convolution_backward'}
 _GEMM_OPS = {'aten::linear', 'aten::addmm', 'aten::mm'}
 _ATTENTION_OPS = {'aten::matmul', 'aten::bmm', 'aten::baddbmm', 'aten::softmax', 'aten::_softmax'}
@@ -346,14 +350,6 @@ _ACTIVATION_OPS = {'gelu', 'relu', 'relu_', 'silu', 'silu_', 'hardswish', 'hards
 _ACTIVATION_OPS |= {'threshold_backward', 'hardtanh', 'hardtanh_', 'hardsigmoid'}
 _NORM_OPS = {'batch_norm', 'layer_norm', 'group_norm', 'native_batch_norm_backward', 'native_layer_norm_backward'}
 _NORM_OPS |= {'native_group_norm_backward', 'native_batch_norm', 'native_layer_norm', 'native_group_norm'}
-
-
-def _conv_kind(weight: Sequence[int], in_channels: int, groups: int) -> str:
-    if groups == in_channels and in_channels > 1 and weight[1] == 1:
-        return 'depthwise'
-    if tuple(weight[2:]) == (1, 1) and groups == 1:
-        return 'gemm'
-    return 'dense kxk'
 
 
 def _concrete(event, index: int, default):
@@ -460,7 +456,7 @@ def trace_breakdown(shaped: list, timed: list | None = None) -> dict:
     timed = shaped if timed is None else timed
     if [e.name for _, e in shaped] != [e.name for _, e in timed]:
         raise RuntimeError('the two traces of a training step ran different ops; cannot pair them')
-    time_s = {(ph, c): 0.0 for ph in PHASES for c in TRAIN_CATEGORIES}
+    time_s = {(ph, c): 0.0 for ph in PHASES for c in CATEGORIES}
     flop = dict.fromkeys(time_s, 0.0)
     calls: Counter = Counter()
     for (phase, e), (_, t) in zip(shaped, timed, strict=True):
@@ -523,27 +519,19 @@ def profile_training(
     of its own shape run alone instead.
     """
     import torch
-    import torch.nn.functional as F
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    from .bench import training_step
     from .evaluate import create_model
 
     os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # torch.profiler's backend prints two lines per trace otherwise
     torch.manual_seed(0)
     model = create_model(name, img_size=img_size, **(model_kwargs or {})).train()
     model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     x = torch.randn(batch, 3, img_size, img_size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, model.num_classes, (batch,))
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        out = model(x)
-        out = out[0] if isinstance(out, tuple | list) else out  # distillation heads in training mode
-        F.cross_entropy(out, y).backward()
-        opt.step()
-
+    step = training_step(model, x, y)
     wall = median_seconds(step, iters, warmup=1)  # the warm-up also creates the momentum buffers
     traces = []
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -591,14 +579,13 @@ def profile_training(
         'ceiling_pct_of_reference': round(100 * ceiling, 1),
         **_shape_ceiling(parts['gemm_calls'], True, total_flop, wall, gemm_time, ref),
         'phases': {
-            ph: entry(sum(times[ph, c] for c in TRAIN_CATEGORIES), sum(flops[ph, c] for c in TRAIN_CATEGORIES))
-            for ph in PHASES
+            ph: entry(sum(times[ph, c] for c in CATEGORIES), sum(flops[ph, c] for c in CATEGORIES)) for ph in PHASES
         },
         'categories': {
-            c: entry(sum(times[ph, c] for ph in PHASES), sum(flops[ph, c] for ph in PHASES)) for c in TRAIN_CATEGORIES
+            c: entry(sum(times[ph, c] for ph in PHASES), sum(flops[ph, c] for ph in PHASES)) for c in CATEGORIES
         },
         'backward_over_forward': round(
-            sum(times['backward', c] for c in TRAIN_CATEGORIES) / sum(times['forward', c] for c in TRAIN_CATEGORIES), 2
+            sum(times['backward', c] for c in CATEGORIES) / sum(times['forward', c] for c in CATEGORIES), 2
         ),
     }
 
@@ -717,15 +704,12 @@ def render(data: dict, out: Path) -> None:
             '',
             f'Training step (batch {data["train_batch"]}):',
             '',
-            common
-            + 'forward / backward / optimizer % | '
-            + ' | '.join(f'{c} % (GFLOP/s)' for c in TRAIN_CATEGORIES)
-            + ' |',
-            '|' + '---|' * (8 + len(TRAIN_CATEGORIES)),
+            common + 'forward / backward / optimizer % | ' + ' | '.join(f'{c} % (GFLOP/s)' for c in CATEGORIES) + ' |',
+            '|' + '---|' * (8 + len(CATEGORIES)),
         ]
         for p in training:
             phases = ' / '.join(f'{p["phases"][ph]["share_pct"]:.0f}' for ph in PHASES)
-            lines.append(_model_row(p) + phases + ' | ' + ' | '.join(_share_cells(p, TRAIN_CATEGORIES)) + ' |')
+            lines.append(_model_row(p) + phases + ' | ' + ' | '.join(_share_cells(p, CATEGORIES)) + ' |')
     if data.get('targets'):
         lines += [
             '',
@@ -767,7 +751,7 @@ def render(data: dict, out: Path) -> None:
 
     panels = [(f'inference (batch {data["batch"]})', data['models'], CATEGORIES)]
     if training:
-        panels.append((f'training step (batch {data["train_batch"]})', training, TRAIN_CATEGORIES))
+        panels.append((f'training step (batch {data["train_batch"]})', training, CATEGORIES))
     rows = max(len(p[1]) for p in panels)
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 0.45 * rows + 1.8), squeeze=False)
     colours = {c: f'C{i}' for i, c in enumerate(CATEGORIES)}
@@ -838,14 +822,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .bench import exec_with_no_trim
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    exec_with_no_trim(['-m', 'hybrid_zoo.profile', *argv])  # the benchmark's allocator setting
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    if args.report_only:
+    if args.report_only:  # nothing measured: no allocator setting needed
         out = Path(args.out)
         rerender(out, Path(args.bench))
         print(out.with_suffix('.md').read_text())
         return 0
+    exec_with_no_trim(['-m', 'hybrid_zoo.profile', *argv])  # the benchmark's allocator setting
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
     from tqdm.auto import tqdm
 
     bench_path = Path(args.bench)

@@ -357,9 +357,13 @@ def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
     if out is not None and bench.exists():
         shutil.copy(bench, out / bench.name)
     written = []
-    for path in sorted(results.glob('fmnist-*.json')) + sorted(results.glob('profile-cpu.json')):
+    profile_json = results / 'profile-cpu.json'
+    paths = sorted(results.glob('fmnist-*.json'))
+    if profile_json.exists():
+        paths.append(profile_json)
+    for path in paths:
         target = path if out is None else Path(shutil.copy(path, out / path.name))
-        if path.name.startswith('profile'):
+        if path == profile_json:
             profile.rerender(target, target.parent / bench.name)
         else:
             compare.render(read_json(path), target)

@@ -41,6 +41,16 @@ def _seconds(fn) -> float:
     return median_seconds(fn, ITERS, warmup=3)
 
 
+def _row(lever: str, flop: float, used_s: float, lever_s: float) -> dict:
+    """One timed lever: the GFLOP/s of what the models use and of the lever, and the lever's speed-up."""
+    return {
+        'lever': lever,
+        'used_gflop_s': round(flop / used_s / 1e9, 1),
+        'lever_gflop_s': round(flop / lever_s / 1e9, 1),
+        'speedup': round(used_s / lever_s, 2),
+    }
+
+
 def _explicit_attention(q, k, v):
     return ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(-1) @ v
 
@@ -57,14 +67,7 @@ def attention() -> list[dict]:
             torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v), _explicit_attention(q, k, v))
             sdpa = _seconds(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
             explicit = _seconds(lambda q=q, k=k, v=v: _explicit_attention(q, k, v))
-        rows.append(
-            {
-                'lever': f'attention {what}: explicit matmuls instead of SDPA',
-                'used_gflop_s': round(flop / sdpa / 1e9, 1),
-                'lever_gflop_s': round(flop / explicit / 1e9, 1),
-                'speedup': round(sdpa / explicit, 2),
-            }
-        )
+        rows.append(_row(f'attention {what}: explicit matmuls instead of SDPA', flop, sdpa, explicit))
     return rows
 
 
@@ -96,15 +99,8 @@ def training_gemm() -> list[dict]:
         def linear(x=x, w=w, bias=bias, grad=grad):  # the same GEMM on the (B, H, W, C) view of the memory
             F.linear(x.permute(0, 2, 3, 1), w.flatten(1), bias).permute(0, 3, 1, 2).backward(grad)
 
-        t_conv, t_linear = _seconds(conv), _seconds(linear)
-        rows.append(
-            {
-                'lever': f'training GEMM {c}->{o} at {hw}x{hw}: F.linear (MKL) instead of a 1x1 conv (oneDNN)',
-                'used_gflop_s': round(flop / t_conv / 1e9, 1),
-                'lever_gflop_s': round(flop / t_linear / 1e9, 1),
-                'speedup': round(t_conv / t_linear, 2),
-            }
-        )
+        lever = f'training GEMM {c}->{o} at {hw}x{hw}: F.linear (MKL) instead of a 1x1 conv (oneDNN)'
+        rows.append(_row(lever, flop, _seconds(conv), _seconds(linear)))
     return rows
 
 
