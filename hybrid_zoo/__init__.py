@@ -5,7 +5,7 @@ torch and timm, and prints, warns and downloads nothing. Training, Hub and expor
 submodules that import their own dependencies when used.
 """
 
-from .models import MODEL_NAMES, ConvFormerFusion, list_variants
+from .models import MODEL_NAMES, ConvFormerFusion, list_models, list_variants
 
 __version__ = '0.1.0'
-__all__ = ['MODEL_NAMES', 'ConvFormerFusion', 'list_variants', '__version__']
+__all__ = ['MODEL_NAMES', 'ConvFormerFusion', 'list_models', 'list_variants', '__version__']

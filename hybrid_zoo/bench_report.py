@@ -158,6 +158,11 @@ def _r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _r_sig(value: float | None, digits: int = 4) -> float | None:
+    """Round to significant digits: a tiny model's rate stays positive however slow the machine."""
+    return None if value is None else float(f'{value:.{digits}g}')
+
+
 def _rates(samples: dict | None, batch: int) -> list[float]:
     """Items per second of each timed call in ``samples`` (``{'t': [seconds, ...]}``)."""
     return [batch / t for t in (samples or {}).get('t', []) if t > 0]
@@ -273,9 +278,9 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
         train_img_s_max=_r(train_hi, 2),
         train_layout=next((r['train']['layout'] for r in results if (r.get('train') or {}).get('layout')), None),
         train_fallback=fallbacks[0] if fallbacks else None,
-        gflops=_r(gflops, 1),
-        pct_onednn=_r(100 * gflops / onednn, 1) if gflops and onednn else None,
-        pct_mm=_r(100 * gflops / mm, 1) if gflops and mm else None,
+        gflops=_r_sig(gflops),
+        pct_onednn=_r_sig(100 * gflops / onednn) if gflops and onednn else None,
+        pct_mm=_r_sig(100 * gflops / mm) if gflops and mm else None,
         compiled_img_s=_r(_median(compiled), 2),
         compile_speedup=_r(_median(compiled) / _median(eager_same)) if compiled and eager_same else None,
         compile_s=_r(_median(compile_s), 1),

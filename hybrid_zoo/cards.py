@@ -154,10 +154,13 @@ def _package_fields(origin_url: str | None) -> dict[str, str]:
     from . import __doc__ as package_doc
     from . import __version__
 
+    origin_url = origin_url or 'https://pypi.org/project/hybrid_zoo/'
+    source = f' @ git+{origin_url}' if origin_url.startswith(('https://github.com/', 'https://gitlab.com/')) else ''
     return {
         'package_title': (package_doc or 'hybrid_zoo').strip().splitlines()[0].rstrip('.'),
         'package_version': __version__,
-        'origin_url': origin_url or 'https://pypi.org/project/hybrid_zoo/',
+        'origin_url': origin_url,
+        'install_command': f'pip install "hybrid_zoo[hub]{source}"',
     }
 
 
@@ -308,10 +311,12 @@ def render_card(
     num_classes = config.get('num_classes', len(labels))
     dataset = results.get('dataset') or train_args.get('dataset')
     split = str(results.get('split', 'test'))
+    # a training run's accuracy chose its checkpoint: it is reported as such, never as a held-out model-index score
+    chose_checkpoint = 'val_source' in results
     base_model = base_model or train_args.get('base_model')
     if not base_model and str(train_args.get('model', '')).startswith(('hf-hub:', 'hf_hub:')):
         base_model = str(train_args['model']).split(':', 1)[1]
-    eval_results = _eval_results(results, str(dataset), split) if dataset else []
+    eval_results = _eval_results(results, str(dataset), split) if dataset and not chose_checkpoint else []
     card_data = _card_data(
         repo_id or arch, license=license, fusion=fusion, eval_results=eval_results,
         datasets=[d for d in [_hub_dataset(dataset)] if d], base_model=base_model,
@@ -322,7 +327,14 @@ def render_card(
         summary += f' trained on **{dataset}**'
     if _is_number(results.get('top1')):
         n = results.get('num_samples')
-        summary += f', **{fmt(results["top1"])} % top-1** on its {split} split' + (f' ({fmt(n)} images)' if n else '')
+        images = f' ({fmt(n)} images)' if n else ''
+        if chose_checkpoint:
+            summary += (
+                f', **{fmt(results["top1"])} % validation top-1**{images} on {results["val_source"]}; these rows chose'
+                ' the checkpoint, so this is not a held-out test score'
+            )
+        else:
+            summary += f', **{fmt(results["top1"])} % top-1** on its {split} split{images}'
     summary += '.'
     if variant:
         attention = _attention_text(variant['attention_stages'], stats['feature_strides'])

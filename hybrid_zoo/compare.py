@@ -9,7 +9,6 @@ comparison resumes where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -17,6 +16,8 @@ import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+
+from hybrid_zoo_cli.compare import build_parser
 
 from .results import RESULTS_DIR, machine_meta, read_json, write_atomic, write_figure_atomic, write_json_atomic
 
@@ -535,61 +536,19 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .train import KeyValueAction
-
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo compare',
-        description='Train timm models under one identical recipe on Fashion-MNIST and test each on the '
-        'untouched test split; resumable.',
-    )
-    p.add_argument('--models', nargs='+', default=[*OURS_TINY, *PEERS_TINY], help='timm model names')
-    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1], help='training seeds')
-    p.add_argument('--recipe', choices=sorted(RECIPES), default='cpu64', help='the recipe (see hybrid_zoo/compare.py)')
-    p.add_argument('--epochs', type=int, default=None, help='override the recipe epoch count')
-    p.add_argument('--train-samples', type=int, default=None, help='override the recipe train subset (0 = all)')
-    p.add_argument('--data-dir', default='data', help='where the Fashion-MNIST dataset is prepared')
-    p.add_argument('--work-dir', default='runs/compare', help='per-run output folders (checkpoints, weights)')
-    p.add_argument('--results', default=None, help='results file (default: model_cards/results/fmnist-<recipe>.json)')
-    p.add_argument('--workers', type=int, default=2, help='DataLoader workers per run')
-    p.add_argument('--report-only', action='store_true', help='summarise the finished runs only; train nothing')
-    p.add_argument(
-        '--model-kwargs',
-        nargs='*',
-        default={},
-        action=KeyValueAction,
-        metavar='KEY=VALUE',
-        help='a design change applied to every model (constructor arguments, values parsed as Python literals); '
-        'needs --variant',
-    )
-    p.add_argument(
-        '--variant',
-        default=None,
-        help='name of the design variant: runs go to <work-dir>/<recipe>-<variant>, results to '
-        'fmnist-<recipe>-<variant>.json',
-    )
-    p.add_argument(
-        '--publish',
-        action='store_true',
-        help='afterwards, push the best 64 px run of each ConvFormer model (over every fmnist-*.json next to the '
-        "results file) to the Hub as its registered tag '<org>/<model>.fmnist_64' and record it in pretrained.json",
-    )
-    p.add_argument('--org', default=None, help="Hub namespace for --publish (default: the registry's, hybrid-zoo)")
-    p.add_argument('--endpoint', default=None, help='Hub URL for --publish (default: $HF_ENDPOINT or huggingface.co)')
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     from .data import prepare_fashion_mnist
 
+    if args.recipe not in RECIPES:
+        build_parser().error(f'--recipe: expected one of {", ".join(sorted(RECIPES))}, got {args.recipe!r}')
     recipe = RECIPES[args.recipe]
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
     if args.train_samples is not None:
         recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None)
-    dataset_dir = Path(args.data_dir) / 'fashion_mnist'
+    dataset_dir = Path(args.embedded_cache) / 'fashion_mnist'
     if not (dataset_dir / 'dataset_dict.json').exists():
         prepare_fashion_mnist(dataset_dir)
     if args.model_kwargs and not args.variant:
@@ -597,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
     results = Path(args.results or RESULTS_DIR / f'{stem}.json')
     data = compare(
-        args.models,
+        args.models or [*OURS_TINY, *PEERS_TINY],
         args.seeds,
         recipe,
         dataset_dir,

@@ -7,7 +7,8 @@ Two jobs live here:
   written atomically. ``hybrid-zoo prepare-data`` is the command line for it.
 * ``load_train_val`` / ``load_eval_split``: open any dataset with an image column and a label column (a Hub id, a local
   ``imagefolder`` directory, parquet files, a ``save_to_disk`` folder), detect the columns, validate the labels, carve
-  a validation split when there is none, and wrap a split as a torch ``Dataset`` whose decode errors name the row.
+  a validation split out of train when there is none (never the test split unless asked: what validates picks the
+  checkpoint), and wrap a split as a torch ``Dataset`` whose decode errors name the row.
 
 Images are decoded lazily (``with_transform``), converted to the model's ``in_chans`` (grayscale, RGBA and palette
 images included) and transformed by timm's ``create_transform``.
@@ -15,7 +16,7 @@ images included) and transformed by timm's ``create_transform``.
 
 from __future__ import annotations
 
-import argparse
+import glob
 import gzip
 import logging
 import os
@@ -30,14 +31,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from hybrid_zoo_cli.data import EMBEDDED_CACHE, FASHION_MNIST_DIR, build_parser  # noqa: F401 (re-exported)
+
 from .models.pretrained import FASHION_MNIST_CLASSES
 
 logger = logging.getLogger('hybrid_zoo.data')  # not __name__: that is '__main__' under python -m
 
-FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
-# names tried, in order, when no validation split is given
-VAL_SPLIT_CANDIDATES = ('validation', 'valid', 'val', 'test')
+# names tried, in order, when no validation split is given; never 'test': the validation split picks the checkpoint
+VAL_SPLIT_CANDIDATES = ('validation', 'valid', 'val')
+_TEST_SPLIT_NAMES = ('test', 'testing')
+# a --dataset ending so is a file, never a Hub id
+_DATA_FILE_SUFFIXES = ('.parquet', '.arrow', '.csv', '.json', '.jsonl', '.txt', '.zip', '.tar', '.gz', '.tgz')
 _IMAGE_NAMES = ('image', 'img', 'images', 'pixel_values', 'picture', 'photo')
 _LABEL_NAMES = ('label', 'labels', 'target', 'targets', 'class', 'fine_label', 'category')
 
@@ -217,7 +222,7 @@ def prepare_digits(out_dir: str | os.PathLike, test_fraction: float = 0.2, seed:
     return dd
 
 
-def prepare_default(out_dir: str | os.PathLike = 'data', overwrite: bool = False) -> tuple[str, str]:
+def prepare_default(out_dir: str | os.PathLike = EMBEDDED_CACHE, overwrite: bool = False) -> tuple[str, str]:
     """Prepare the demo dataset: Fashion-MNIST when its Debian package is installed, digits otherwise.
 
     Args:
@@ -230,13 +235,17 @@ def prepare_default(out_dir: str | os.PathLike = 'data', overwrite: bool = False
     name, prepare = (
         ('fashion_mnist', prepare_fashion_mnist) if fashion_mnist_available() else ('digits', prepare_digits)
     )
-    path = Path(out_dir) / name
+    return name, _prepare_once(name, prepare, Path(out_dir) / name, overwrite)
+
+
+def _prepare_once(name: str, prepare, path: Path, overwrite: bool) -> str:
+    """``prepare(path)`` unless ``path`` already holds a saved dataset (an interrupted replacement is restored)."""
     recover_dir(path)
     if overwrite or not (path / 'dataset_dict.json').is_file():
         prepare(path)
     else:
         logger.info('using the %s dataset already at %s', name, path)
-    return name, str(path)
+    return str(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -247,23 +256,30 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file()
 
 
-def open_dataset(source: str, config: str | None = None, data_dir: str | os.PathLike = 'data') -> tuple[Any, str]:
+def open_dataset(
+    source: str, config: str | None = None, embedded_cache: str | os.PathLike = EMBEDDED_CACHE
+) -> tuple[Any, str]:
     """Open a dataset from any of the supported places.
 
     Args:
-        source: ``'default'`` (the embedded demo data, prepared under ``data_dir`` when missing), a ``save_to_disk``
-            folder, a local folder ``load_dataset`` understands (``imagefolder``, parquet files, a Hub-style repo
-            checkout), one parquet file or a glob of them, or a Hub dataset id (``org/name``).
+        source: ``'default'`` (the embedded demo data, prepared under ``embedded_cache`` when missing), a
+            ``save_to_disk`` folder, a local folder ``load_dataset`` understands (``imagefolder``, parquet files, a
+            Hub-style repo checkout), one parquet file or a glob of them (split by file name, as ``datasets`` does:
+            ``train-0.parquet`` -> ``train``), or a Hub dataset id (``org/name``).
         config: The Hub dataset configuration (``name=`` of ``load_dataset``).
-        data_dir: Where ``'default'`` is prepared.
+        embedded_cache: Where ``'default'`` is prepared; nothing else is written anywhere near the data.
 
     Returns:
         ``(DatasetDict, display name)``.
+
+    Raises:
+        DataError: a path that does not exist (at once, never tried as a Hub id), files of another format, or a Hub
+            dataset that does not exist or cannot be reached (one line, no retries).
     """
     import datasets
 
     if source == 'default':
-        _, source = prepare_default(data_dir)
+        _, source = prepare_default(embedded_cache)
     path = Path(source).expanduser()
     if path.is_dir():
         recover_dir(path)
@@ -271,29 +287,120 @@ def open_dataset(source: str, config: str | None = None, data_dir: str | os.Path
             loaded = datasets.load_from_disk(str(path))
         else:
             loaded = datasets.load_dataset(str(path), name=config)
-    elif path.is_file() or any(c in source for c in '*?['):
-        kind = 'parquet' if source.endswith('.parquet') else None
-        if kind is None:
-            raise DataError(f'cannot tell the format of {source!r}; give parquet files, a folder or a Hub dataset id')
-        loaded = datasets.load_dataset(kind, data_files=str(path))
+    elif path.is_file():
+        loaded = _load_parquet(source, [str(path)], by_name=False)
+    elif _has_glob(source):
+        files = sorted(f for f in glob.glob(str(path), recursive=True) if os.path.isfile(f))
+        if not files:
+            raise DataError(f'no such folder/file: {source} (the pattern matches no file)')
+        loaded = _load_parquet(source, files, by_name=True)
+    elif looks_like_path(source):
+        raise DataError(
+            f'no such folder/file: {source} (expected an existing save_to_disk folder, imagefolder directory or '
+            'parquet file(s); a Hub id is written org/name)'
+        )
     else:
-        try:
-            loaded = datasets.load_dataset(source, name=config)
-        except FileNotFoundError as e:
-            raise DataError(
-                f'dataset {source!r} is neither a local path nor a reachable Hub dataset ({e}); expected a '
-                'save_to_disk folder, an imagefolder directory, parquet files or a Hub id like org/name'
-            ) from e
+        loaded = _load_hub_dataset(source, config)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({'train': loaded})
     return loaded, source
 
 
+def _has_glob(source: str) -> bool:
+    return any(c in source for c in '*?[')
+
+
+def looks_like_path(source: str) -> bool:
+    """Whether ``--dataset`` names a local path rather than a Hub id (``name`` or ``org/name``).
+
+    Paths start with ``.``, ``/`` or ``~``, have more than one separator, end with a data file extension or hold
+    glob characters; such a source that does not exist is a typo, not a dataset to look up on the Hub.
+    """
+    if source.startswith(('.', '/', '~')) or _has_glob(source):
+        return True
+    if source.count('/') > 1 or (os.sep != '/' and os.sep in source):
+        return True
+    return source.lower().endswith(_DATA_FILE_SUFFIXES)
+
+
+def _load_parquet(source: str, files: list[str], by_name: bool):
+    """Parquet files as a ``DatasetDict``; ``by_name``: split them by file name as ``datasets`` does for a folder."""
+    import datasets
+
+    others = [f for f in files if not f.endswith('.parquet')]
+    if others:
+        raise DataError(
+            f'cannot tell the format of {others[:3]} ({source}); expected parquet files, a folder or a Hub dataset id'
+        )
+    data_files = _parquet_splits(source, files) if by_name else {'train': files}
+    return datasets.load_dataset('parquet', data_files=data_files)
+
+
+def _parquet_splits(source: str, files: list[str]) -> dict[str, list[str]]:
+    """The files of a glob by split, inferred from their names with ``datasets``' own patterns.
+
+    ``data/*.parquet`` matching ``train-0.parquet`` and ``test-0.parquet`` gives ``{'train': [...], 'test': [...]}``
+    (merging them would train on the test images). A file no split claims, or one claimed twice, is refused.
+    """
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    files = [os.path.abspath(f) for f in files]
+    base = os.path.commonpath([os.path.dirname(f) for f in files])
+    resolved = DataFilesDict.from_patterns(get_data_patterns(base), base_path=base)
+    wanted = set(files)
+    splits = {s: sorted(wanted & {os.path.abspath(p) for p in paths}) for s, paths in resolved.items()}
+    splits = {s: f for s, f in splits.items() if f}
+    claimed = [f for fs in splits.values() for f in fs]
+    unclaimed = sorted(wanted - set(claimed))
+    if unclaimed or len(claimed) != len(set(claimed)):
+        listing = '; '.join(f'{s}: {[os.path.basename(f) for f in fs]}' for s, fs in splits.items())
+        raise DataError(
+            f'cannot tell the splits of the files matched by {source}: by name they are {listing}'
+            + (f'; no split for {[os.path.basename(f) for f in unclaimed]}' if unclaimed else '; a file in two splits')
+            + ". Name them train-*/validation-*/test-*.parquet, or give each split's files as its own pattern"
+        )
+    logger.info('%s: parquet files by split (from their names): %s', source, {s: len(f) for s, f in splits.items()})
+    return splits
+
+
+def _load_hub_dataset(source: str, config: str | None):
+    """``load_dataset`` of a Hub id; one clear line (no retry storm) when it does not exist or cannot be reached."""
+    import datasets
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    if not datasets.config.HF_HUB_OFFLINE:  # offline, load_dataset reads the local cache
+        try:
+            HfApi().dataset_info(source, timeout=10)
+        except HFValidationError:
+            raise DataError(
+                f'no such folder/file and no valid Hub id: {source!r} (expected a local path or org/name)'
+            ) from None
+        except RepositoryNotFoundError:
+            raise DataError(
+                f'no such dataset: {source!r} is not a local folder or file, nor a dataset on the Hub '
+                f'({constants.ENDPOINT}); a private or gated one needs HF_TOKEN'
+            ) from None
+        except HfHubHTTPError:
+            pass  # e.g. gated or rate limited: load_dataset says what to do
+        except Exception as e:  # the transport's own errors (no network, DNS, timeout)
+            raise DataError(
+                f'{source!r} is not a local folder or file, and the Hub ({constants.ENDPOINT}) cannot be reached to '
+                f'look it up ({type(e).__name__}: {e}); a Hub dataset downloaded before loads with HF_HUB_OFFLINE=1'
+            ) from None
+    try:
+        return datasets.load_dataset(source, name=config)
+    except (OSError, ValueError) as e:  # DatasetNotFoundError, hub HTTP errors, an unknown configuration
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f'cannot load Hub dataset {source!r}: {first}') from e
+
+
 def detect_columns(features, image_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
     """Find the image and label columns of a dataset (or check the ones given).
 
-    An image column is an ``Image()`` feature (or, by name, a column called e.g. ``image``/``img``); a label column is
-    a ``ClassLabel``, or an integer or string column called e.g. ``label``/``target``.
+    An image column is an ``Image()`` feature, a ``{bytes, path}`` struct (images written by pyarrow without the
+    ``datasets`` metadata) or, by name, a column called e.g. ``image``/``img``; a label column is a ``ClassLabel``, or
+    an integer or string column called e.g. ``label``/``target``.
 
     Raises:
         DataError: naming the columns the dataset has when a column is missing.
@@ -309,6 +416,7 @@ def detect_columns(features, image_column: str | None = None, label_column: str 
 
     if image_column is None:
         image_column = next((n for n, f in features.items() if isinstance(f, HFImage)), None)
+        image_column = image_column or next((n for n, f in features.items() if _is_image_struct(f)), None)
         image_column = image_column or next((n for n in _IMAGE_NAMES if n in features), None)
     if image_column is None or image_column not in features:
         raise missing('image', image_column, '--image-column')
@@ -360,6 +468,7 @@ class DataSpec:
     label_names: list[str]
     num_train: int
     num_val: int
+    val_source: str = ''  # where the validation rows come from, e.g. 'validation carved from train, 10%, ...'
     fingerprint: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -374,6 +483,7 @@ class DataSpec:
             'config': self.config,
             'train_split': self.train_split,
             'val_split': self.val_split,
+            'val_source': self.val_source,
             'label_names': list(self.label_names),
             'num_train': self.num_train,
             'num_val': self.num_val,
@@ -419,14 +529,40 @@ def _subset(rows: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=max_samples, replace=False))
 
 
+def _is_image_struct(feature: Any) -> bool:
+    """An encoded-image struct (``{'bytes': binary, 'path': string}``) that lacks the ``Image()`` feature type."""
+    from datasets import Value
+
+    bytes_feature = feature.get('bytes') if isinstance(feature, dict) else None
+    return (
+        isinstance(bytes_feature, Value)
+        and bytes_feature.dtype in ('binary', 'large_binary')
+        and set(feature) <= {'bytes', 'path'}
+    )
+
+
 def _prepare_columns(dd, image_column: str):
-    """A string (path) column named as the image column is cast to ``Image()``; decoding stays lazy."""
+    """The image column as ``Image()``: file paths and ``{bytes, path}`` structs are cast (decoding stays lazy).
+
+    Raises:
+        DataError: an image column of any other type (arrays, numbers), before the first batch rather than in it.
+    """
     from datasets import Image as HFImage
     from datasets import Value
 
     for s in dd:
-        if isinstance(dd[s].features[image_column], Value):
+        feature = dd[s].features[image_column]
+        if isinstance(feature, HFImage):
+            continue
+        encoded = ('string', 'large_string', 'binary', 'large_binary')  # paths or image file bytes
+        if (isinstance(feature, Value) and feature.dtype in encoded) or _is_image_struct(feature):
             dd[s] = dd[s].cast_column(image_column, HFImage())
+        else:
+            raise DataError(
+                f'image column {image_column!r} of split {s!r} has type {feature}; expected an Image() feature, '
+                "image file paths (strings), image file bytes or encoded images ({'bytes', 'path'} structs). "
+                'Pass --image-column NAME to choose another column'
+            )
     return dd
 
 
@@ -443,16 +579,19 @@ def load_train_val(
     num_classes: int | None = None,
     max_train_samples: int | None = None,
     max_val_samples: int | None = None,
-    data_dir: str | os.PathLike = 'data',
+    embedded_cache: str | os.PathLike = EMBEDDED_CACHE,
 ) -> tuple[Split, Split, DataSpec]:
     """Open a dataset and return its training and validation splits, validated.
+
+    The validation split picks the best checkpoint and the EMA and gives the reported accuracy, so it is never the
+    test split unless asked for by name (then with a warning).
 
     Args:
         dataset: Where the data is (see ``open_dataset``).
         config: Hub dataset configuration.
         train_split: Split to train on.
-        val_split: Split to validate on; ``None`` picks the first of validation/valid/val/test that exists, else
-            carves ``val_fraction`` of ``train_split`` (stratified, seeded by ``seed``).
+        val_split: Split to validate on; ``None`` picks the first of validation/valid/val that exists, else carves
+            ``val_fraction`` of ``train_split`` (``Dataset.train_test_split``, stratified by label, seeded by ``seed``).
         val_fraction: Share of ``train_split`` held out when no validation split exists.
         seed: Seed of the carving and of the ``max_*_samples`` subsets.
         image_column: Image column (detected when ``None``).
@@ -460,15 +599,15 @@ def load_train_val(
         num_classes: Classifier width; defaults to the number of class names (or ``max(label) + 1``).
         max_train_samples: Train on a random subset of this size (quick runs).
         max_val_samples: Validate on a random subset of this size.
-        data_dir: Where ``dataset='default'`` is prepared.
+        embedded_cache: Where ``dataset='default'`` is prepared.
 
     Returns:
-        ``(train, val, spec)``.
+        ``(train, val, spec)``; ``spec.val_source`` says where the validation rows come from.
 
     Raises:
         DataError: missing splits or columns, labels outside ``[0, num_classes)``.
     """
-    dd, source = open_dataset(dataset, config, data_dir)
+    dd, source = open_dataset(dataset, config, embedded_cache)
     if train_split not in dd:
         raise DataError(f'dataset {source} has no split {train_split!r}; it has splits {list(dd)}')
     if val_split is not None and val_split not in dd:
@@ -481,36 +620,42 @@ def load_train_val(
         detect_columns(dd[s].features, image_column, label_column)  # the val split must have the same columns
     dd = _prepare_columns(dd, image_column)
     dd, label_names = _encode_labels(dd, splits, label_column)
-
-    train = Split(dd[train_split], np.arange(len(dd[train_split])), train_split, image_column, label_column)
-    if val_split:
-        val = Split(dd[val_split], np.arange(len(dd[val_split])), val_split, image_column, label_column)
-        val_name = val_split
-    else:
-        from sklearn.model_selection import train_test_split
-
-        labels = train.labels()
-        try:  # stratified when every class has enough rows for both sides
-            tr_rows, va_rows = train_test_split(train.rows, test_size=val_fraction, random_state=seed, stratify=labels)
-        except ValueError:
-            tr_rows, va_rows = train_test_split(train.rows, test_size=val_fraction, random_state=seed)
-        train = Split(train.dataset, np.sort(tr_rows), train_split, image_column, label_column)
-        val = Split(train.dataset, np.sort(va_rows), train_split, image_column, label_column)
-        val_name = f'{train_split}[val {val_fraction:g}, seed {seed}]'
-        logger.info('no validation split: holding out %d of %d %r rows', len(val), len(labels), train_split)
-    train.rows = _subset(train.rows, max_train_samples, seed)
-    val.rows = _subset(val.rows, max_val_samples, seed + 1)
+    parts = [Split(dd[s], np.arange(len(dd[s])), s, image_column, label_column) for s in splits]
 
     int_labels = label_names is None
     if int_labels:
-        top = int(max(train.labels().max(initial=0), val.labels().max(initial=0)))
+        top = max(int(p.labels().max(initial=0)) for p in parts)
         label_names = [str(i) for i in range(max(top + 1, num_classes or 0))]
     n = num_classes or len(label_names)
     if n < len(label_names) and not int_labels:
         raise DataError(f'--num-classes {n} is smaller than the {len(label_names)} classes {label_names} of {source}')
     label_names = (label_names + [f'class_{i}' for i in range(len(label_names), n)])[:n]
-    for part in (train, val):
+    for part in parts:
         check_labels(part, n, source)
+
+    train = parts[0]
+    if val_split:
+        val, val_name, val_source = parts[1], val_split, f'split {val_split!r}'
+        if val_split in _TEST_SPLIT_NAMES:
+            val_source += ' as asked: it also picks the checkpoint, so it is no held-out test score'
+            logger.warning(
+                'validating on the %r split as asked: the per-epoch metrics, the best checkpoint, the EMA choice and '
+                'the reported accuracy are all chosen on it, so they are no held-out test score (leave --val-split '
+                'out to carve a validation share from %r)',
+                val_split,
+                train_split,
+            )
+    else:
+        tr_rows, va_rows, stratified = carve_validation(train, n, val_fraction, seed)
+        train = Split(train.dataset, tr_rows, train_split, image_column, label_column)
+        val = Split(train.dataset, va_rows, train_split, image_column, label_column)
+        val_name = f'{train_split}[val {val_fraction:g}, seed {seed}]'
+        val_source = (
+            f'validation carved from {train_split}, {val_fraction * 100:g}%, '
+            f'{"stratified" if stratified else "not stratified"}, seed {seed}'
+        )
+    train.rows = _subset(train.rows, max_train_samples, seed)
+    val.rows = _subset(val.rows, max_val_samples, seed + 1)
 
     spec = DataSpec(
         name=_display_name(source),
@@ -523,6 +668,7 @@ def load_train_val(
         label_names=label_names,
         num_train=len(train),
         num_val=len(val),
+        val_source=val_source,
         fingerprint=getattr(train.dataset, '_fingerprint', None),
     )
     logger.info(
@@ -530,12 +676,50 @@ def load_train_val(
         spec.name,
         spec.num_train,
         spec.num_val,
-        spec.val_split,
+        spec.val_source,
         len(label_names),
         image_column,
         label_column,
     )
     return train, val, spec
+
+
+def carve_validation(split: Split, num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Hold ``fraction`` of ``split`` out for validation with ``Dataset.train_test_split``, stratified by label.
+
+    The split runs on a label-only stand-in in memory, so the rows keep their numbers in the original dataset (read
+    errors name them) and no index cache is written beside the user's data. When stratifying is impossible (a class
+    with a single row, fewer held-out rows than classes) the share is drawn at random, and the log says so.
+
+    Returns:
+        ``(train rows, validation rows, stratified)``, rows sorted.
+    """
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f'--val-fraction must be between 0 and 1 (exclusive), got {fraction}')
+    stand_in = Dataset.from_dict(
+        {'row': split.rows, 'label': split.labels()},
+        features=Features({'row': Value('int64'), 'label': ClassLabel(num_classes=num_classes)}),
+    )
+    kwargs = {'test_size': fraction, 'seed': seed, 'keep_in_memory': True}
+    try:
+        parts = stand_in.train_test_split(stratify_by_column='label', **kwargs)
+        stratified = True
+    except ValueError as e:
+        logger.info('validation carve of %r not stratified: %s', split.name, e)
+        try:
+            parts = stand_in.train_test_split(**kwargs)
+        except ValueError as e2:
+            raise DataError(
+                f'cannot hold {fraction:g} of the {len(split)} rows of split {split.name!r} out for validation: {e2}'
+            ) from e2
+        stratified = False
+
+    def rows(part) -> np.ndarray:
+        return np.sort(np.asarray(part.with_format('numpy')[:]['row'], dtype=np.int64))
+
+    return rows(parts['train']), rows(parts['test']), stratified
 
 
 def load_eval_split(
@@ -547,7 +731,7 @@ def load_eval_split(
     label_column: str | None = None,
     max_samples: int | None = None,
     seed: int = 0,
-    data_dir: str | os.PathLike = 'data',
+    embedded_cache: str | os.PathLike = EMBEDDED_CACHE,
 ) -> tuple[Split, list[str] | None, str]:
     """One split of a dataset for evaluation.
 
@@ -559,7 +743,7 @@ def load_eval_split(
         label_column: Label column (detected when ``None``).
         max_samples: Evaluate a random subset of this size.
         seed: Seed of that subset.
-        data_dir: Where ``dataset='default'`` is prepared.
+        embedded_cache: Where ``dataset='default'`` is prepared.
 
     Returns:
         ``(split, class names from the dataset or None, display name)``.
@@ -571,7 +755,7 @@ def load_eval_split(
     elif isinstance(dataset, datasets.DatasetDict):
         dd, source = dataset, 'dataset'
     else:
-        dd, source = open_dataset(str(dataset), config, data_dir)
+        dd, source = open_dataset(str(dataset), config, embedded_cache)
     if split not in dd:
         raise DataError(f'dataset {source} has no split {split!r}; it has splits {list(dd)}')
     image_column, label_column = detect_columns(dd[split].features, image_column, label_column)
@@ -703,46 +887,27 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 # Command line: hybrid-zoo prepare-data
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='hybrid-zoo prepare-data',
-        description='Write the embedded datasets (Fashion-MNIST from the Debian package dataset-fashion-mnist, '
-        "scikit-learn's digits) as Hugging Face datasets on disk (save_to_disk), with Image() and ClassLabel columns.",
-    )
-    parser.add_argument(
-        '--dataset',
-        choices=('default', 'fashion-mnist', 'digits', 'all'),
-        default='default',
-        help="which dataset: 'default' = Fashion-MNIST if its Debian package is installed, else digits (default)",
-    )
-    parser.add_argument(
-        '--out-dir', default='data', help='parent folder; each dataset goes to <out-dir>/<name> (default: data)'
-    )
-    parser.add_argument(
-        '--fashion-mnist-dir',
-        default=str(FASHION_MNIST_DIR),
-        help=f'folder with the Fashion-MNIST IDX .gz files (default: {FASHION_MNIST_DIR})',
-    )
-    parser.add_argument('--overwrite', action='store_true', help="rebuild the 'default' dataset even if it exists")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    out = Path(args.out_dir)
-    try:
-        if args.dataset == 'default':
-            name, path = prepare_default(out, overwrite=args.overwrite)
-            written = [path]
+    out, fm_dir = Path(args.out_dir), Path(args.fashion_mnist_dir)
+    which = args.which
+    if which == 'default':
+        which = 'fashion-mnist' if fashion_mnist_available(fm_dir) else 'digits'
+    jobs = []
+    if which in ('fashion-mnist', 'all'):
+        if which == 'all' and not fashion_mnist_available(fm_dir):
+            logger.warning(
+                'Fashion-MNIST skipped: its IDX files are not in %s (apt-get install -y dataset-fashion-mnist, or '
+                'pass --fashion-mnist-dir)',
+                fm_dir,
+            )
         else:
-            written = []
-            if args.dataset in ('fashion-mnist', 'all'):
-                prepare_fashion_mnist(out / 'fashion_mnist', args.fashion_mnist_dir)
-                written.append(str(out / 'fashion_mnist'))
-            if args.dataset in ('digits', 'all'):
-                prepare_digits(out / 'digits')
-                written.append(str(out / 'digits'))
+            jobs.append(('fashion_mnist', lambda path: prepare_fashion_mnist(path, fm_dir)))
+    if which in ('digits', 'all'):
+        jobs.append(('digits', prepare_digits))
+    try:
+        written = [_prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]
     except DataError as e:
         logger.error('%s', e)
         return 2

@@ -2,8 +2,9 @@
 
 1. prepare the default dataset (Fashion-MNIST from Debian's ``dataset-fashion-mnist``; scikit-learn's
    digits when that package is missing) as an ordinary Hugging Face dataset on disk;
-2. train a ConvFormer on it with the project's Accelerate trainer (resumable: re-running continues);
-3. evaluate on the untouched test split (top-1/top-5, per-class accuracy, confusion matrix PNG);
+2. train a ConvFormer on it with the project's Accelerate trainer (resumable: re-running continues), validating on
+   a stratified share carved out of the train split: that share picks the weights (model or EMA);
+3. evaluate on the untouched test split, which chose nothing (top-1/top-5, per-class accuracy, confusion matrix PNG);
 4. start the bundled Hub-protocol server on 127.0.0.1, push the Hub-ready folder (safetensors, timm
    config, model card, results, plots) with the real ``huggingface_hub`` client;
 5. in a fresh Python process, ``timm.create_model("hf-hub:...", pretrained=True)`` and check that the
@@ -12,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from hybrid_zoo_cli.demo import build_parser
 
 _log = logging.getLogger(__name__)
 
@@ -44,24 +46,6 @@ print(json.dumps({'weights_bit_identical': same, 'logits_bit_identical': logits_
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo demo',
-        description='Prepare the embedded data, train, evaluate on the test split, publish to a local Hub '
-        'server and load the model back with timm.create_model("hf-hub:...").',
-    )
-    p.add_argument('--model', default='convformer_tiny', help='timm model to train (any registered name)')
-    p.add_argument('--epochs', type=int, default=2, help='training epochs')
-    p.add_argument('--train-samples', type=int, default=6000, help='seeded training subset (0 = the whole split)')
-    p.add_argument('--img-size', type=int, default=64, help='training and test resolution')
-    p.add_argument('--batch-size', type=int, default=64, help='batch size')
-    p.add_argument('--data-dir', default='data', help='where the default dataset is prepared')
-    p.add_argument('--output-dir', default='runs/demo', help='training output, evaluation and local Hub storage')
-    p.add_argument('--repo-id', default=None, help='repo on the local Hub (default: demo/<model>.<dataset>_<size>)')
-    p.add_argument('--workers', type=int, default=2, help='DataLoader workers')
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
@@ -77,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainConfig, fit
 
     out = Path(args.output_dir)
-    name, data_path = prepare_default(args.data_dir)
+    name, data_path = prepare_default(args.embedded_cache)
     _log.info('step 1/5: dataset %s at %s', name, data_path)
 
     cfg = TrainConfig(
@@ -102,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     final = fit(cfg)
     model_dir = Path(final['model_dir'])
 
-    _log.info('step 3/5: evaluating on the full test split')
+    _log.info('step 3/5: evaluating on the full test split (validation: %s)', final['val_source'])
     test = evaluate(str(model_dir), data_path, split='test', img_size=args.img_size, output_dir=out / 'eval', cpu=True)
 
     repo_id = args.repo_id or f'demo/{args.model}.{name.replace("_", "")}_{args.img_size}'
@@ -127,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         'epochs': args.epochs,
         'img_size': args.img_size,
         'train_samples': args.train_samples or 'all',
+        'val_source': final['val_source'],
+        'val_top1': round(final['top1'], 2),
+        'test_split': test['split'],
+        'test_samples': test['num_samples'],
         'test_top1': round(test['top1'], 2),
         'test_top5': round(test['top5'], 2),
         'train_time_s': final.get('train_time_s'),

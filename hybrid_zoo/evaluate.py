@@ -9,7 +9,6 @@ Model loading lives here too (``load_model``, ``check_model_name``): ``train`` u
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import logging
@@ -23,7 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import DataError, ImageClassificationDataset, check_labels, load_eval_split, model_data_config
+from hybrid_zoo_cli.evaluate import build_parser
+
+from .data import (
+    EMBEDDED_CACHE,
+    DataError,
+    ImageClassificationDataset,
+    check_labels,
+    load_eval_split,
+    model_data_config,
+)
 
 logger = logging.getLogger('hybrid_zoo.evaluate')  # not __name__: that is '__main__' under python -m
 
@@ -225,7 +233,7 @@ def evaluate(
     output_dir: str | os.PathLike | None = None,
     mixed_precision: str | None = None,
     cpu: bool = False,
-    data_dir: str | os.PathLike = 'data',
+    embedded_cache: str | os.PathLike = EMBEDDED_CACHE,
 ) -> dict:
     """Evaluate a classifier on one split of a dataset.
 
@@ -243,7 +251,7 @@ def evaluate(
         output_dir: When given, ``eval_results.json`` and ``confusion_matrix.png`` are written there.
         mixed_precision: ``'no'``, ``'bf16'`` or ``'fp16'`` (default: the ``accelerate launch`` setting).
         cpu: Run on CPU even if an accelerator is present.
-        data_dir: Where ``dataset='default'`` is prepared.
+        embedded_cache: Where ``dataset='default'`` is prepared.
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss``, ``num_samples``, ``per_class`` (class name -> percent),
@@ -252,7 +260,7 @@ def evaluate(
     from timm.data import create_transform
 
     accelerator = _fresh_accelerator(cpu=cpu or _cpu_only_multiprocess(), mixed_precision=mixed_precision)
-    model = load_model(model_or_path) if isinstance(model_or_path, str) else model_or_path
+    # the data first: a mistyped path fails before any weights are loaded
     part, dataset_names, name = load_eval_split(
         dataset,
         split,
@@ -260,7 +268,9 @@ def evaluate(
         image_column=image_column,
         label_column=label_column,
         max_samples=max_samples,
+        embedded_cache=embedded_cache,
     )
+    model = load_model(model_or_path) if isinstance(model_or_path, str) else model_or_path
     label_names = _label_names(model, dataset_names)
     check_labels(part, model.num_classes, name)
     data_cfg = model_data_config(model, img_size)
@@ -301,49 +311,7 @@ def _cpu_only_multiprocess() -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Command line: hybrid-zoo eval
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='hybrid-zoo eval',
-        description='Evaluate an image classifier on a dataset split: top-1/top-5, per-class accuracy and a '
-        'confusion-matrix PNG. Runs on N processes under `accelerate launch -m hybrid_zoo.evaluate`.',
-    )
-    parser.add_argument(
-        '--model',
-        required=True,
-        help="the model: a folder written by 'hybrid-zoo train' (<output_dir>/model), 'hf-hub:org/name', "
-        "'local-dir:/path', or a registry name with a tag ('convformer_tiny.in1k')",
-    )
-    parser.add_argument(
-        '--dataset',
-        default='default',
-        help="the data: a save_to_disk folder, an imagefolder directory, parquet file(s), a Hub dataset id, or 'default' "
-        '(the embedded Fashion-MNIST/digits; default)',
-    )
-    parser.add_argument('--dataset-config', default=None, help='configuration name of a Hub dataset')
-    parser.add_argument('--split', default='test', help='split to evaluate (default: test)')
-    parser.add_argument('--image-column', default=None, help='image column (default: detected)')
-    parser.add_argument('--label-column', default=None, help='label column (default: detected)')
-    parser.add_argument('--batch-size', type=int, default=128, help='batch size per process (default: 128)')
-    parser.add_argument('--workers', type=int, default=2, help='DataLoader worker processes (default: 2)')
-    parser.add_argument('--max-samples', type=int, default=None, help='evaluate a seeded random subset of this size')
-    parser.add_argument('--img-size', type=int, default=None, help="input resolution (default: the model's own)")
-    parser.add_argument(
-        '--output-dir', default=None, help='write eval_results.json and confusion_matrix.png into this folder'
-    )
-    parser.add_argument(
-        '--mixed-precision',
-        choices=('no', 'bf16', 'fp16'),
-        default=None,
-        help='autocast dtype (default: the accelerate launch setting, else no)',
-    )
-    parser.add_argument('--cpu', action='store_true', help='run on CPU even when a GPU is present')
-    parser.add_argument(
-        '--data-dir', default='data', help='where --dataset default is prepared when missing (default: data)'
-    )
-    return parser
+# Command line: hybrid-zoo eval (the parser lives in hybrid_zoo_cli.evaluate, which starts without torch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=args.output_dir,
             mixed_precision=args.mixed_precision,
             cpu=args.cpu,
-            data_dir=args.data_dir,
+            embedded_cache=args.embedded_cache,
         )
     except (DataError, UnknownModelError) as e:
         logger.error('%s', e)

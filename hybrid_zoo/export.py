@@ -7,7 +7,7 @@ into ``model_cards/results/deploy.json``.
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from hybrid_zoo_cli.export import build_parser
 
 from .results import machine_meta, write_json_atomic
 
@@ -59,6 +61,10 @@ def export_onnx(
         raise ValueError(f'opset must be >= 17 (LayerNorm is a native op from 17), got {opset}')
     if exporter not in ('dynamo', 'torchscript'):
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
+    if exporter == 'dynamo' and importlib.util.find_spec('onnxscript') is None:
+        raise ImportError(
+            "the dynamo ONNX exporter needs onnxscript: pip install 'hybrid_zoo[export]' (or exporter='torchscript')"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -191,30 +197,6 @@ def measure(names: Sequence[str], out: str | os.PathLike, exporter: str = 'torch
     result = {'meta': machine_meta(), 'models': {r.pop('model'): r for r in rows}}
     write_json_atomic(out, result)
     return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo export',
-        description='Export a model to ONNX (dynamic batch/height/width) and check it against eager PyTorch, '
-        'or (--measure) measure folding, torch.compile and ONNX parity for many models.',
-    )
-    p.add_argument('--model', default='convformer_tiny', help='timm model name, hf-hub:org/name or local-dir:PATH')
-    p.add_argument('--pretrained', action='store_true', help='load the weights named by --model')
-    p.add_argument('--num-classes', type=int, default=None, help='override the number of classes')
-    p.add_argument('--output', default='model.onnx', help='ONNX file to write')
-    p.add_argument('--img-size', type=int, default=224, help='side of the example input used for export')
-    p.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 17)')
-    p.add_argument('--exporter', choices=['dynamo', 'torchscript'], default='dynamo', help='PyTorch ONNX exporter')
-    p.add_argument('--no-reparam', action='store_true', help='export the training form (BatchNorm not folded)')
-    p.add_argument(
-        '--measure',
-        nargs='*',
-        metavar='MODEL',
-        help='measure folding/compile/ONNX parity for these models (none given: the nine) into --results',
-    )
-    p.add_argument('--results', default='model_cards/results/deploy.json', help='results file for --measure')
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

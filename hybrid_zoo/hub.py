@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import timm
 from torch import nn
 
+from hybrid_zoo_cli.push import build_parser
+
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi
 
@@ -495,32 +497,6 @@ def _check_architecture(repo_id: str, revision: str | None) -> None:
 
 
 # ---- command line -----------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo push',
-        description='Publish a trained model folder to the Hugging Face Hub in one commit: model.safetensors, '
-        "timm's config.json, a model card, results and training args (JSON + YAML), the log and the plots. "
-        'The token comes from HF_TOKEN or `hf auth login`; it is never printed.',
-    )
-    p.add_argument('folder', help='training output folder (with model/) or the model/ folder itself')
-    p.add_argument('repo_id', help="target repo 'namespace/name', by convention 'org/<architecture>.<tag>'")
-    p.add_argument('--revision', default=None, help='branch to push to (created from main if missing; default main)')
-    p.add_argument(
-        '--private', action='store_true', help='create the repo private (an existing repo keeps its visibility)'
-    )
-    p.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing to the branch')
-    p.add_argument('--commit-message', default=None, help='commit title (default: architecture and top-1)')
-    p.add_argument('--endpoint', default=None, help='Hub URL (default: $HF_ENDPOINT or https://huggingface.co)')
-    p.add_argument('--license', default='apache-2.0', help='license id for the model card (default: %(default)s)')
-    p.add_argument('--base-model', default=None, help='Hub id of the model this one was fine-tuned from')
-    p.add_argument(
-        '--dry-run',
-        action='store_true',
-        help='check the folder and list what would be uploaded, without contacting the Hub',
-    )
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')

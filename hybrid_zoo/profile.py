@@ -32,7 +32,6 @@ that is already set. Writes ``profile-cpu.json`` / ``.md`` / ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -44,6 +43,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from hybrid_zoo_cli.profile import build_parser
 
 from .results import RESULTS_DIR, machine_meta, write_atomic, write_figure_atomic, write_json_atomic
 
@@ -783,46 +784,14 @@ def rerender(path: Path, bench_path: Path) -> dict:
     return data
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo profile',
-        description='Where CPU inference time goes, per kind of operation (GEMM, depthwise, attention, activations, '
-        'rest), and the ceiling that puts on the share of the 1x1-conv rate a model can reach.',
-    )
-    p.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), help='timm model names')
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--img-size', type=int, default=224)
-    p.add_argument('--iters', type=int, default=4, help='timed forwards per model (median; default: %(default)s)')
-    p.add_argument(
-        '--train',
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help='also profile a training step (default: on)',
-    )
-    p.add_argument(
-        '--train-batch-size', type=int, default=16, help="training step batch (the benchmark's, %(default)s)"
-    )
-    p.add_argument('--train-iters', type=int, default=3, help='timed training steps per model (median; %(default)s)')
-    p.add_argument(
-        '--bench',
-        default=str(RESULTS_DIR / 'bench-cpu.json'),
-        help="the benchmark's results, whose target ratios the verdicts start from where it has them; a missing "
-        "file means the profile's own (default: %(default)s)",
-    )
-    p.add_argument('--out', default=str(RESULTS_DIR / 'profile-cpu.json'), help='results file (default: %(default)s)')
-    p.add_argument(
-        '--report-only',
-        action='store_true',
-        help='re-check the targets against --bench and re-render the table and plot from --out; measure nothing',
-    )
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from .bench import exec_with_no_trim
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.models = args.models or list(DEFAULT_MODELS)
+    args.bench = args.bench or str(RESULTS_DIR / 'bench-cpu.json')
+    args.out = args.out or str(RESULTS_DIR / 'profile-cpu.json')
     if args.report_only:  # nothing measured: no allocator setting needed
         out = Path(args.out)
         rerender(out, Path(args.bench))

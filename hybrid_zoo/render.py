@@ -8,11 +8,12 @@ those tables is stale. Nothing measured is typed by hand.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+
+from hybrid_zoo_cli.render import build_parser
 
 from .results import RESULTS_DIR, read_json
 
@@ -32,6 +33,8 @@ def model_table(results: Path) -> str | None:
     if not path.exists():
         return None
     stats = read_json(path)
+    bench = read_json(results / 'bench-cpu.json')['models'] if (results / 'bench-cpu.json').exists() else {}
+    fmnist = read_json(results / 'fmnist-cpu64.json')['summary'] if (results / 'fmnist-cpu64.json').exists() else {}
     rows = []
     for name, r in stats['models'].items():
         attends = ''.join('A' if i + 1 in r['attention_stages'] else 'C' for i in range(4))
@@ -43,8 +46,9 @@ def model_table(results: Path) -> str | None:
                 '/'.join(map(str, r['widths'])),
                 '-'.join(map(str, r['depths'])),
                 f'{r["params_m"]:.2f}',
-                f'{r["gmacs"]:.3f}',
-                f'{r["attention_gmacs"]:.3f}',
+                f'{r["gmacs"]:.3f} ({r["attention_gmacs"]:.3f})',
+                f'{bench[name]["infer_img_s"]:.1f}' if bench.get(name, {}).get('infer_img_s') else '-',
+                f'{fmnist[name]["mean"]:.2f}' if name in fmnist else '-',
             ]
         )
     spread = ', '.join(f'{size} {100 * s:.1f}%' for size, s in stats['flop_spread_by_size'].items())
@@ -58,14 +62,18 @@ def model_table(results: Path) -> str | None:
                 'widths',
                 'depths',
                 'params (M)',
-                'GMACs',
-                'of which attention',
+                'GMACs (attention)',
+                'CPU img/s',
+                'Fashion-MNIST top-1 %',
             ],
             rows,
         )
         + f'\n\nGMACs at {meta["input_size"][1]}x{meta["input_size"][2]}, 1000 classes, counted by '
         f'`{meta["counter"]}`. Placement spread within a size (max/min - 1): {spread}. '
-        f'Source: `model_cards/results/model_stats.json` (torch {meta["torch"]}, timm {meta["timm"]}, {meta["date"]}).'
+        f'Source: `model_cards/results/model_stats.json` (torch {meta["torch"]}, timm {meta["timm"]}, {meta["date"]}). '
+        'CPU img/s: eager fp32, batch 32, 224 px, 2 threads (`bench-cpu.json`, '
+        '[docs/performance.md](docs/performance.md)). Fashion-MNIST: mean test top-1 over seeds at 64 px under one '
+        'recipe, tiny size only (`fmnist-cpu64.json`, [docs/fashion-mnist.md](docs/fashion-mnist.md)).'
     )
 
 
@@ -242,8 +250,21 @@ def pretrained_table(results: Path) -> str | None:
     )
 
 
+def describe_block(results: Path) -> str:
+    """``hybrid-zoo describe convformer_small`` at 224 px, as it prints (computed from the model, not measured)."""
+    from .describe import describe, format_table
+
+    rows = describe('convformer_small', (224, 224), 3)
+    return (
+        '```text\n$ hybrid-zoo describe convformer_small\n'
+        + format_table('convformer_small', rows, (224, 224), 3)
+        + '\n```'
+    )
+
+
 BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'model_table': model_table,
+    'describe_small': describe_block,
     'deploy_table': deploy_table,
     'bench_table': _md('bench-cpu.md'),
     'fmnist_table': _md('fmnist-cpu64.md'),
@@ -329,19 +350,6 @@ def render_cards(results: Path = RESULTS_DIR) -> list[Path]:
     return cards.render_architecture_cards(results / 'model_stats.json', ROOT / 'model_cards')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo render-docs',
-        description='Rewrite the generated README blocks, the placement diagram and the model cards '
-        'from model_cards/results/.',
-    )
-    p.add_argument('--readme', default=str(ROOT / 'README.md'), help='README to update in place')
-    p.add_argument('--results', default=str(RESULTS_DIR), help='results directory')
-    p.add_argument('--check', action='store_true', help='change nothing; exit 1 if a README block is stale')
-    p.add_argument('--no-figures', action='store_true', help='skip the diagram and the model cards')
-    return p
-
-
 def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
     """Re-render the tables that quote ``bench-cpu.json`` from their own JSON and the current benchmark.
 
@@ -381,26 +389,31 @@ def _stale_comparisons(results: Path) -> list[str]:
         ]
 
 
+def documents(readme: Path) -> list[Path]:
+    """The files with generated blocks: the README and every page of ``docs/`` beside it."""
+    return [readme, *sorted((readme.parent / 'docs').glob('*.md'))]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    readme = Path(args.readme)
-    results = Path(args.results)
+    readme = Path(args.readme or ROOT / 'README.md')
+    results = Path(args.results or RESULTS_DIR)
     if args.check:
         stale = _stale_comparisons(results)
-        new = render_readme(readme.read_text(), results)
         if stale:
             print(f'stale against bench-cpu.json: {", ".join(stale)}: run `hybrid-zoo render-docs`')
-        if new != readme.read_text():
-            print(f'{readme} is stale: run `hybrid-zoo render-docs`')
-        return 1 if stale or new != readme.read_text() else 0
+        stale_docs = [doc for doc in documents(readme) if render_readme(doc.read_text(), results) != doc.read_text()]
+        for doc in stale_docs:
+            print(f'{doc} is stale: run `hybrid-zoo render-docs`')
+        return 1 if stale or stale_docs else 0
     for md in rerender_comparisons(results):
         print(f'rendered {md}')
-    new = render_readme(readme.read_text(), results)
-    readme.write_text(new)
-    print(f'updated {readme}')
+    for doc in documents(readme):
+        doc.write_text(render_readme(doc.read_text(), results))
+        print(f'updated {doc}')
     if not args.no_figures:
         print(f'drew {draw_placements()}')
-        for card in render_cards(Path(args.results)):
+        for card in render_cards(results):
             print(f'wrote {card}')
     return 0
 

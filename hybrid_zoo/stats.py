@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
+
+from hybrid_zoo_cli.stats import build_parser
 
 from .results import RESULTS_DIR, machine_meta, write_json_atomic
 
@@ -54,18 +55,9 @@ def collect(input_size: Sequence[int] = (3, 224, 224)) -> dict:
     return {'meta': meta, 'models': models, 'flop_spread_by_size': flop_matching(models)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hybrid-zoo stats',
-        description='Count params and GMACs (scaled_dot_product_attention included) of the nine models.',
-    )
-    p.add_argument('--img-size', type=int, default=224, help='square input side for the MAC count')
-    p.add_argument('--out', default=str(RESULTS_DIR / 'model_stats.json'), help='results file to write')
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.out = args.out or str(RESULTS_DIR / 'model_stats.json')
     result = collect((3, args.img_size, args.img_size))
     write_json_atomic(args.out, result)
     for name, row in result['models'].items():

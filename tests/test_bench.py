@@ -54,6 +54,7 @@ def test_smoke_run_writes_every_output(smoke):
             assert row[key] > 0, (name, key)
         assert row['infer_layout'] in bench.LAYOUTS and row['channels_last_speedup'] > 0
         assert row['peak_mem_infer_gb'] > 0.1 and row['peak_mem_train_gb'] >= row['peak_mem_infer_gb']
+        # rounded to significant digits: positive however slow a busy machine makes the 0.005-GMAC model
         assert row['gflops'] > 0 and row['pct_onednn'] > 0 and row['rounds_measured'] == 1
     ours, peer = doc['models']['convformer_tiny'], doc['models']['test_convnext']
     assert ours['ours'] and ours['size'] == 'tiny' and ours['reparameterized'] is True
@@ -131,6 +132,20 @@ def test_summarise_turns_samples_into_rows():
     assert row['contended_samples'] == 3  # the channels_last samples at 50% busy
     assert doc['rounds']['m']['infer_img_s'] == [64.0, 32.0] and doc['rounds'][REFERENCE]['onednn_gflops'] == [400, 400]
     assert doc['reference']['onednn_gflops'] == 400.0 and doc['reference']['mm_gflops'] == 200.0
+
+
+def test_summarise_keeps_a_slow_tiny_model_rate_positive():
+    # 0.005 GMACs at 2 img/s is 0.02 GFLOP/s: rounding to a fixed number of decimals used to make it 0.0
+    settings = asdict(bench.BenchConfig(batch_size=2, train_batch_size=2, rounds=1, threads=2))
+    info = {'params': 20_000, 'gmacs': 0.005, 'attention_gmacs': 0.0, 'reparameterized': True}
+    raw = {
+        REFERENCE: [
+            {'round': 0, 'reference': {'conv': {'flop': 400e9, 't': [1.0]}, 'mm': {'flop': 200e9, 't': [1.0]}}}
+        ],
+        'm': [_worker_result(0, [1.0], [1.0], [1.0], info=info)],
+    }
+    row = summarise(raw, settings, {'device': 'x'}, {'m': {'size': 'tiny', 'ours': True}})['models']['m']
+    assert row['gflops'] == pytest.approx(2 * 0.005 * 2.0) and row['pct_onednn'] == pytest.approx(100 * 0.02 / 400)
 
 
 def test_targets_pass_fail_and_ranges_on_synthetic_rows():

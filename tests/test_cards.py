@@ -73,9 +73,20 @@ def test_trained_card_yaml(trained):
     assert entry['results'][0]['dataset']['split'] == 'test'
 
 
+def test_validation_accuracy_is_never_a_model_index_score(trained):
+    folder, _, results, _ = trained
+    carved = 'validation carved from train, 10%, stratified, seed 42'
+    (folder / 'results.json').write_text(json.dumps(dict(results, split='train[val]', val_source=carved)))
+    card = cards.render_card(folder, repo_id='zoo/convformer_tiny.fmnist')
+    assert 'model-index' not in header(card)  # the rows that chose the checkpoint give no published score
+    assert f'% validation top-1** (4,321 images) on {carved}' in str(card) and 'not a held-out test score' in str(card)
+
+
 def test_trained_card_body_reads_on_its_own(trained):
     folder, model, results, args = trained
     text = str(cards.render_card(folder, repo_id='zoo/convformer_tiny.fmnist'))
+    # the card says how to get the package its usage needs, before the usage
+    assert text.index('pip install "hybrid_zoo[hub]') < text.index('```python') and 'registers' in text
     usage = text.split('```python')[1]
     assert usage.index('import hybrid_zoo') < usage.index("timm.create_model('hf-hub:zoo/convformer_tiny.fmnist'")
     assert ".convert('L')" in usage  # a grayscale model gets grayscale images
@@ -166,6 +177,7 @@ def test_architecture_cards_for_all_nine(tmp_path):
             and f'| GMACs | {cards.fmt(entry["gmacs"])} |' in text
         )
         assert 'import hybrid_zoo' in text and f"timm.create_model('{path.stem}'" in text
+        assert 'pip install "hybrid_zoo[hub]' in text and '`import hybrid_zoo`\nregisters it in timm' in text
         assert 'CPU speed' not in text and 'Fashion-MNIST' not in text  # optional sections only with their files
 
 

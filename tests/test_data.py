@@ -102,7 +102,9 @@ def test_every_format_loads_the_same_rows(tmp_path, digits_dir):
         got = np.concatenate([train.labels(), val.labels()])
         names = np.array(spec.label_names)
         assert sorted(int(n) for n in names[got]) == expected  # imagefolder names classes by folder
-    train, val, spec = data.load_train_val(str(digits_dir))
+    train, val, spec = data.load_train_val(str(digits_dir))  # no validation split: carved from train, not test
+    assert (spec.num_train, spec.num_val, spec.val_split) == (1293, 144, 'train[val 0.1, seed 0]')
+    train, val, spec = data.load_train_val(str(digits_dir), val_split='test')
     assert (spec.num_train, spec.num_val, spec.val_split) == (1437, 360, 'test')
 
 

@@ -268,3 +268,96 @@ def test_conv_kernel_size_is_a_knob_with_the_registered_default():
     assert five(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
     with pytest.raises(ValueError, match='conv_kernel_size must be a positive odd number, got 4'):
         timm.create_model('convformer_tiny', conv_kernel_size=4)
+
+
+# ---- device / dtype (timm passes both from create_model to the constructor) ------------------------------
+
+
+def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(model.named_parameters()) + list(model.named_buffers())
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_meta_bf16_build_reaches_every_parameter_and_buffer(name):
+    model = timm.create_model(name, device='meta', dtype=torch.bfloat16)
+    tensors = _tensors(model)
+    assert tensors
+    assert not [n for n, t in tensors if t.device.type != 'meta'], 'tensors left off the meta device'
+    floats = [(n, t.dtype) for n, t in tensors if t.is_floating_point()]
+    assert not [(n, d) for n, d in floats if d != torch.bfloat16], 'floating tensors not in bf16'
+    counters = [t.dtype for n, t in tensors if n.endswith('num_batches_tracked')]
+    assert counters and set(counters) == {torch.int64}  # BatchNorm's step counter stays an integer
+    gammas = [p for n, p in model.named_parameters() if n.endswith('.gamma')]  # layer scales, made by hand
+    assert gammas and all(p.device.type == 'meta' and p.dtype == torch.bfloat16 for p in gammas)
+    model.reset_classifier(7)  # a new head follows the model's device and dtype
+    assert (model.head.fc.weight.device.type, model.head.fc.weight.dtype) == ('meta', torch.bfloat16)
+
+
+def test_meta_build_has_the_default_architecture():
+    meta = timm.create_model('convformer_tiny_late', device='meta')
+    cpu = timm.create_model('convformer_tiny_late')
+    assert [(n, t.shape) for n, t in _tensors(meta)] == [(n, t.shape) for n, t in _tensors(cpu)]
+    with torch.device('meta'):  # the other way to build without memory
+        assert next(timm.create_model('convformer_tiny_early').parameters()).device.type == 'meta'
+
+
+def test_bf16_model_runs_a_bf16_forward():
+    model = timm.create_model('convformer_tiny', dtype=torch.bfloat16, num_classes=10).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_input_check_accepts_every_floating_dtype(dtype):
+    from hybrid_zoo.models.model import check_input
+
+    check_input(torch.zeros(1, 3, 32, 32, dtype=dtype), 3)
+
+
+def test_explicit_device_and_dtype_leave_the_default_init_unchanged():
+    torch.manual_seed(0)
+    default = timm.create_model('convformer_tiny').state_dict()
+    torch.manual_seed(0)
+    explicit = timm.create_model('convformer_tiny', device='cpu', dtype=torch.float32).state_dict()
+    assert default.keys() == explicit.keys()
+    assert all(torch.equal(default[k], explicit[k]) for k in default)
+
+
+# ---- checkpoint filter ------------------------------------------------------------------------------------
+SLIM = {'widths': (32, 32, 64, 64), 'depths': (1, 1, 1, 1)}
+
+
+def test_checkpoint_filter_fn_unwraps_and_otherwise_passes_through():
+    from hybrid_zoo.models.convformer_fusion import checkpoint_filter_fn
+
+    model = _create('convformer_tiny', **SLIM)
+    state = model.state_dict()
+    assert checkpoint_filter_fn(state, model) is state
+    assert checkpoint_filter_fn({'state_dict': state, 'epoch': 3}, model) is state
+    assert checkpoint_filter_fn({'model': state, 'optimizer': {}}, model) is state
+
+
+def test_checkpoint_filter_fn_is_what_pretrained_loading_uses():
+    reference = _create('convformer_tiny', **SLIM)
+    overlay = {'state_dict': {'model': reference.state_dict()}}  # a training checkpoint, as saved by a trainer
+    loaded = timm.create_model('convformer_tiny', pretrained=True, pretrained_cfg_overlay=overlay, **SLIM)
+    ref = reference.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.state_dict().items())
+
+
+# ---- listing -----------------------------------------------------------------------------------------------
+
+
+def test_list_models_lists_ours_only():
+    timm_own = set(timm.list_models('convformer*')) - EXPECTED
+    assert {'convformer_s18', 'convformer_b36'} <= timm_own  # timm's MetaFormer shares the prefix
+    assert hybrid_zoo.list_models() == sorted(EXPECTED) == hybrid_zoo.list_models('convformer*')
+    assert hybrid_zoo.list_models('*_late') == ['convformer_base_late', 'convformer_small_late', 'convformer_tiny_late']
+    tags = hybrid_zoo.list_models(pretrained=True)
+    assert tags == sorted(
+        f'{m}.fmnist_64' for m in ('convformer_tiny', 'convformer_tiny_early', 'convformer_tiny_late')
+    )
+    assert hybrid_zoo.list_models('convformer*', pretrained=True) == tags
+    assert set(timm.list_models('convformer*', pretrained=True)) > set(tags)  # plus timm's MetaFormer tags

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import safetensors.torch
 import timm
@@ -66,8 +65,6 @@ def _epochs(out) -> list[dict]:
 
 def test_main_job_convformer_cli(tmp_path, digits, capsys):
     """The README main job in small: our model, CLI, 2 epochs on digits, Hub folder loaded back through timm."""
-    from datasets import load_from_disk
-
     assert timm.is_model('convformer_tiny')
     out = tmp_path / 'run'
     argv = ['--model', 'convformer_tiny', '--dataset', str(digits), '--img-size', '32', '--in-chans', '1']
@@ -92,7 +89,10 @@ def test_main_job_convformer_cli(tmp_path, digits, capsys):
     assert config['label_names'] == [str(i) for i in range(10)]
     assert config['pretrained_cfg']['input_size'] == [1, 32, 32] and len(config['pretrained_cfg']['mean']) == 1
     results = json.loads((model_dir / 'results.json').read_text())
-    assert RESULT_KEYS <= set(results) and results['num_samples'] == 120 and results['split'] == 'test'
+    assert RESULT_KEYS <= set(results) and results['num_samples'] == 120
+    # digits has no validation split: the validation rows are carved from train, never taken from test
+    assert results['split'] == 'train[val 0.1, seed 42]' and summary['val_source'] == results['val_source']
+    assert results['val_source'] == 'validation carved from train, 10%, stratified, seed 42'
     assert set(results['per_class']) == set(config['label_names'])
     assert results['weights'] in ('model', 'ema') and results['ema_top1'] is not None
     assert results['top1'] > 30, results  # chance is 10%
@@ -111,12 +111,26 @@ def test_main_job_convformer_cli(tmp_path, digits, capsys):
     assert model.pretrained_cfg['label_names'] == config['label_names']
     reference = _weights(model_dir / 'model.safetensors')
     assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
-    test_split = load_from_disk(str(digits))['test']
-    val_rows = data._subset(
-        np.arange(len(test_split)), 120, seed=TrainConfig.seed + 1
-    )  # the rows training validated on
-    again = evaluate(str(model_dir), test_split.select(val_rows), 'test', batch_size=128)
+    _, val, _ = data.load_train_val(str(digits), seed=TrainConfig.seed, max_val_samples=120)  # the rows validated on
+    assert not set(val.rows) & set(data.load_train_val(str(digits), seed=TrainConfig.seed)[0].rows)
+    again = evaluate(str(model_dir), val.dataset.select(val.rows), 'val', batch_size=128)
     assert again['top1'] == pytest.approx(results['top1'], abs=1e-3)
+
+
+@pytest.mark.hub
+def test_demo_tests_on_the_split_that_chose_nothing(tmp_path, digits, monkeypatch, capsys):
+    """The demo validates (picks the weights) on rows carved from train; its headline is the whole test split."""
+    from hybrid_zoo import demo
+
+    monkeypatch.setattr(data, 'prepare_default', lambda cache: ('digits', str(digits)))
+    argv = ['--model', 'test_convnext', '--epochs', '1', '--train-samples', '64', '--img-size', '32']
+    assert demo.main(argv + ['--batch-size', '16', '--workers', '0', '--output-dir', str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / 'demo_summary.json').read_text())
+    assert summary['val_source'] == 'validation carved from train, 10%, stratified, seed 42'
+    assert (summary['test_split'], summary['test_samples']) == ('test', 360)
+    assert summary['weights_bit_identical'] and summary['logits_bit_identical']
+    results = json.loads((tmp_path / 'train' / 'model' / 'results.json').read_text())
+    assert results['split'] == 'train[val 0.1, seed 42]' and results['num_samples'] == 144
 
 
 def test_same_seed_same_run_and_exact_resume(tmp_path, digits):

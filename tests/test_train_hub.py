@@ -35,8 +35,13 @@ def test_fine_tune_hub_model_on_hub_dataset(tmp_path, hf_token, request):
         output_dir=str(tmp_path / 'run'),
     )
     result = fit(cfg)
-    assert result['model'] == 'test_convnext' and result['num_samples'] == 40
+    # validation is carved from train (10% of 96, stratified), never the test split
+    assert (
+        result['model'] == 'test_convnext'
+        and result['num_samples'] == 10
+        and 'carved from train' in result['val_source']
+    )
     config = json.loads((tmp_path / 'run' / 'model' / 'config.json').read_text())
     assert config['architecture'] == 'test_convnext' and config['label_names'] == list('0123456789')
     spec = json.loads((tmp_path / 'run' / 'checkpoints' / 'last' / 'meta.json').read_text())['dataset']
-    assert spec['name'] == f'alice/{name}-data' and spec['num_train'] == 96
+    assert spec['name'] == f'alice/{name}-data' and spec['num_train'] == 86

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff format --check .
 ruff check .
-python -m hybrid_zoo.cli render-docs --check
+python -m hybrid_zoo_cli render-docs --check
 python -m pytest "$@"

@@ -31,19 +31,20 @@ class Attention(nn.Module):
     runs at any input size.
     """
 
-    def __init__(self, dim: int, head_dim: int = 32, kv_reduction: int = 1) -> None:
+    def __init__(self, dim: int, head_dim: int = 32, kv_reduction: int = 1, device=None, dtype=None) -> None:
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         if dim % head_dim:
             raise ValueError(f'dim ({dim}) must be a multiple of head_dim ({head_dim})')
         self.num_heads = dim // head_dim
         self.head_dim = head_dim
-        self.q = nn.Conv2d(dim, dim, 1)
+        self.q = nn.Conv2d(dim, dim, 1, **dd)
         if kv_reduction > 1:
-            self.kv_pool = ConvNorm(dim, dim, kv_reduction, stride=kv_reduction, padding=0, groups=dim)
+            self.kv_pool = ConvNorm(dim, dim, kv_reduction, stride=kv_reduction, padding=0, groups=dim, **dd)
         else:
             self.kv_pool = nn.Identity()
-        self.kv = nn.Conv2d(dim, 2 * dim, 1)
-        self.proj = nn.Conv2d(dim, dim, 1)
+        self.kv = nn.Conv2d(dim, 2 * dim, 1, **dd)
+        self.proj = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -62,13 +63,16 @@ class ConvFFN(nn.Module):
     The depthwise conv gives the attention block's FFN local mixing (PVTv2, CMT).
     """
 
-    def __init__(self, dim: int, mlp_ratio: float = 4.0, act_layer: type[nn.Module] = nn.GELU) -> None:
+    def __init__(
+        self, dim: int, mlp_ratio: float = 4.0, act_layer: type[nn.Module] = nn.GELU, device=None, dtype=None
+    ) -> None:
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
         self.act = act_layer()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.dw(self.fc1(x))))
@@ -92,16 +96,19 @@ class AttnBlock(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         ls_init_value: float = 1e-6,
         drop_path: float = 0.0,
+        device=None,
+        dtype=None,
     ) -> None:
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm1 = nn.BatchNorm2d(dim)
-        self.attn = Attention(dim, head_dim=head_dim, kv_reduction=kv_reduction)
-        self.ls1 = LayerScale2d(dim, ls_init_value)
+        self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
+        self.norm1 = nn.BatchNorm2d(dim, **dd)
+        self.attn = Attention(dim, head_dim=head_dim, kv_reduction=kv_reduction, **dd)
+        self.ls1 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.BatchNorm2d(dim)
-        self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer)
-        self.ls2 = LayerScale2d(dim, ls_init_value)
+        self.norm2 = nn.BatchNorm2d(dim, **dd)
+        self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, **dd)
+        self.ls2 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def reparameterize(self) -> None:

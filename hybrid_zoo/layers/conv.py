@@ -23,11 +23,16 @@ class ConvNorm(nn.Sequential):
         stride: int = 1,
         padding: int | None = None,
         groups: int = 1,
+        device=None,
+        dtype=None,
     ) -> None:
+        dd = {'device': device, 'dtype': dtype}
         padding = kernel_size // 2 if padding is None else padding
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs)
+        self.conv = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride=stride, padding=padding, groups=groups, bias=False, **dd
+        )
+        self.bn = nn.BatchNorm2d(out_chs, **dd)
 
     def fuse(self) -> nn.Conv2d:
         return fold_bn_after(self.conv, self.bn)
@@ -49,14 +54,17 @@ class ConvBlock(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         ls_init_value: float = 1e-6,
         drop_path: float = 0.0,
+        device=None,
+        dtype=None,
     ) -> None:
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.dw = ConvNorm(dim, dim, kernel_size, groups=dim)
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dw = ConvNorm(dim, dim, kernel_size, groups=dim, **dd)
+        self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
         self.act = act_layer()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-        self.ls = LayerScale2d(dim, ls_init_value)
+        self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
+        self.ls = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def reparameterize(self) -> None:

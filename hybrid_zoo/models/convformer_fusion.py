@@ -6,14 +6,17 @@ timm keys a model by its entrypoint's function name and files it under this modu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .model import ConvFormerFusion
-from .pretrained import keep_untagged_default, pretrained_tags
+from .pretrained import check_weights_reachable, keep_untagged_default, pretrained_tags
 from .variants import VARIANTS
 
-__all__ = ['MODEL_NAMES', 'default_cfgs']
+__all__ = ['MODEL_NAMES', 'checkpoint_filter_fn', 'default_cfgs']
 
 MODEL_NAMES: tuple[str, ...] = tuple(VARIANTS)
 
@@ -43,12 +46,37 @@ default_cfgs = generate_default_cfgs(
 keep_untagged_default(default_cfgs)
 
 
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: ConvFormerFusion) -> Mapping[str, Any]:
+    """Map a checkpoint onto ``model``'s parameter names before timm loads it.
+
+    A training checkpoint wrapped as ``{'state_dict': ...}`` or ``{'model': ...}`` is unwrapped; any other dict
+    comes back unchanged (the published ``model.safetensors`` files already use the current names). This is the
+    single place where a future rename of a module maps the names of already published weights to the new ones
+    (as timm's ``checkpoint_filter_fn`` of each model file does), so old repos keep loading.
+
+    Args:
+        state_dict: The loaded checkpoint, possibly wrapped.
+        model: The freshly built model the weights are for.
+
+    Returns:
+        The state dict with the model's parameter names.
+    """
+    for key in ('state_dict', 'model'):
+        if isinstance(state_dict.get(key), Mapping):
+            return state_dict[key]
+    return state_dict
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    if pretrained:
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        check_weights_reachable(cfg.to_dict(), cache_dir=kwargs.get('cache_dir'))
     return build_model_with_cfg(
         ConvFormerFusion,
         variant,
         pretrained,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
+        pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
     )
 

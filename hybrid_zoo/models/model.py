@@ -57,19 +57,22 @@ class ConvFormerStage(nn.Module):
         ls_init_value: float = 1e-6,
         drop_path_rates: Sequence[float] = (),
         conv_kernel_size: int = 7,
+        device=None,
+        dtype=None,
     ) -> None:
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.grad_checkpointing = False
-        self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2) if downsample else nn.Identity()
+        self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2, **dd) if downsample else nn.Identity()
         dpr = list(drop_path_rates) or [0.0] * depth
         if attention:
             blocks = [
-                AttnBlock(out_chs, head_dim, kv_reduction, mlp_ratio, act_layer, ls_init_value, dpr[i])
+                AttnBlock(out_chs, head_dim, kv_reduction, mlp_ratio, act_layer, ls_init_value, dpr[i], **dd)
                 for i in range(depth)
             ]
         else:
             blocks = [
-                ConvBlock(out_chs, mlp_ratio, conv_kernel_size, act_layer, ls_init_value, drop_path=dpr[i])
+                ConvBlock(out_chs, mlp_ratio, conv_kernel_size, act_layer, ls_init_value, drop_path=dpr[i], **dd)
                 for i in range(depth)
             ]
         self.blocks = nn.Sequential(*blocks)
@@ -95,6 +98,8 @@ class ConvFormerFusion(nn.Module):
         ls_init_value: initial layer scale.
         act_layer: activation name understood by ``timm.layers.get_act_layer``.
         conv_kernel_size: depthwise kernel of the conv blocks (odd; 7 in every registered variant).
+        device, dtype: where and in which dtype every parameter and buffer is created (``device='meta'``
+            builds without memory, ``dtype=torch.bfloat16`` a bf16 model), as ``timm.create_model`` passes them.
     """
 
     def __init__(
@@ -113,7 +118,10 @@ class ConvFormerFusion(nn.Module):
         ls_init_value: float = 1e-6,
         act_layer: str = 'gelu',
         conv_kernel_size: int = 7,
+        device=None,
+        dtype=None,
     ) -> None:
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         if fusion not in FIRST_ATTENTION_STAGE:
             raise ValueError(f'fusion must be one of {list(FIRST_ATTENTION_STAGE)}, got {fusion!r}')
@@ -131,11 +139,12 @@ class ConvFormerFusion(nn.Module):
         first_attn = FIRST_ATTENTION_STAGE[fusion]
 
         self.stem = nn.Sequential(
-            ConvNorm(in_chans, widths[0] // 2, 3, stride=2),
+            ConvNorm(in_chans, widths[0] // 2, 3, stride=2, **dd),
             act(),
-            ConvNorm(widths[0] // 2, widths[0], 3, stride=2),
+            ConvNorm(widths[0] // 2, widths[0], 3, stride=2, **dd),
         )
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        # plain floats for the blocks, computed on CPU even under a `with torch.device('meta'):` build
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(list(depths))
         stages, in_chs = [], widths[0]
         self.feature_info = []
         for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
@@ -153,6 +162,7 @@ class ConvFormerFusion(nn.Module):
                     ls_init_value=ls_init_value,
                     drop_path_rates=dpr[i].tolist(),
                     conv_kernel_size=conv_kernel_size,
+                    **dd,
                 )
             )
             in_chs = width
@@ -160,7 +170,12 @@ class ConvFormerFusion(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = widths[-1]
         self.head = NormMlpClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer='layernorm2d'
+            self.num_features,
+            num_classes,
+            pool_type=global_pool,
+            drop_rate=drop_rate,
+            norm_layer='layernorm2d',
+            **dd,
         )
         self.apply(self._init_weights)
 
