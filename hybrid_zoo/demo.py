@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     import huggingface_hub.constants
 
     huggingface_hub.constants.HF_HUB_DISABLE_XET = True
-    from .data import prepare_default
-    from .evaluate import evaluate
-    from .hub import push
-    from .hub_server import HubServer
-    from .train import TrainConfig, fit
+    from hybrid_zoo.hub.client import push
+    from hybrid_zoo.hub.server import HubServer
+    from hybrid_zoo.train.data import prepare_default
+    from hybrid_zoo.train.evaluate import evaluate
+    from hybrid_zoo.train.loop import TrainConfig, fit
 
     out = Path(args.output_dir)
     name, data_path = prepare_default(args.embedded_cache)

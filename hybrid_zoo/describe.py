@@ -15,10 +15,9 @@ import timm
 import torch
 from torch import nn
 
+from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.layers import AttnBlock
 from hybrid_zoo_cli.describe import build_parser
-
-from .flops import count_macs, count_params
-from .layers import AttnBlock
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybrid_zoo.benchmarks.results import machine_meta, write_json_atomic
 from hybrid_zoo_cli.export import build_parser
-
-from .results import machine_meta, write_json_atomic
 
 _log = logging.getLogger(__name__)
 

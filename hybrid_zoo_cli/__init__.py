@@ -16,14 +16,22 @@ from importlib.metadata import PackageNotFoundError, version
 # sub-command -> (parser module in this package, module whose main() runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     'demo': ('demo', 'hybrid_zoo.demo', 'run the main job end to end on the embedded default data'),
-    'prepare-data': ('data', 'hybrid_zoo.data', 'write Fashion-MNIST and scikit-learn digits as HF datasets'),
-    'train': ('train', 'hybrid_zoo.train', 'train or fine-tune a timm model with Accelerate on a HF dataset'),
-    'eval': ('evaluate', 'hybrid_zoo.evaluate', 'evaluate a model on a dataset split (top-1/top-5, confusion matrix)'),
-    'compare': ('compare', 'hybrid_zoo.compare', 'train several models under one recipe and test each (Fashion-MNIST)'),
-    'push': ('push', 'hybrid_zoo.hub', 'publish a trained model folder to the Hugging Face Hub'),
+    'prepare-data': ('data', 'hybrid_zoo.train.data', 'write Fashion-MNIST and scikit-learn digits as HF datasets'),
+    'train': ('train', 'hybrid_zoo.train.loop', 'train or fine-tune a timm model with Accelerate on a HF dataset'),
+    'eval': (
+        'evaluate',
+        'hybrid_zoo.train.evaluate',
+        'evaluate a model on a dataset split (top-1/top-5, confusion matrix)',
+    ),
+    'compare': (
+        'compare',
+        'hybrid_zoo.benchmarks.compare',
+        'train several models under one recipe and test each (Fashion-MNIST)',
+    ),
+    'push': ('push', 'hybrid_zoo.hub.client', 'publish a trained model folder to the Hugging Face Hub'),
     'hub-server': (
         'hub_server',
-        'hybrid_zoo.hub_server',
+        'hybrid_zoo.hub.server',
         'run the local Hub-protocol server (offline demos and tests)',
     ),
     'describe': (
@@ -31,11 +39,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         'hybrid_zoo.describe',
         'print the stages of a model with the shape, params and GMACs of each',
     ),
-    'stats': ('stats', 'hybrid_zoo.stats', 'count params and GMACs (attention included) into a results file'),
-    'bench': ('bench', 'hybrid_zoo.bench', 'side-by-side CPU speed benchmark of timm models'),
-    'profile': ('profile', 'hybrid_zoo.profile', 'where CPU time goes per kind of operation, and the ceiling it sets'),
+    'stats': (
+        'stats',
+        'hybrid_zoo.benchmarks.model_stats',
+        'count params and GMACs (attention included) into a results file',
+    ),
+    'bench': ('bench', 'hybrid_zoo.benchmarks.speed', 'side-by-side CPU speed benchmark of timm models'),
+    'profile': (
+        'profile',
+        'hybrid_zoo.benchmarks.profile',
+        'where CPU time goes per kind of operation, and the ceiling it sets',
+    ),
     'export': ('export', 'hybrid_zoo.export', 'export to ONNX and check parity with onnxruntime'),
-    'render-docs': ('render', 'hybrid_zoo.render', 'render README tables, plots and model cards from result files'),
+    'render-docs': (
+        'render',
+        'hybrid_zoo.benchmarks.docs',
+        'render README tables, plots and model cards from result files',
+    ),
 }
 
 

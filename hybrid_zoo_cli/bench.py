@@ -1,6 +1,6 @@
 """Command line and configuration of ``hybrid-zoo bench``: what to measure (``BenchConfig``), presets and the
 built-in peer sets. Imports neither torch nor timm, so ``hybrid-zoo bench --help`` starts at once and the
-benchmark's scheduler (``hybrid_zoo.bench``) stays free of torch too."""
+benchmark's scheduler (``hybrid_zoo.benchmarks.speed``) stays free of torch too."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='hybrid-zoo eval',
         description='Evaluate an image classifier on a dataset split: top-1/top-5, per-class accuracy and a '
-        'confusion-matrix PNG. Runs on N processes under `accelerate launch -m hybrid_zoo.evaluate`.',
+        'confusion-matrix PNG. Runs on N processes under `accelerate launch -m hybrid_zoo.train.evaluate`.',
     )
     parser.add_argument(
         '--model',

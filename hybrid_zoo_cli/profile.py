@@ -17,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='timm model names (default: our nine and the CoAtNet, ConvNeXt and CAFormer peers)',
     )
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--batch-size', type=int, default=32, help='inference batch (default: %(default)s)')
+    p.add_argument('--img-size', type=int, default=224, help='square input side (default: %(default)s)')
     p.add_argument('--iters', type=int, default=4, help='timed forwards per model (median; default: %(default)s)')
     p.add_argument(
         '--train',

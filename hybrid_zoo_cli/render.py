@@ -11,8 +11,10 @@ def build_parser() -> argparse.ArgumentParser:
         description='Rewrite the generated README blocks, the placement diagram and the model cards '
         'from model_cards/results/.',
     )
-    p.add_argument('--readme', default=None, help="README to update in place (default: the repository's)")
-    p.add_argument('--results', default=None, help='results directory (default: model_cards/results of the repository)')
+    p.add_argument(
+        '--readme', default=None, help='README to update in place; docs/*.md beside it too (default: README.md here)'
+    )
+    p.add_argument('--results', default=None, help='results directory (default: model_cards/results here)')
     p.add_argument('--check', action='store_true', help='change nothing; exit 1 if a README block is stale')
     p.add_argument('--no-figures', action='store_true', help='skip the diagram and the model cards')
     return p

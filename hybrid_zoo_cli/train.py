@@ -1,6 +1,6 @@
 """Command line and configuration of ``hybrid-zoo train``: ``TrainConfig`` holds every option, and the parser is
 generated from its fields (one help text per field). Imports only the standard library, so ``hybrid-zoo train --help``
-starts at once; ``hybrid_zoo.train`` runs the configuration.
+starts at once; ``hybrid_zoo.train.loop`` runs the configuration.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='hybrid-zoo train',
         description='Train or fine-tune a timm model on a Hugging Face image dataset with Accelerate. One process: '
-        '`hybrid-zoo train ...`; several: `accelerate launch [--multi_gpu --num_processes N] -m hybrid_zoo.train ...` '
+        '`hybrid-zoo train ...`; several: `accelerate launch [--multi_gpu --num_processes N] -m hybrid_zoo.train.loop ...` '
         '(on CPU add ACCELERATE_USE_CPU=1). Writes checkpoints, metrics.jsonl and a Hub-ready model folder.',
     )
     hints = typing.get_type_hints(TrainConfig)

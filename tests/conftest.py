@@ -34,6 +34,19 @@ import torch  # noqa: E402
 torch.manual_seed(0)
 
 
+# tests are laid out like the package; each tier's folder carries the marker of its install extra, so
+# `pytest -m "not train and not hub and not bench"` runs the core (models, layers, export) alone
+TIER_MARKERS = {'train': 'train', 'hub': 'hub', 'benchmarks': 'bench'}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = os.path.dirname(__file__)
+    for item in items:
+        tier = os.path.relpath(str(item.path), root).split(os.sep)[0]
+        if tier in TIER_MARKERS:
+            item.add_marker(TIER_MARKERS[tier])
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -51,7 +64,7 @@ HUB_TOKENS = {
 @pytest.fixture(scope='session')
 def hub_server(tmp_path_factory):
     """The local Hub-protocol server on ``HUB_PORT`` (= ``HF_ENDPOINT``), shared by the session."""
-    from hybrid_zoo.hub_server import HubServer
+    from hybrid_zoo.hub.server import HubServer
 
     tokens = {HUB_TOKENS['alice']: 'alice', HUB_TOKENS['bob']: 'bob', HUB_TOKENS['carol']: ('carol', 'read')}
     server = HubServer(

@@ -2,7 +2,7 @@
 
 The training profile puts the depthwise convs at 8-16% of a training step, mostly in their weight gradient
 (``tools/kernel_levers.py``); a 5x5 kernel halves that work. Both arms of each model are profiled with
-``hybrid_zoo.profile`` (inference: batch 32, folded; training step: batch 16; 224 px, channels_last) in two
+``hybrid_zoo.benchmarks.profile`` (inference: batch 32, folded; training step: batch 16; 224 px, channels_last) in two
 interleaved rounds (AB / BA) in one process with glibc trimming off. Writes
 ``model_cards/results/ab-dw-kernel.json``::
 
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hybrid_zoo.bench import exec_with_no_trim  # noqa: E402
+from hybrid_zoo.benchmarks.speed import exec_with_no_trim  # noqa: E402
 
 exec_with_no_trim(sys.argv)
 
@@ -24,9 +24,9 @@ import timm  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import hybrid_zoo  # noqa: E402, F401
+from hybrid_zoo.benchmarks.profile import profile_model, profile_training, reference_rate  # noqa: E402
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
-from hybrid_zoo.profile import profile_model, profile_training, reference_rate  # noqa: E402
-from hybrid_zoo.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
 
 MODELS = ('convformer_tiny_early', 'convformer_tiny_late', 'convformer_small_late', 'convformer_base_late')
 KERNELS = (7, 5)  # registered default first

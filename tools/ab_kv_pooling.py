@@ -1,6 +1,6 @@
 """A/B of one speed lever (bench issue): keys/values also pooled 2x at stride 16 in ``convformer_small``.
 
-Both arms are profiled with ``hybrid_zoo.profile`` (batch 32, 224 px, folded, channels_last) in three
+Both arms are profiled with ``hybrid_zoo.benchmarks.profile`` (batch 32, 224 px, folded, channels_last) in three
 interleaved rounds (ABA / BAB order) in one process with glibc trimming off; the GMACs come from
 ``hybrid_zoo.flops``. Writes ``model_cards/results/ab-kv-pooling.json``::
 
@@ -14,16 +14,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hybrid_zoo.bench import exec_with_no_trim  # noqa: E402
+from hybrid_zoo.benchmarks.speed import exec_with_no_trim  # noqa: E402
 
 exec_with_no_trim(sys.argv)
 
 import timm  # noqa: E402
 
 import hybrid_zoo  # noqa: E402, F401
+from hybrid_zoo.benchmarks.profile import profile_model, reference_rate  # noqa: E402
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
-from hybrid_zoo.profile import profile_model, reference_rate  # noqa: E402
-from hybrid_zoo.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
 
 MODEL = 'convformer_small'
 ARMS = {'default': {}, 'kv_pool_stride16': {'kv_reductions': (1, 2, 2, 1)}}

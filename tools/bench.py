@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout works without `pip install -e .`
 
-from hybrid_zoo.bench import main  # noqa: E402
+from hybrid_zoo.benchmarks.speed import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -1,5 +1,5 @@
 """GPU Fashion-MNIST protocol (at most about 5 minutes): the nine ConvFormer models and the tiny and small
-peers, one identical recipe, the full training set, bf16; see ``hybrid_zoo/gpu_protocol.py``.
+peers, one identical recipe, the full training set, bf16; see ``hybrid_zoo/benchmarks/gpu_fmnist.py``.
 
 On a machine without the Debian package, copy the four IDX files into ``fmnist-idx/`` of the checkout
 (untracked, so they travel with the working tree)::
@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # a checkout works without `pip install -e .`
 
-from hybrid_zoo.data import FASHION_MNIST_DIR, fashion_mnist_available  # noqa: E402
-from hybrid_zoo.gpu_protocol import main  # noqa: E402
+from hybrid_zoo.benchmarks.gpu_fmnist import main  # noqa: E402
+from hybrid_zoo.train.data import FASHION_MNIST_DIR, fashion_mnist_available  # noqa: E402
 
 if __name__ == '__main__':
     argv = sys.argv[1:]

@@ -6,7 +6,7 @@ Clients: export HF_ENDPOINT=http://127.0.0.1:8765 HF_HUB_DISABLE_XET=1 HF_TOKEN=
 
 import sys
 
-from hybrid_zoo.hub_server import main
+from hybrid_zoo.hub.server import main
 
 if __name__ == '__main__':
     sys.exit(main())

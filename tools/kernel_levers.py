@@ -23,15 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hybrid_zoo.bench import exec_with_no_trim  # noqa: E402
+from hybrid_zoo.benchmarks.speed import exec_with_no_trim  # noqa: E402
 
 exec_with_no_trim(sys.argv)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from hybrid_zoo.profile import median_seconds  # noqa: E402
-from hybrid_zoo.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
+from hybrid_zoo.benchmarks.profile import median_seconds  # noqa: E402
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
 
 CL = torch.channels_last
 ITERS = 7

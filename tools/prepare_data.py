@@ -2,7 +2,7 @@
 
 import sys
 
-from hybrid_zoo.data import main
+from hybrid_zoo.train.data import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -6,7 +6,7 @@ The token comes from HF_TOKEN or `hf auth login`; set HF_ENDPOINT to publish to 
 
 import sys
 
-from hybrid_zoo.hub import main
+from hybrid_zoo.hub.client import main
 
 if __name__ == '__main__':
     sys.exit(main())

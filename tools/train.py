@@ -6,7 +6,7 @@ accelerate launch [--multi_gpu --num_processes N] tools/train.py ...
 
 import sys
 
-from hybrid_zoo.train import main
+from hybrid_zoo.train.loop import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -1,0 +1,587 @@
+"""``hybrid-zoo compare``: train several timm models under one identical recipe and test each one.
+
+Every model sees the same data (a fixed seeded subset of the training split, a validation share carved
+from it), resolution, augmentation, optimizer, schedule, epochs, batch size and seeds, through the
+project's own training code; each is then evaluated once on the untouched test split. Results go to one
+JSON file (plus a markdown table and a plot) and runs already finished are skipped, so an interrupted
+comparison resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from hybrid_zoo.benchmarks.results import (
+    RESULTS_DIR,
+    machine_meta,
+    read_json,
+    write_atomic,
+    write_figure_atomic,
+    write_json_atomic,
+)
+from hybrid_zoo_cli.compare import build_parser
+
+_log = logging.getLogger(__name__)
+
+OURS_TINY = ('convformer_tiny_early', 'convformer_tiny', 'convformer_tiny_late')
+# test accuracy (%) from the benchmark table of https://github.com/zalandoresearch/fashion-mnist
+PUBLISHED = {'ResNet18': 94.9, 'MobileNet': 95.0, 'DenseNet-BC': 95.4, 'WRN-40-4': 96.7}
+PEERS_TINY = ('coatnet_nano_rw_224', 'convnext_nano', 'tiny_vit_5m_224')
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One training recipe, applied identically to every model."""
+
+    name: str = 'cpu64'
+    img_size: int = 64
+    in_chans: int = 1  # Fashion-MNIST is grayscale: every model gets a 1-channel stem
+    train_samples: int | None = 5000  # fixed seeded subset of the train split (None = all 60,000)
+    val_fraction: float = 0.1  # held out of the train split for checkpoint selection; test stays untouched
+    val_samples: int | None = 1000  # seeded subset of that held-out part, evaluated every epoch
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    drop_path_rate: float = 0.05
+    smoothing: float = 0.1
+    scale: tuple[float, float] = (0.6, 1.0)  # RandomResizedCrop area range: mild at this resolution
+    aa: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: bool = False
+    data_seed: int = 0  # the subset is the same for every model and seed
+
+
+RECIPES: dict[str, Recipe] = {
+    'cpu64': Recipe(),
+    'smoke': Recipe(name='smoke', img_size=32, train_samples=400, epochs=1, batch_size=32),
+    'long64': Recipe(
+        name='long64',
+        train_samples=None,
+        val_samples=2000,
+        epochs=12,
+        lr=2e-3,
+        aa='rand-m6-mstd0.5',
+        mixup=0.2,
+        cutmix=0.0,
+        ema=True,
+    ),
+}
+
+
+def _train_only(dataset_dir: Path, work: Path) -> Path:
+    """The train split alone, saved once, so the trainer carves validation from it and never sees test."""
+    from datasets import DatasetDict, load_from_disk
+
+    out = work / 'train_only'
+    if not (out / 'dataset_dict.json').exists():
+        dd = load_from_disk(str(dataset_dir))
+        DatasetDict({'train': dd['train']}).save_to_disk(str(out))
+    return out
+
+
+def run_one(
+    model: str,
+    seed: int,
+    recipe: Recipe,
+    dataset_dir: Path,
+    work: Path,
+    workers: int = 2,
+    model_kwargs: dict | None = None,
+) -> dict:
+    """Train ``model`` with ``seed`` under ``recipe`` (resuming a cut run), test it, return its row.
+
+    ``model_kwargs`` change the architecture (a design variant under test), never the recipe.
+    """
+    from hybrid_zoo.flops import count_macs, count_params
+    from hybrid_zoo.train.evaluate import create_model, evaluate
+    from hybrid_zoo.train.loop import TrainConfig, fit
+
+    out = work / f'{model}-s{seed}'
+    row_file = out / 'compare_row.json'
+    if row_file.exists():
+        return json.loads(row_file.read_text())
+    cfg = TrainConfig(
+        model=model,
+        in_chans=recipe.in_chans,
+        img_size=recipe.img_size,
+        model_kwargs=dict(model_kwargs or {}),
+        dataset=str(_train_only(dataset_dir, work)),
+        val_fraction=recipe.val_fraction,
+        max_train_samples=recipe.train_samples,
+        max_val_samples=recipe.val_samples,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup_epochs=recipe.warmup_epochs,
+        drop_path_rate=recipe.drop_path_rate,
+        smoothing=recipe.smoothing,
+        scale=recipe.scale,
+        color_jitter=0.0,
+        aa=recipe.aa,
+        mixup=recipe.mixup,
+        cutmix=recipe.cutmix,
+        ema=recipe.ema,
+        channels_last=True,
+        seed=seed,
+        workers=workers,
+        output_dir=str(out),
+        resume='auto',
+        cpu=True,
+    )
+    final = fit(cfg)
+    test = evaluate(
+        str(out / 'model'), str(dataset_dir), split='test', img_size=recipe.img_size, output_dir=out / 'test', cpu=True
+    )
+    # peers with a fixed input size (CoAtNet's grids) are built for the recipe size, as in training
+    net = create_model(
+        model, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans, **(model_kwargs or {})
+    )
+    row = {
+        'model': model,
+        'seed': seed,
+        'recipe': recipe.name,
+        'model_kwargs': dict(model_kwargs or {}),
+        'test_top1': round(test['top1'], 3),
+        'test_top5': round(test['top5'], 3),
+        'val_top1': round(final['top1'], 3),
+        'weights': final.get('weights'),
+        'train_time_s': final.get('train_time_s'),
+        'train_img_per_s': final.get('images_per_s'),
+        'params_m': round(count_params(net) / 1e6, 3),
+        'gmacs': round(count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs, 4),
+        'per_class_test': test.get('per_class'),
+        'model_dir': str(out / 'model'),
+    }
+    write_json_atomic(row_file, row)  # its presence marks the run finished: never half-written
+    return row
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Per model: mean, sample standard deviation, min and max test top-1 over seeds."""
+    by_model: dict[str, list[float]] = {}
+    for r in rows:
+        by_model.setdefault(r['model'], []).append(r['test_top1'])
+    return {
+        m: {
+            'n': len(v),
+            'mean': round(statistics.fmean(v), 3),
+            'std': round(statistics.stdev(v), 3) if len(v) > 1 else 0.0,
+            'min': min(v),
+            'max': max(v),
+        }
+        for m, v in by_model.items()
+    }
+
+
+def ranking_stable(rows: Sequence[dict]) -> bool:
+    """True when every seed ranks the models in the same order as the mean does."""
+    seeds = sorted({r['seed'] for r in rows})
+    mean_order = [m for m, _ in sorted(summarize(rows).items(), key=lambda kv: -kv[1]['mean'])]
+    for seed in seeds:
+        acc = {r['model']: r['test_top1'] for r in rows if r['seed'] == seed}
+        order = [m for m in sorted(acc, key=lambda m: -acc[m])]
+        if order != [m for m in mean_order if m in acc]:
+            return False
+    return True
+
+
+def swapped_pairs(rows: Sequence[dict]) -> list[dict]:
+    """Pairs of models whose order differs between seeds, with the gap between their means (points)."""
+    means = {m: s['mean'] for m, s in summarize(rows).items()}
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in rows:
+        by_seed.setdefault(r['seed'], {})[r['model']] = r['test_top1']
+    out = []
+    names = sorted(means, key=lambda m: -means[m])
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            signs = {(acc[a] > acc[b]) - (acc[a] < acc[b]) for acc in by_seed.values() if a in acc and b in acc}
+            if len(signs) > 1:
+                out.append({'models': [a, b], 'mean_gap': round(means[a] - means[b], 3)})
+    return out
+
+
+def compare(
+    models: Sequence[str],
+    seeds: Sequence[int],
+    recipe: Recipe,
+    dataset_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    results: str | os.PathLike,
+    workers: int = 2,
+    report_only: bool = False,
+    model_kwargs: dict | None = None,
+    variant: str | None = None,
+) -> dict:
+    """Train and test every (model, seed) pair; write and return the results file contents.
+
+    With ``report_only`` nothing is trained: the finished runs are summarised (a cut comparison's results).
+    ``model_kwargs`` build every model with a design change (``variant`` names it: its runs get their own
+    folder, ``<recipe>-<variant>``), so a before/after pair shares the recipe and differs in the design only.
+    """
+    from tqdm.auto import tqdm
+
+    if model_kwargs and not variant:
+        raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
+    work = Path(work_dir) / (f'{recipe.name}-{variant}' if variant else recipe.name)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
+    if report_only:  # summarise the finished runs, train nothing
+        done = [work / f'{m}-s{s}' / 'compare_row.json' for m, s in pairs]
+        pairs = [(m, s) for (m, s), f in zip(pairs, done, strict=True) if f.exists()]
+        if not pairs:
+            raise FileNotFoundError(f'no finished runs under {work}')
+    data: dict = {}
+    meta = machine_meta()
+    if report_only and Path(results).exists():  # the machine that trained, not the one summarising
+        meta = read_json(results).get('meta', meta)
+    for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
+        row = run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers, model_kwargs=model_kwargs)
+        if row.get('model_dir'):
+            row['diagnostics'] = diagnostics(Path(row['model_dir']).parent)
+        rows.append(row)
+        _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
+        data = {
+            'meta': meta,
+            'recipe': dataclasses.asdict(recipe),
+            'variant': variant,
+            'model_kwargs': dict(model_kwargs or {}),
+            'dataset': 'Fashion-MNIST (Debian dataset-fashion-mnist), test split = the 10,000 official test images',
+            'runs': rows,
+            'summary': summarize(rows),
+            'ranking_stable_across_seeds': ranking_stable(rows),
+            'ranking_swaps': swapped_pairs(rows),
+            'models': per_model(rows),
+        }
+        write_json_atomic(results, data)
+    render(data, Path(results))
+    return data
+
+
+def diagnostics(run_dir: str | os.PathLike) -> dict | None:
+    """What a finished run says about how well it fitted: final losses and the size of its layer scales.
+
+    ``layer_scale``: mean |gamma| of the residual-branch scales (parameters named ``gamma``: ours, ConvNeXt),
+    split into the blocks with attention (``ls1``/``ls2``) and the rest; None for models without any.
+    """
+    from safetensors import safe_open
+
+    run = Path(run_dir)
+    metrics, weights = run / 'metrics.jsonl', run / 'model' / 'model.safetensors'
+    if not (metrics.exists() and weights.exists()):
+        return None
+    last = json.loads(metrics.read_text().strip().splitlines()[-1])
+    sums: dict[str, list[float]] = {'attention': [], 'conv': []}
+    with safe_open(str(weights), 'pt') as f:
+        for key in f.keys():
+            if key.endswith('gamma'):
+                kind = 'attention' if ('.ls1.' in key or '.ls2.' in key) else 'conv'
+                sums[kind].append(f.get_tensor(key).abs().mean().item())
+    return {
+        'train_loss': round(last['train_loss'], 4),
+        'val_loss': round(last['val_loss'], 4),
+        'layer_scale': {k: round(statistics.fmean(v), 4) for k, v in sums.items() if v} or None,
+    }
+
+
+def per_model(rows: Sequence[dict]) -> dict:
+    """Card-ready entries: mean test accuracies over seeds and the run facts shared by all seeds."""
+    out = {}
+    for model, s in summarize(rows).items():
+        mine = [r for r in rows if r['model'] == model]
+        out[model] = {
+            'top1': s['mean'],
+            'top1_std': s['std'],
+            'top5': round(statistics.fmean(r['test_top5'] for r in mine), 3),
+            'seeds': s['n'],
+            'split': 'test',
+            'params_m': mine[0]['params_m'],
+            'gmacs': mine[0]['gmacs'],
+            'train_img_per_s': round(statistics.fmean(r['train_img_per_s'] or 0 for r in mine), 1),
+            'train_time_s': round(statistics.fmean(r['train_time_s'] or 0 for r in mine), 1),
+        }
+        classes = [r['per_class_test'] for r in mine if r.get('per_class_test')]
+        if classes:
+            out[model]['per_class'] = {c: round(statistics.fmean(pc[c] for pc in classes), 2) for c in classes[0]}
+        diag = [r['diagnostics'] for r in mine if r.get('diagnostics')]
+        if diag:
+            scales = [d['layer_scale'] for d in diag if d['layer_scale']]
+            out[model]['train_loss'] = round(statistics.fmean(d['train_loss'] for d in diag), 4)
+            out[model]['val_loss'] = round(statistics.fmean(d['val_loss'] for d in diag), 4)
+            out[model]['layer_scale'] = (
+                {k: round(statistics.fmean(s[k] for s in scales), 4) for k in scales[0]} if scales else None
+            )
+    return out
+
+
+def pick_advice(data: dict, bench: dict) -> str | None:
+    """'Early, mid or late?' answered from this file's accuracies and the CPU bench speeds."""
+    placements = {n: m for n, m in data['models'].items() if n.startswith('convformer_')}
+    if len(placements) < 2:
+        return None
+    ranked = sorted(placements, key=lambda n: -placements[n]['top1'])
+    best, runner_up = ranked[0], ranked[1]
+    spread = max(placements[n]['top1_std'] for n in (best, runner_up))
+    gap = placements[best]['top1'] - placements[runner_up]['top1']
+    speed = {n: bench.get(n, {}).get('infer_img_s') for n in placements}
+    fastest = max((n for n in speed if speed[n]), key=lambda n: speed[n], default=None)
+    peers = {n: m for n, m in data['models'].items() if n not in placements}
+    text = (
+        f'**Early, mid or late?** Under this recipe `{best}` is the most accurate placement '
+        f'({placements[best]["top1"]:.2f}%), {gap:.2f} points above the runner-up `{runner_up}`, against a seed '
+        f'spread (std) of up to {spread:.2f} points'
+    )
+    text += ' (a real difference).' if gap > 2 * spread else ' (within about two seed spreads: treat as a tie).'
+    if fastest:
+        slowest = min((n for n in speed if speed[n]), key=lambda n: speed[n])
+        text += (
+            f' On the 2-core CPU `{fastest}` is the fastest ({speed[fastest]:.1f} img/s at 224 px vs '
+            f'{speed[slowest]:.1f} for `{slowest}`).'
+        )
+    if peers:
+        top_peer = max(peers, key=lambda n: peers[n]['top1'])
+        diff = placements[best]['top1'] - peers[top_peer]['top1']
+        verb = 'beats' if diff > 0 else 'trails'
+        text += f' The best placement {verb} the best peer, `{top_peer}`, by {abs(diff):.2f} points.'
+    return text
+
+
+def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
+    """Each model's best test run over the given results files, among recipes at ``img_size`` without a variant.
+
+    A design variant's runs (``--variant``) are left out: what is published must be what the registry builds;
+    so are runs that kept no weights (the GPU protocol's).
+    """
+    best: dict[str, dict] = {}
+    for f in results_files:
+        data = read_json(f)
+        if data.get('variant') or data['recipe']['img_size'] != img_size:
+            continue
+        for row in data['runs']:
+            if row['model'] not in models or not row.get('model_dir'):
+                continue
+            if row['test_top1'] > best.get(row['model'], {}).get('test_top1', -1.0):
+                best[row['model']] = dict(row, results_file=Path(f).name)
+    return best
+
+
+def publish(
+    results_files: Sequence[str | os.PathLike],
+    *,
+    org: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    record: str | os.PathLike | None = RESULTS_DIR / 'pretrained.json',
+) -> dict[str, dict]:
+    """Push the best run of each of our models to ``<org>/<model>.fmnist_64``, the registered pretrained tags.
+
+    Each push carries the weights, timm's config, the model card and the run's results; ``record`` (a JSON
+    file, written only after every push succeeded) names which run each tag holds and the commit.
+    """
+    from hybrid_zoo.hub.client import push
+    from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
+
+    best = best_runs(results_files, FMNIST_MODELS, img_size=64)
+    missing = [m for m in FMNIST_MODELS if m not in best]
+    if missing:
+        raise FileNotFoundError(f'no finished 64 px run of {missing} in {[str(f) for f in results_files]}')
+    out = {}
+    for model, row in best.items():
+        run_dir = Path(row['model_dir']).parent
+        if not (run_dir / 'model' / 'model.safetensors').exists():
+            raise FileNotFoundError(
+                f'{model}: the best run ({row["results_file"]}, seed {row["seed"]}) has no weights at {run_dir}/model; '
+                'rerun the comparison that produced it (it resumes) on this machine'
+            )
+        repo_id = f'{org or HUB_ORG}/{model}.{FMNIST_TAG}'
+        info = push(
+            run_dir,
+            repo_id,
+            endpoint=endpoint,
+            token=token,
+            commit_message=f'{model}: {row["recipe"]} seed {row["seed"]}, Fashion-MNIST test top-1 {row["test_top1"]:.2f}%',
+        )
+        out[f'{model}.{FMNIST_TAG}'] = {
+            'repo_id': repo_id,
+            'commit': info.oid,
+            'results_file': row['results_file'],
+            'recipe': row['recipe'],
+            'seed': row['seed'],
+            'test_top1': row['test_top1'],
+            'test_top5': row['test_top5'],
+        }
+        _log.info('published %s (test top-1 %.2f) as %s@%s', run_dir, row['test_top1'], repo_id, info.oid[:10])
+    if record:
+        write_json_atomic(record, {'meta': machine_meta(), 'tags': out})
+    return out
+
+
+def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> None:
+    """Markdown table and plot next to the results file (test accuracy against the inference speed that
+    ``bench_file``, next to it, reports)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    models = data['models']
+    bench_path = results.parent / bench_file
+    bench = (json.loads(bench_path.read_text()).get('models', {})) if bench_path.exists() else {}
+    rec = data['recipe']
+    header = (
+        '| model | test top-1 % (mean +- std) | seeds | min-max | test top-5 % | params (M) | GMACs @'
+        f'{rec["img_size"]} | train img/s | CPU img/s @224 |'
+    )
+    lines = [header, '|' + '---|' * 9]
+    for name, m in sorted(models.items(), key=lambda kv: -kv[1]['top1']):
+        s = data['summary'][name]
+        speed = bench.get(name, {}).get('infer_img_s')
+        lines.append(
+            f'| `{name}` | {m["top1"]:.2f} +- {m["top1_std"]:.2f} | {m["seeds"]} | {s["min"]:.2f}-{s["max"]:.2f} | '
+            f'{m["top5"]:.2f} | {m["params_m"]:.2f} | {m["gmacs"]:.3f} | {m["train_img_per_s"]:.0f} | '
+            f'{"-" if speed is None else f"{speed:.1f}"} |'
+        )
+    subset = 'all 60,000' if rec['train_samples'] is None else f'a seeded {rec["train_samples"]:,}-image subset'
+    lines += [
+        '',
+        f'Recipe `{rec["name"]}`: {rec["img_size"]} px grayscale, {subset} of the training split '
+        + (
+            f'(checkpoint selection on {rec["val_samples"] or "all"} images held out of the training split), '
+            if rec.get('val_fraction', 0.1)
+            else '(no validation split: the final weights are tested), '
+        )
+        + f'{rec["epochs"]} epochs, '
+        f'batch {rec["batch_size"]}, AdamW lr {rec["lr"]} wd {rec["weight_decay"]}, cosine with '
+        f'{rec["warmup_epochs"]} warmup epoch, label smoothing {rec["smoothing"]}, drop path {rec["drop_path_rate"]}, '
+        f'random-resized-crop scale {tuple(rec["scale"])}, RandAugment {rec["aa"] or "off"}, mixup {rec["mixup"]}, '
+        f'EMA {"on" if rec["ema"] else "off"}; identical for every model. Accuracy on the 10,000 official test '
+        f'images. Ranking identical for every seed: {data["ranking_stable_across_seeds"]}'
+        + ''.join(
+            f' (`{w["models"][0]}` and `{w["models"][1]}` swap places between seeds; their means are '
+            f'{w["mean_gap"]:.2f} points apart)'
+            for w in data.get('ranking_swaps', [])
+        )
+        + '. Measured '
+        f'{data["meta"]["date"]} on '
+        + (
+            f'{data["meta"]["device"]} ({data["meta"].get("amp", "fp32")}). '
+            if data['meta'].get('device')
+            else f'{data["meta"]["cpu"]} ({data["meta"]["threads"]} threads). '
+        )
+        + f'Source: `model_cards/results/{results.name}`.',
+    ]
+    if rec['train_samples'] is None:  # a full-data protocol: set against the dataset's published table
+        best_name = max(models, key=lambda n: models[n]['top1'])
+        gaps = ', '.join(
+            f'{name} {acc:.1f}% ({models[best_name]["top1"] - acc:+.2f})' for name, acc in PUBLISHED.items()
+        )
+        lines += [
+            '',
+            f'Against the published full-data results of the Fashion-MNIST benchmark table (trained for far longer; '
+            f'difference of `{best_name}` in points): {gaps}.',
+        ]
+    diag = {n: m for n, m in models.items() if 'train_loss' in m}
+    if diag:
+        lines += [
+            '',
+            '| model | final train loss | final val loss | mean abs layer scale: conv blocks | attention blocks |',
+            '|---|---|---|---|---|',
+        ]
+        for name, m in sorted(diag.items(), key=lambda kv: -kv[1]['top1']):
+            ls = m.get('layer_scale') or {}
+            lines.append(
+                f'| `{name}` | {m["train_loss"]:.3f} | {m["val_loss"]:.3f} | '
+                + ' | '.join(f'{ls[k]:.3f}' if k in ls else '-' for k in ('conv', 'attention'))
+                + ' |'
+            )
+        lines += [
+            '',
+            'Losses of the last epoch (train: with label smoothing and augmentation; val: the held-out share of '
+            'the training split), mean over seeds; layer scale: mean |gamma| of the residual-branch scales in the '
+            'exported weights (models without layer scale: -).',
+        ]
+    per_class = {n: m['per_class'] for n, m in models.items() if m.get('per_class')}
+    if per_class:
+        order = sorted(per_class, key=lambda n: -models[n]['top1'])
+        classes = list(per_class[order[0]])
+        lines += ['', '| test top-1 % per class | ' + ' | '.join(f'`{n}`' for n in order) + ' |']
+        lines += ['|---|' + '---|' * len(order)]
+        for c in classes:
+            lines.append(f'| {c} | ' + ' | '.join(f'{per_class[n].get(c, float("nan")):.1f}' for n in order) + ' |')
+    advice = pick_advice(data, bench)
+    if advice:
+        lines += ['', advice]
+    write_atomic(results.with_suffix('.md'), '\n'.join(lines) + '\n')
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    use_speed = all(bench.get(n, {}).get('infer_img_s') for n in models)
+    for name, m in models.items():
+        x = bench[name]['infer_img_s'] if use_speed else m['gmacs']
+        ours = name.startswith('convformer_')
+        ax.errorbar(x, m['top1'], yerr=m['top1_std'], fmt='o', color='tab:orange' if ours else 'tab:blue', capsize=3)
+        ax.annotate(name, (x, m['top1']), textcoords='offset points', xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(
+        'CPU inference images/s (batch 32, 224 px, 2 cores)' if use_speed else f'GMACs at {rec["img_size"]} px'
+    )
+    ax.set_ylabel('Fashion-MNIST test top-1 (%)')
+    ax.set_title(f'Recipe {rec["name"]}: accuracy vs speed (orange = ConvFormer fusion)')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    write_figure_atomic(fig, results.with_suffix('.png'))
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    from hybrid_zoo.train.data import prepare_fashion_mnist
+
+    if args.recipe not in RECIPES:
+        build_parser().error(f'--recipe: expected one of {", ".join(sorted(RECIPES))}, got {args.recipe!r}')
+    recipe = RECIPES[args.recipe]
+    if args.epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    if args.train_samples is not None:
+        recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None)
+    dataset_dir = Path(args.embedded_cache) / 'fashion_mnist'
+    if not (dataset_dir / 'dataset_dict.json').exists():
+        prepare_fashion_mnist(dataset_dir)
+    if args.model_kwargs and not args.variant:
+        build_parser().error('--model-kwargs needs --variant (a name for the design change)')
+    stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
+    results = Path(args.results or RESULTS_DIR / f'{stem}.json')
+    data = compare(
+        args.models or [*OURS_TINY, *PEERS_TINY],
+        args.seeds,
+        recipe,
+        dataset_dir,
+        args.work_dir,
+        results,
+        args.workers,
+        args.report_only,
+        model_kwargs=args.model_kwargs,
+        variant=args.variant,
+    )
+    for model, s in data['summary'].items():
+        print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')
+    print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')
+    if args.publish:
+        files = sorted(results.parent.glob('fmnist-*.json'))
+        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint).items():
+            print(f'published {tag}: {entry["repo_id"]}@{entry["commit"][:10]} (test top-1 {entry["test_top1"]:.2f})')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,421 @@
+"""Render everything people read from the result files: README tables, the placement diagram, model cards.
+
+The README holds generated blocks between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers;
+``hybrid-zoo render-docs`` rewrites them (after re-rendering the tables that quote ``bench-cpu.json``: the
+Fashion-MNIST comparisons' speed column and the profile's verdicts), ``--check`` fails when a block or one of
+those tables is stale. Nothing measured is typed by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, read_json
+from hybrid_zoo_cli.render import build_parser
+
+_log = logging.getLogger(__name__)
+ROOT = RESULTS_DIR.parent.parent
+FIGURES = ROOT / 'model_cards' / 'figures'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def model_table(results: Path) -> str | None:
+    path = results / 'model_stats.json'
+    if not path.exists():
+        return None
+    stats = read_json(path)
+    bench = read_json(results / 'bench-cpu.json')['models'] if (results / 'bench-cpu.json').exists() else {}
+    fmnist = read_json(results / 'fmnist-cpu64.json')['summary'] if (results / 'fmnist-cpu64.json').exists() else {}
+    rows = []
+    for name, r in stats['models'].items():
+        attends = ''.join('A' if i + 1 in r['attention_stages'] else 'C' for i in range(4))
+        rows.append(
+            [
+                f'`{name}`',
+                r['fusion'],
+                '-'.join(attends),
+                '/'.join(map(str, r['widths'])),
+                '-'.join(map(str, r['depths'])),
+                f'{r["params_m"]:.2f}',
+                f'{r["gmacs"]:.3f} ({r["attention_gmacs"]:.3f})',
+                f'{bench[name]["infer_img_s"]:.1f}' if bench.get(name, {}).get('infer_img_s') else '-',
+                f'{fmnist[name]["mean"]:.2f}' if name in fmnist else '-',
+            ]
+        )
+    spread = ', '.join(f'{size} {100 * s:.1f}%' for size, s in stats['flop_spread_by_size'].items())
+    meta = stats['meta']
+    return (
+        _table(
+            [
+                'model',
+                'fusion',
+                'stages (C conv, A attention)',
+                'widths',
+                'depths',
+                'params (M)',
+                'GMACs (attention)',
+                'CPU img/s',
+                'Fashion-MNIST top-1 %',
+            ],
+            rows,
+        )
+        + f'\n\nGMACs at {meta["input_size"][1]}x{meta["input_size"][2]}, 1000 classes, counted by '
+        f'`{meta["counter"]}`. Placement spread within a size (max/min - 1): {spread}. '
+        f'Source: `model_cards/results/model_stats.json` (torch {meta["torch"]}, timm {meta["timm"]}, {meta["date"]}). '
+        'CPU img/s: eager fp32, batch 32, 224 px, 2 threads (`bench-cpu.json`, '
+        '[docs/performance.md](docs/performance.md)). Fashion-MNIST: mean test top-1 over seeds at 64 px under one '
+        'recipe, tiny size only (`fmnist-cpu64.json`, [docs/fashion-mnist.md](docs/fashion-mnist.md)).'
+    )
+
+
+def deploy_table(results: Path) -> str | None:
+    path = results / 'deploy.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = [
+        [
+            f'`{name}`',
+            f'{r["reparam_max_abs_diff"]:.1e}',
+            f'{r.get("reparam_speedup", float("nan")):.3f}x',
+            f'{r["compile_graphs"]} / {r["compile_graph_breaks"]}',
+            f'{r["onnx_max_abs_diff"]:.1e}',
+            f'{r["onnx_reparam_max_abs_diff"]:.1e}',
+        ]
+        for name, r in data['models'].items()
+    ]
+    meta = data['meta']
+    shapes = ', '.join('x'.join(map(str, s)) for s in next(iter(data['models'].values()))['parity_shapes'])
+    return (
+        _table(
+            [
+                'model',
+                'folded vs eager max abs diff',
+                'folded speed-up (b16, CL)',
+                'compile graphs / breaks',
+                'ONNX vs eager',
+                'ONNX (folded) vs eager',
+            ],
+            rows,
+        )
+        + f'\n\nParity over inputs {shapes} (B x C x H x W, one ONNX file, dynamic axes). '
+        f'Measured {meta["date"]} on {meta["cpu"]}, {meta["threads"]} threads, torch {meta["torch"]}. '
+        'Source: `model_cards/results/deploy.json` (`hybrid-zoo export --measure`).'
+    )
+
+
+def _md(name: str) -> Callable[[Path], str | None]:
+    """A block that is a results file's own markdown, verbatim."""
+
+    def block(results: Path) -> str | None:
+        path = results / name
+        return path.read_text().strip() if path.exists() else None
+
+    block.__name__ = name
+    return block
+
+
+def design_table(results: Path) -> str | None:
+    """Before/after of each design change tried on the CPU protocol: ``fmnist-cpu64-<variant>.json`` vs the default."""
+    base_path = results / 'fmnist-cpu64.json'
+    if not base_path.exists():
+        return None
+    base = read_json(base_path)
+    parts = []
+    for path in sorted(results.glob('fmnist-cpu64-*.json')):
+        var = read_json(path)
+        kwargs = ', '.join(f'{k}={v!r}' for k, v in var.get('model_kwargs', {}).items())
+        rows = []
+        for name, m in var['models'].items():
+            b = base['models'].get(name)
+            if b is None:
+                continue
+            rows.append(
+                [
+                    f'`{name}`',
+                    f'{b["top1"]:.2f} +- {b["top1_std"]:.2f} ({b["seeds"]})',
+                    f'{m["top1"]:.2f} +- {m["top1_std"]:.2f} ({m["seeds"]})',
+                    f'{m["top1"] - b["top1"]:+.2f}',
+                    f'{b["train_loss"]:.3f} / {m["train_loss"]:.3f}'
+                    if 'train_loss' in b and 'train_loss' in m
+                    else '-',
+                ]
+            )
+        if rows:
+            head = ['model', 'registry default: top-1 % (seeds)', f'`{kwargs}`: top-1 % (seeds)', 'difference']
+            head.append('final train loss: default / variant')
+            parts.append(
+                f'Variant `{var["variant"]}` (`{kwargs}`), same recipe, seeds counted in brackets; source: '
+                f'`model_cards/results/{path.name}`.\n\n' + _table(head, rows)
+            )
+    return '\n\n'.join(parts) or None
+
+
+def kv_ab_table(results: Path) -> str | None:
+    """The K/V-pooling speed A/B (``tools/ab_kv_pooling.py``)."""
+    path = results / 'ab-kv-pooling.json'
+    if not path.exists():
+        return None
+    d = read_json(path)
+    rows = [
+        [
+            arm,
+            f'`{d[arm]["model_kwargs"] or "registry default"}`',
+            f'{d[arm]["gmacs"]:.3f}',
+            f'{d[arm]["img_per_s_median"]:.1f}',
+            f'{d[arm]["attention_share_pct"]:.1f}',
+            f'{d[arm]["pct_of_reference"]:.1f}',
+            f'{d[arm]["ceiling_pct_of_reference"]:.1f}',
+        ]
+        for arm in ('default', 'kv_pool_stride16')
+    ]
+    head = ['arm', 'model kwargs', 'GMACs', 'img/s (median of 3)', 'attention %', '% of 1x1 rate', 'ceiling %']
+    return _table(head, rows) + (
+        f'\n\n`{d["model"]}`: speed-up {d["speedup"]:.3f}x with {d["gmacs_change_pct"]:+.1f}% GMACs; with the removed '
+        f'GMACs put back as GEMMs at the 1x1 rate, {d["speedup_with_gmacs_restored"]:.3f}x. Measured {d["meta"]["date"]} '
+        f'on {d["meta"]["cpu"]} ({d["meta"]["threads"]} threads). Source: `model_cards/results/ab-kv-pooling.json` '
+        '(`python tools/ab_kv_pooling.py`).'
+    )
+
+
+def dw_ab_table(results: Path) -> str | None:
+    path = results / 'ab-dw-kernel.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = []
+    for name, d in data['models'].items():
+        a, b = d['arms']['7'], d['arms']['5']
+        rows.append(
+            [
+                f'`{name}`',
+                f'{d["gmacs_change_pct"]:+.1f}%',
+                f'{a["infer_img_s"]:.1f} -> {b["infer_img_s"]:.1f} ({d["infer_speedup"]:.3f}x)',
+                f'{a["train_img_s"]:.2f} -> {b["train_img_s"]:.2f} ({d["train_speedup"]:.3f}x)',
+                f'{a["train_depthwise_pct"]:.1f} -> {b["train_depthwise_pct"]:.1f}',
+            ]
+        )
+    head = ['model', 'GMACs', 'inference img/s, 7x7 -> 5x5', 'training img/s', 'depthwise % of the training step']
+    m = data['meta']
+    return _table(head, rows) + (
+        f'\n\nMedians of {m["rounds"]} interleaved rounds; measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads). '
+        'Source: `model_cards/results/ab-dw-kernel.json` (`python tools/ab_dw_kernel.py`).'
+    )
+
+
+def kernel_levers_table(results: Path) -> str | None:
+    path = results / 'kernel-levers.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+
+    def rate(r: dict, side: str) -> str:
+        text = '-' if r.get(f'{side}_gflop_s') is None else f'{r[f"{side}_gflop_s"]:.0f}'
+        if r.get(f'{side}_weight_grad_gflop_s') is not None:
+            text += f' (weight gradient {r[f"{side}_weight_grad_gflop_s"]:.0f})'
+        return text
+
+    rows = [[r['lever'], rate(r, 'used'), rate(r, 'lever'), f'{r["speedup"]:.2f}x'] for r in data['levers']]
+    m = data['meta']
+    faster = ', '.join(data['faster_than_used']) or 'none'
+    return _table(
+        ['lever (same function as what the models use)', 'used: GFLOP/s', 'lever: GFLOP/s', 'speed-up'], rows
+    ) + (
+        f'\n\nFaster than what the models use: {faster}. ReLU is a different function, listed as the floor an '
+        f'elementwise op could reach. Measured {m["date"]} on {m["cpu"]} ({m["threads"]} threads, torch {m["torch"]}), '
+        'fp32, allocator trimming off. Source: `model_cards/results/kernel-levers.json` (`python tools/kernel_levers.py`).'
+    )
+
+
+def pretrained_table(results: Path) -> str | None:
+    path = results / 'pretrained.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = [
+        [f'`{tag}`', f'`{e["repo_id"]}`', f'{e["test_top1"]:.2f}', f'{e["recipe"]}, seed {e["seed"]}', e['commit'][:10]]
+        for tag, e in sorted(data['tags'].items())
+    ]
+    return _table(['timm name', 'Hub repo', 'test top-1 %', 'run', 'commit'], rows) + (
+        f'\n\nPublished {data["meta"]["date"]} by `hybrid-zoo compare --publish`; source: `model_cards/results/pretrained.json`.'
+    )
+
+
+def describe_block(results: Path) -> str:
+    """``hybrid-zoo describe convformer_small`` at 224 px, as it prints (computed from the model, not measured)."""
+    from hybrid_zoo.describe import describe, format_table
+
+    rows = describe('convformer_small', (224, 224), 3)
+    return (
+        '```text\n$ hybrid-zoo describe convformer_small\n'
+        + format_table('convformer_small', rows, (224, 224), 3)
+        + '\n```'
+    )
+
+
+BLOCKS: dict[str, Callable[[Path], str | None]] = {
+    'model_table': model_table,
+    'describe_small': describe_block,
+    'deploy_table': deploy_table,
+    'bench_table': _md('bench-cpu.md'),
+    'fmnist_table': _md('fmnist-cpu64.md'),
+    'fmnist_long_table': _md('fmnist-long64.md'),
+    'fmnist_gpu_table': _md('fmnist-gpu64.md'),
+    'design_table': design_table,
+    'profile_table': _md('profile-cpu.md'),
+    'pretrained_table': pretrained_table,
+    'kv_ab_table': kv_ab_table,
+    'kernel_levers_table': kernel_levers_table,
+    'dw_ab_table': dw_ab_table,
+}
+
+
+def render_readme(text: str, results: Path = RESULTS_DIR) -> str:
+    """Replace every known generated block of ``text``; blocks without a results file say so."""
+    for name, fn in BLOCKS.items():
+        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)', re.S)
+        if not pattern.search(text):
+            continue
+        body = fn(results) or '_No results yet: `model_cards/results/` has no file for this table._'
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + '\n' + m.group(2), text)
+    return text
+
+
+def draw_placements(path: Path = FIGURES / 'placements.png') -> Path:
+    """Diagram of the three fusion placements: stem, four stages (conv or attention), head."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE
+
+    colors = {'conv': '#8fb8de', 'attn': '#f4a261', 'io': '#d9d9d9'}
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(-0.6, 3.4)
+    ax.axis('off')
+    strides = [4, 8, 16, 32]
+    for row, fusion in enumerate(('late', 'mid', 'early')):
+        y = row * 1.1
+        ax.text(0.05, y + 0.35, fusion, fontsize=12, fontweight='bold', va='center')
+        boxes = [('stem\n3x3 s2 x2', 'io')]
+        for i, s in enumerate(strides):
+            kind = 'attn' if i >= FIRST_ATTENTION_STAGE[fusion] else 'conv'
+            label = f'S{i + 1} /{s}\n' + ('CPE + MHSA\n+ ConvFFN' if kind == 'attn' else 'dw7x7\nconv block')
+            boxes.append((label, kind))
+        boxes.append(('pool-LN-FC\nlogits', 'io'))
+        for j, (label, kind) in enumerate(boxes):
+            x = 0.9 + j * 1.65
+            ax.add_patch(FancyBboxPatch((x, y), 1.45, 0.7, boxstyle='round,pad=0.03', fc=colors[kind], ec='black'))
+            ax.text(x + 0.725, y + 0.35, label, ha='center', va='center', fontsize=8)
+            if j:
+                ax.annotate('', xy=(x, y + 0.35), xytext=(x - 0.2, y + 0.35), arrowprops=dict(arrowstyle='->'))
+    ax.text(
+        0.9,
+        3.25,
+        'ConvFormer fusion placements: where attention first appears (orange = attention stages, blue = conv stages)',
+        fontsize=10,
+    )
+    ax.text(
+        0.9,
+        -0.45,
+        'Input (B, C, H, W), any H, W >= 32; every stage keeps NCHW maps; strides 4/8/16/32; '
+        'keys/values pooled 2x at stride 8.',
+        fontsize=8,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches='tight', metadata={'Software': None})
+    plt.close(fig)
+    return path
+
+
+def render_cards(results: Path = RESULTS_DIR) -> list[Path]:
+    """One model card per architecture, when the card renderer is installed (the ``hub`` extra)."""
+    try:
+        from hybrid_zoo.hub import cards
+    except ImportError as err:  # huggingface_hub missing: cards are optional for a model-only install
+        _log.warning('model cards skipped: %s', err)
+        return []
+    return cards.render_architecture_cards(results / 'model_stats.json', ROOT / 'model_cards')
+
+
+def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
+    """Re-render the tables that quote ``bench-cpu.json`` from their own JSON and the current benchmark.
+
+    The Fashion-MNIST comparisons (``fmnist-*``) show each model's CPU speed from the benchmark, and the
+    profile's verdicts (``profile-cpu``) start from its target ratios, so a new benchmark run changes them;
+    accuracies and profiles stay as measured. With ``out`` the files are written there instead.
+    """
+    import shutil
+
+    from hybrid_zoo.benchmarks import compare, profile
+
+    bench = results / 'bench-cpu.json'
+    if out is not None and bench.exists():
+        shutil.copy(bench, out / bench.name)
+    written = []
+    profile_json = results / 'profile-cpu.json'
+    paths = sorted(results.glob('fmnist-*.json'))
+    if profile_json.exists():
+        paths.append(profile_json)
+    for path in paths:
+        target = path if out is None else Path(shutil.copy(path, out / path.name))
+        if path == profile_json:
+            profile.rerender(target, target.parent / bench.name)
+        else:
+            compare.render(read_json(path), target)
+        written.append(target.with_suffix('.md'))
+    return written
+
+
+def _stale_comparisons(results: Path) -> list[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = rerender_comparisons(results, Path(tmp))
+        return [
+            f.name for f in fresh if not (results / f.name).exists() or (results / f.name).read_text() != f.read_text()
+        ]
+
+
+def documents(readme: Path) -> list[Path]:
+    """The files with generated blocks: the README and every page of ``docs/`` beside it."""
+    return [readme, *sorted((readme.parent / 'docs').glob('*.md'))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    readme = Path(args.readme or ROOT / 'README.md')
+    results = Path(args.results or RESULTS_DIR)
+    if args.check:
+        stale = _stale_comparisons(results)
+        if stale:
+            print(f'stale against bench-cpu.json: {", ".join(stale)}: run `hybrid-zoo render-docs`')
+        stale_docs = [doc for doc in documents(readme) if render_readme(doc.read_text(), results) != doc.read_text()]
+        for doc in stale_docs:
+            print(f'{doc} is stale: run `hybrid-zoo render-docs`')
+        return 1 if stale or stale_docs else 0
+    for md in rerender_comparisons(results):
+        print(f'rendered {md}')
+    for doc in documents(readme):
+        doc.write_text(render_readme(doc.read_text(), results))
+        print(f'updated {doc}')
+    if not args.no_figures:
+        print(f'drew {draw_placements()}')
+        for card in render_cards(results):
+            print(f'wrote {card}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

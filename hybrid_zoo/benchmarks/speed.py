@@ -1,0 +1,846 @@
+"""Side-by-side speed benchmark of timm models, ours and any others, in one process tree.
+
+The parent process only schedules and summarises; every measurement runs in a worker subprocess, one per
+(model, round). Rounds are interleaved: round k measures every model once (the machine's reference GEMM
+rates first), odd rounds in reverse order, so drift and position effects hit all models alike.
+
+Why a fresh worker per (model, round) and not one long-lived worker per model: an idle worker that has
+imported torch and timm holds about 0.4 GB of private memory, and a worker that keeps glibc from trimming
+(below) keeps its whole peak, 1.5-7 GB here; 25 live workers do not fit in a 24 GiB machine. Starting
+and building again costs about 4 s per (model, round), some 15% of a full run (warm-up is needed every
+round either way), and buys isolation: a crash, an out-of-memory kill or a hang loses one sample, and
+every sample starts from the same process state.
+
+Workers are spawned with ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set high (glibc reads
+them when the process starts). By default glibc hands large freed blocks back to the kernel and the next
+batch page-faults them in again, so a model's speed depends on what ran before it (measured on the
+project machine: the same model at 14 img/s first in a process, 23.7 later); with the setting results are
+stable and match a long-running inference server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import importlib.util
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hybrid_zoo.benchmarks.speed_report import REFERENCE, summarise
+from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
+    LAYOUTS,
+    MALLOC_NO_TRIM,
+    PEER_SETS,
+    PRESETS,
+    BenchConfig,
+    allocator_label,
+    config_from_args,
+    default_threads,
+    parse_args,
+)
+
+__all__ = [
+    'LAYOUTS',
+    'MALLOC_NO_TRIM',
+    'PEER_SETS',
+    'PRESETS',
+    'BenchConfig',
+    'allocator_label',
+    'config_from_args',
+    'default_threads',
+    'exec_with_no_trim',
+    'main',
+    'measure',
+    'parse_args',
+    'resolve_models',
+    'size_class',
+    'worker_env',
+]
+
+logger = logging.getLogger(__name__)
+
+
+def exec_with_no_trim(args: Sequence[str]) -> None:
+    """Replace this process by ``python *args`` with :data:`MALLOC_NO_TRIM` set, unless it is set already.
+
+    glibc reads the variables once, at start-up, so a process that wants the setting must be started with it.
+    """
+    if any(os.environ.get(k) != v for k, v in MALLOC_NO_TRIM.items()):
+        os.execvpe(sys.executable, [sys.executable, *args], dict(os.environ, **MALLOC_NO_TRIM))
+
+
+_ENV_RECORDED = (*MALLOC_NO_TRIM, 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'KMP_BLOCKTIME')
+
+
+def size_class(name: str) -> str | None:
+    """'tiny' / 'small' / 'base' for our nine and the built-in peers, None for other models."""
+    from hybrid_zoo.models.variants import SIZE_OF
+
+    if name in SIZE_OF:
+        return SIZE_OF[name]
+    return next((size for size, peers in PEER_SETS.items() if name in peers), None)
+
+
+def resolve_models(models: Sequence[str] = (), *, family: bool = False, peers: Sequence[str] = ()) -> list[str]:
+    """The models of a run: ours (when no ``models`` are named, or ``family``), ``models``, then peer sets.
+
+    ``peers`` names sets of :data:`PEER_SETS` or ``'all'``. Duplicates are dropped, first place kept.
+    """
+    from hybrid_zoo.models import MODEL_NAMES
+
+    names = [*(MODEL_NAMES if family or not models else ()), *models]
+    for key in peers:
+        if key != 'all' and key not in PEER_SETS:
+            raise ValueError(f'unknown peer set {key!r}; expected one of {[*PEER_SETS, "all"]}')
+        for size in PEER_SETS if key == 'all' else (key,):
+            names += PEER_SETS[size]
+    return list(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parent: schedule workers, collect, summarise
+
+
+def worker_env(config: BenchConfig) -> dict[str, str]:
+    """The environment a worker starts with: allocator setting, thread counts, this package importable."""
+    env = dict(os.environ)
+    for key in MALLOC_NO_TRIM:
+        env.pop(key, None)  # --no-malloc-tuning compares against glibc's defaults, whatever the shell had
+    if config.malloc_tuning:
+        env.update(MALLOC_NO_TRIM)
+    env.update(OMP_NUM_THREADS=str(config.threads), MKL_NUM_THREADS=str(config.threads))
+    if config.jobs > 1:  # each worker's inductor compile pool gets its share of the cores
+        env.setdefault('TORCHINDUCTOR_COMPILE_THREADS', str(max(1, (os.cpu_count() or 1) // config.jobs)))
+    package_root = str(Path(__file__).resolve().parents[2])
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (package_root, env.get('PYTHONPATH')) if p)
+    return env
+
+
+class _Workers:
+    """Runs worker subprocesses (each in its own process group) and kills the ones still running on exit."""
+
+    def __init__(self, env: dict[str, str], tmpdir: Path, lock: Path | None = None) -> None:
+        self.env, self.tmpdir, self.lock_path = env, tmpdir, lock
+        self.running: dict[int, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self.count = 0
+
+    def run(self, task: dict, deadline: float) -> dict:
+        with self.lock:
+            self.count += 1
+            stem = self.tmpdir / f'{self.count:04d}'
+        task = dict(
+            task, result_path=str(stem.with_suffix('.result.json')), lock_path=self.lock_path and str(self.lock_path)
+        )
+        stem.with_suffix('.task.json').write_text(json.dumps(task))
+        cmd = [sys.executable, '-m', 'hybrid_zoo.benchmarks.speed', '--worker', str(stem.with_suffix('.task.json'))]
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        with self.lock:
+            self.running[proc.pid] = proc
+        timed_out = False
+        try:
+            log, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self._kill(proc)
+            log, _ = proc.communicate()
+        finally:
+            with self.lock:
+                self.running.pop(proc.pid, None)
+        result_path = Path(task['result_path'])
+        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+        if timed_out:
+            result['error'] = f'timed out after {time.monotonic() - start:.0f} s'
+        elif proc.returncode != 0 and 'error' not in result:
+            result['error'] = f'worker exited with status {proc.returncode}'
+        result.update(name=task['name'], round=task['round'], wall_s=round(time.monotonic() - start, 2))
+        result['log_tail'] = '\n'.join((log or '').strip().splitlines()[-15:]) if 'error' in result else None
+        if _crashed_in_training(result, proc.returncode, timed_out, task):
+            result = self._train_nchw(task, result, proc.returncode, deadline)
+        return result
+
+    def _train_nchw(self, task: dict, result: dict, returncode: int, deadline: float) -> dict:
+        """Re-measure only the training step, in NCHW, after the channels_last one killed the worker.
+
+        A native crash (torch 2.14's oneDNN faults in the backward of a 1x1 stride-2 conv over 3-8 input
+        channels with channels_last weights, as in the FastViT stems) cannot be caught inside the worker;
+        the inference numbers it recorded stand and the row says which layout its training number is from.
+        """
+        config = dict(task['config'], train_layout='nchw')
+        retry = self.run(dict(task, config=config, train_only=True), deadline)
+        why = f'channels_last training step killed the worker ({_signal_name(returncode)}); trained in NCHW'
+        if retry.get('error') or not retry.get('train'):
+            result['error'] = f'{result["error"]}; NCHW retry: {retry.get("error", "no training result")}'
+            return result
+        logger.warning('%s round %d: %s', task['name'], task['round'], why)
+        result.update(train=retry['train'], peak_mem_train_gb=retry.get('peak_mem_train_gb'), train_fallback=why)
+        result.pop('error', None)
+        result['log_tail'] = None
+        return result
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its own children (inductor compile pool)
+
+    def kill_all(self) -> None:
+        with self.lock:
+            for proc in list(self.running.values()):
+                self._kill(proc)
+
+
+def _crashed_in_training(result: dict, returncode: int | None, timed_out: bool, task: dict) -> bool:
+    """The worker died from a signal in a channels_last training step (every phase before it recorded)."""
+    config = task.get('config') or {}
+    phases = result.get('phase_s') or {}
+    before = 'compile' if task.get('compile') else 'infer'  # the phase that runs just before training
+    return (
+        not timed_out
+        and returncode is not None
+        and returncode < 0
+        and bool(result.get('infer'))
+        and before in phases
+        and not result.get('train')
+        and config.get('train', True)
+        and config.get('train_layout') == 'channels_last'
+        and not task.get('train_only')
+    )
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f'status {returncode}'
+
+
+def _tasks(models: Sequence[str], config: BenchConfig) -> list[dict]:
+    tasks = []
+    for r in range(config.rounds):
+        order = list(models) if r % 2 == 0 else list(models)[::-1]
+        if config.reference:
+            tasks.append({'name': REFERENCE, 'round': r, 'count': False, 'compile': False})
+        tasks += [{'name': m, 'round': r, 'count': r == 0, 'compile': config.compile} for m in order]
+    return tasks
+
+
+class _Budget:
+    """Decides, before a worker starts, whether it can still finish within ``time_budget`` seconds.
+
+    When time runs short, compilation is dropped first (it is the costly part), then whole models.
+    """
+
+    def __init__(self, seconds: float | None, start: float) -> None:
+        self.deadline = None if seconds is None else start + seconds
+        self.durations: dict[bool, list[float]] = {False: [], True: []}
+        self.skipped: list[str] = []
+
+    def estimate(self, compiled: bool) -> float:
+        seen = self.durations[compiled] or self.durations[False]
+        return statistics.median(seen) if seen else (90.0 if compiled else 20.0)
+
+    def admit(self, task: dict) -> dict | None:
+        if self.deadline is None:
+            return task
+        left = self.deadline - time.monotonic()
+        if task['compile'] and left < self.estimate(True):
+            task = dict(task, compile=False, compile_skipped='time budget')
+        if left < self.estimate(False):
+            self.skipped.append(f'{task["name"]} round {task["round"] + 1}: time budget')
+            return None
+        return task
+
+    def record(self, task: dict, wall_s: float) -> None:
+        self.durations[bool(task['compile'])].append(wall_s)
+
+
+def measure(
+    models: Sequence[str],
+    config: BenchConfig | None = None,
+    *,
+    progress: bool = True,
+    on_update: Callable[[dict], None] | None = None,
+    command: str | None = None,
+) -> dict:
+    """Measure ``models`` side by side and return the result document (nothing is printed or written).
+
+    Args:
+        models: timm model names (registered in this process and, through ``config.import_modules``, in the
+            workers); ours are registered by ``import hybrid_zoo``.
+        config: Measurement settings; defaults to :class:`BenchConfig`'s.
+        progress: Show a tqdm bar (rate, ETA) on stderr.
+        on_update: Called with the partial document after every worker, e.g. to save it as the run goes.
+        command: The command line that started the run, recorded in ``meta.run.command``.
+
+    Returns:
+        ``{'schema', 'meta', 'reference', 'models': {name: row}, 'rounds', 'targets', 'raw'}``: one row of
+        scalars per model (see :func:`summarise`), per-round values, the issue's targets evaluated on the
+        models measured, and every worker's samples.
+    """
+    import timm
+
+    from hybrid_zoo import __version__
+    from hybrid_zoo.benchmarks.speed_report import evaluate_targets
+    from hybrid_zoo.models import MODEL_NAMES
+
+    config = config or BenchConfig()
+    for module in config.import_modules:
+        __import__(module)
+    unknown = [m for m in models if not timm.is_model(m)]
+    if unknown:
+        raise ValueError(f'not timm models: {unknown} (is the package that registers them in --import?)')
+    if config.jobs > 1 and config.device == 'cpu':
+        logger.warning('--jobs %d on CPU: only the timed sections are serialised; builds disturb them', config.jobs)
+    start = time.monotonic()
+    meta = _meta(config, __version__)
+    meta['run'] = {'command': command}
+    raw: dict[str, list[dict]] = {name: [] for name in ([REFERENCE] if config.reference else [])}
+    raw.update({m: [] for m in models})
+    pending = deque(_tasks(models, config))
+    budget = _Budget(config.time_budget, start)
+    labels = {m: {'size': size_class(m), 'ours': m in MODEL_NAMES} for m in models}
+
+    def document(final: bool) -> dict:
+        doc = summarise(raw, asdict(config), meta, labels)
+        failed = sorted(name for name, results in raw.items() if any(r.get('error') for r in results))
+        doc['meta']['run'].update(
+            complete=final and not failed and not budget.skipped,
+            wall_s=round(time.monotonic() - start, 1),
+            failed=failed,
+            skipped=list(budget.skipped),
+        )
+        # the issue's targets are CPU targets (fp32, batch 32 at 224 px); other CPU settings get them as a smoke check
+        on_cpu = config.device == 'cpu'
+        doc['targets'] = evaluate_targets(doc['models'], doc['reference'], doc['rounds']) if on_cpu else []
+        return doc
+
+    bar = _progress(len(pending), progress)
+
+    def collect(result: dict) -> None:
+        raw[result['name']].append(result)
+        bar.update(1)
+        if on_update is not None:
+            on_update(document(final=False))
+
+    with tempfile.TemporaryDirectory(prefix='hz-bench-') as tmp:
+        lock = Path(tmp) / 'timing.lock' if config.jobs > 1 else None
+        if lock is not None:
+            lock.touch()
+        try:
+            _run_tasks(pending, config, _Workers(worker_env(config), Path(tmp), lock), budget, bar, collect)
+        finally:
+            bar.close()
+    return document(final=True)
+
+
+def _run_tasks(
+    pending: deque[dict], config: BenchConfig, workers: _Workers, budget: _Budget, bar, collect: Callable[[dict], None]
+) -> None:
+    """Start the tasks in order, at most ``config.jobs`` at once; a model that failed once is not retried."""
+    failed: set[str] = set()
+    with ThreadPoolExecutor(config.jobs) as pool:
+        running: dict = {}
+        try:
+            while pending or running:
+                while pending and len(running) < config.jobs:
+                    task = pending.popleft()
+                    task = None if task['name'] in failed else budget.admit(task)
+                    if task is None:
+                        bar.update(1)
+                        continue
+                    deadline = time.monotonic() + config.worker_timeout
+                    if budget.deadline is not None:  # cut short then; what the worker measured so far stays
+                        deadline = min(deadline, budget.deadline + 20.0)
+                    running[pool.submit(workers.run, dict(task, config=asdict(config)), deadline)] = task
+                    bar.set_postfix_str(f'round {task["round"] + 1}/{config.rounds} {task["name"]}', refresh=True)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task, result = running.pop(future), future.result()
+                    budget.record(task, result['wall_s'])
+                    if result.get('error'):
+                        failed.add(task['name'])
+                        name, r = task['name'], task['round']
+                        logger.warning('%s round %d failed: %s\n%s', name, r, result['error'], result['log_tail'])
+                    collect(result)
+        finally:
+            workers.kill_all()
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit='run', desc='bench', file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def _meta(config: BenchConfig, version: str) -> dict:
+    import torch
+
+    from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
+
+    onednn = re.search(r'MKL-DNN (v[\d.]+)', torch.__config__.show())
+    meta = machine_meta()
+    meta.update(
+        device=config.device if config.device != 'cpu' else cpu_name(),  # a GPU's name comes from the workers
+        threads=config.threads,
+        dtype='fp32' if config.amp == 'none' else f'amp {config.amp}',
+        allocator=allocator_label(config),
+        img_size=config.img_size,
+        batch_size=config.batch_size,
+        train_batch_size=config.train_batch_size,
+        rounds=config.rounds,
+    )
+    meta['settings'] = asdict(config)
+    meta['software'] = {
+        'python': meta.pop('python', None),
+        'hybrid_zoo': version,
+        'git_commit': _git_commit(),
+        'onednn': onednn.group(1) if onednn else None,
+        'cpu_capability': torch.backends.cpu.get_cpu_capability(),
+    }
+    meta['memory'] = (
+        'torch.cuda.max_memory_allocated' if config.device != 'cpu' else 'worker RSS high-water (ru_maxrss)'
+    )
+    return meta
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout this package runs from, with ``-dirty`` when files differ from it."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(['git', *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ''
+
+    try:
+        head = git('rev-parse', 'HEAD')
+        dirty = bool(git('status', '--porcelain', '--untracked-files=no'))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (head + '-dirty' * dirty) or None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker: one (model, round), started as ``python -m hybrid_zoo.benchmarks.speed --worker TASK.json``
+
+
+class _Recorder:
+    """The worker's result file, rewritten after every phase: a killed worker still reports what it measured."""
+
+    def __init__(self, path: str, data: dict) -> None:
+        self.path, self.data = Path(path), dict(data)
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        tmp = self.path.with_suffix('.tmp')
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+class _Phases:
+    """Seconds spent per worker phase, recorded with the results (where a run's time goes)."""
+
+    def __init__(self, rec: _Recorder) -> None:
+        self.rec, self.last = rec, time.perf_counter()
+        self.rec.data.setdefault('phase_s', {})
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.rec.data['phase_s'][name] = round(now - self.last, 2)
+        self.rec.update()  # on disk now: a native crash in the next phase still shows where it happened
+        self.last = now
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), i.e. interpreter start plus the torch / timm imports."""
+    try:
+        with open('/proc/self/stat') as f:
+            start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])  # field 22, starttime
+        with open('/proc/uptime') as f:
+            return round(float(f.read().split()[0]) - start_ticks / os.sysconf('SC_CLK_TCK'), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _CpuProbe:
+    """Share of the machine's CPU that other processes used during a sample (Linux ``/proc/stat``, else None)."""
+
+    def __init__(self) -> None:
+        self.enabled = os.path.exists('/proc/stat')
+        self.hz = os.sysconf('SC_CLK_TCK') if self.enabled else 100
+        self._start: tuple[int, int, float] | None = None
+
+    @staticmethod
+    def _read() -> tuple[int, int, float]:
+        with open('/proc/stat') as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        own = os.times()
+        return sum(ticks), sum(ticks) - ticks[3] - ticks[4], own.user + own.system
+
+    def start(self) -> None:
+        self._start = self._read() if self.enabled else None
+
+    def stop(self) -> float | None:
+        if self._start is None:
+            return None
+        total, busy, own = (b - a for a, b in zip(self._start, self._read(), strict=True))
+        if total < 10:  # under 10 ticks the clock-tick counts say nothing
+            return None
+        return round(max(0.0, (busy / self.hz - own) / (total / self.hz)), 3)
+
+
+class _Device:
+    """Device, autocast, synchronisation and peak memory for the worker."""
+
+    def __init__(self, config: BenchConfig) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(config.device)
+        self.cuda = self.device.type == 'cuda'
+        self.amp = config.amp
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+
+    def autocast(self):
+        if self.amp == 'none':
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16)
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def peak_mem_gb(self) -> float:
+        if self.cuda:
+            return self.torch.cuda.max_memory_allocated(self.device) / 1e9
+        import resource  # POSIX only, like the allocator setting this tool is about
+
+        scale = 1 if sys.platform == 'darwin' else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+@contextlib.contextmanager
+def _timing_lock(path: str | None):
+    """With several workers at once (``--jobs``), only one of them runs a timed section at a time."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _timed(fns: dict[str, Callable[[], Any]], warmup: int, iters: int, dev: _Device, probe: _CpuProbe) -> dict:
+    """Warm every function up, then time them in alternating order (ABBA...), so drift hits them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    dev.sync()
+    keys = list(fns)
+    out: dict[str, dict[str, list]] = {k: {'t': [], 'busy': []} for k in keys}
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(iters):
+            for key in keys if i % 2 == 0 else keys[::-1]:
+                probe.start()
+                t0 = time.perf_counter()
+                fns[key]()
+                dev.sync()
+                out[key]['t'].append(time.perf_counter() - t0)
+                out[key]['busy'].append(probe.stop())
+    finally:
+        gc.enable()
+    return out
+
+
+def _create_model(name: str, config: BenchConfig):
+    import timm
+
+    kwargs: dict[str, Any] = {'num_classes': config.num_classes}
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is not None and cfg.fixed_input_size:  # position tables / windows are sized at construction
+        kwargs['img_size'] = config.img_size
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _deploy(model, config: BenchConfig) -> tuple[Any, bool, str | None]:
+    """The inference model: reparameterized (BN and branches folded) when asked and supported."""
+    from timm.models import reparameterize_model
+
+    hooks = ('fuse', 'reparameterize', 'switch_to_deploy')
+    supported = any(m is not model and any(callable(getattr(m, h, None)) for h in hooks) for m in model.modules())
+    if not (config.reparam and supported):
+        return model, False, None
+    try:
+        return reparameterize_model(model.eval()), True, None
+    except Exception as e:  # a module whose ``fuse`` is not timm's hook (e.g. a submodule named fuse)
+        return model, False, f'{type(e).__name__}: {e}'
+
+
+def _memory_format(layout: str):
+    import torch
+
+    return torch.channels_last if layout == 'channels_last' else torch.contiguous_format
+
+
+def _measure_model(task: dict, config: BenchConfig, rec: _Recorder, dev: _Device) -> None:
+    """Build, count (first round), then time inference, batch-1 latency, compiled inference and a training step."""
+    import torch
+
+    from hybrid_zoo.flops import count_macs, count_params
+
+    probe, lock, phases = _CpuProbe(), task.get('lock_path'), _Phases(rec)
+    torch.manual_seed(0)
+    size = (3, config.img_size, config.img_size)
+    model = _create_model(task['name'], config).eval()
+    if task.get('train_only'):  # the NCHW retry after a crash in the channels_last training step
+        model.to(dev.device)
+        _measure_training(model, config, rec, dev, probe, lock)
+        phases.done('train')
+        return
+    run_model, reparameterized, reparam_error = _deploy(model, config)
+    phases.done('build')
+    if task['count']:
+        macs = count_macs(model, size)
+        run_macs = count_macs(run_model, size) if reparameterized else macs
+        info = {'params': count_params(model), 'gmacs': macs.gmacs, 'attention_gmacs': macs.attention_gmacs}
+        info.update(gmacs_run=run_macs.gmacs, reparameterized=reparameterized, reparam_error=reparam_error)
+        rec.update(info=dict(info, fixed_input_size=bool(model.pretrained_cfg.get('fixed_input_size'))))
+        phases.done('count')
+    model.to(dev.device)
+    run_model.to(dev.device)
+    with _timing_lock(lock):
+        best_net, best_input = _measure_inference(run_model, task, config, rec, dev, probe)
+    phases.done('infer')
+    if task['compile']:
+        _measure_compiled(best_net, best_input, config, rec, dev, probe, lock)
+        phases.done('compile')
+    elif task.get('compile_skipped'):
+        rec.update(compile={'skipped': task['compile_skipped']})
+    del run_model, best_net, best_input
+    if config.train:
+        _measure_training(model, config, rec, dev, probe, lock)
+        phases.done('train')
+
+
+def _forward(net, inp, dev: _Device) -> Callable[[], None]:
+    import torch
+
+    def run() -> None:
+        with torch.inference_mode(), dev.autocast():
+            net(inp)
+
+    return run
+
+
+def _measure_inference(run_model, task: dict, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe):
+    """Both layouts timed in alternation (paired), then latency in the faster one; returns that model and input."""
+    import torch
+
+    size = (3, config.img_size, config.img_size)
+    layouts = list(config.layouts) if task['round'] % 2 == 0 else list(config.layouts)[::-1]
+    x = torch.randn(config.batch_size, *size, device=dev.device)
+    nets = {
+        lay: (run_model if i == 0 else copy.deepcopy(run_model)).to(memory_format=_memory_format(lay))
+        for i, lay in enumerate(layouts)
+    }
+    inputs = {lay: x.contiguous(memory_format=_memory_format(lay)) for lay in layouts}
+    fns = {lay: _forward(nets[lay], inputs[lay], dev) for lay in layouts}
+    infer = _timed(fns, config.warmup, config.iters, dev, probe)
+    best = max(layouts, key=lambda lay: len(infer[lay]['t']) / sum(infer[lay]['t']))
+    latency = None
+    if config.latency:
+        x1 = torch.randn(config.latency_batch_size, *size, device=dev.device)
+        run = _forward(nets[best], x1.contiguous(memory_format=_memory_format(best)), dev)
+        latency = dict(_timed({'b1': run}, config.latency_warmup, config.latency_iters, dev, probe)['b1'], layout=best)
+    rec.update(infer=infer, latency=latency, peak_mem_infer_gb=dev.peak_mem_gb())
+    return nets[best], inputs[best]
+
+
+def _measure_compiled(net, inp, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
+    import torch
+
+    try:
+        compiled = _forward(torch.compile(net), inp, dev)
+        t0 = time.perf_counter()
+        compiled()  # the first call compiles, outside the timing lock
+        dev.sync()
+        compile_s = time.perf_counter() - t0
+        with _timing_lock(lock):
+            timed = _timed({'c': compiled}, config.warmup, config.iters, dev, probe)['c']
+        rec.update(compile=dict(timed, compile_s=compile_s))
+    except Exception as e:  # inductor needs a C++ compiler on CPU; one model failing must not lose the rest
+        rec.update(compile={'error': f'{type(e).__name__}: {e}'[:500]})
+    torch._dynamo.reset()
+
+
+def training_step(model, x, y, autocast: Callable = contextlib.nullcontext) -> Callable[[], None]:
+    """The benchmark's training step on ``(x, y)``: forward, cross-entropy, backward, SGD with momentum.
+
+    A model that returns several outputs in training mode (distillation heads) is scored on the first.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            out = model(x)
+            out = out[0] if isinstance(out, tuple | list) else out
+            loss = F.cross_entropy(out.float(), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _measure_training(model, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
+    """Forward, backward and an SGD step (:func:`training_step`) on the model as built (not reparameterized)."""
+    import torch
+
+    fmt = _memory_format(config.train_layout)
+    model.train().to(memory_format=fmt)
+    x = torch.randn(config.train_batch_size, 3, config.img_size, config.img_size, device=dev.device)
+    x = x.contiguous(memory_format=fmt)
+    y = torch.randint(0, config.num_classes, (config.train_batch_size,), device=dev.device)
+    step = training_step(model, x, y, dev.autocast)
+    with _timing_lock(lock):
+        train = _timed({'train': step}, config.train_warmup, config.train_iters, dev, probe)['train']
+    rec.update(train=dict(train, layout=config.train_layout), peak_mem_train_gb=dev.peak_mem_gb())
+
+
+def _measure_reference(task: dict, config: BenchConfig, rec: _Recorder, dev: _Device) -> None:
+    """The machine's GEMM rates: a channels_last 1x1 conv (oneDNN on CPU) and, for contrast, torch.mm."""
+    import torch
+    from torch import nn
+
+    b, n = config.reference_batch, config.reference_mm_size
+    conv = nn.Conv2d(1024, 1024, 1, bias=False).to(dev.device, memory_format=torch.channels_last).eval()
+    x = torch.randn(b, 1024, 28, 28, device=dev.device).contiguous(memory_format=torch.channels_last)
+    m1, m2 = torch.randn(n, n, device=dev.device), torch.randn(n, n, device=dev.device)
+
+    def run_conv() -> None:
+        with torch.inference_mode(), dev.autocast():
+            conv(x)
+
+    def run_mm() -> None:
+        with torch.inference_mode(), dev.autocast():
+            torch.mm(m1, m2)
+
+    with _timing_lock(task.get('lock_path')):
+        timed = _timed({'conv': run_conv, 'mm': run_mm}, 2, config.reference_iters, dev, _CpuProbe())
+    timed['conv']['flop'] = 2 * b * 28 * 28 * 1024 * 1024
+    timed['mm']['flop'] = 2 * n**3
+    rec.update(reference=timed)
+
+
+def _worker_main(task_path: str) -> int:
+    task = json.loads(Path(task_path).read_text())
+    config = BenchConfig.from_dict(task['config'])
+    import torch
+
+    torch.set_num_threads(config.threads)
+    rec = _Recorder(
+        task['result_path'],
+        {
+            'env': {k: os.environ.get(k) for k in _ENV_RECORDED},
+            'threads': torch.get_num_threads(),
+            'phase_s': {'startup': _process_age()},
+        },
+    )
+    try:
+        import hybrid_zoo  # noqa: F401  registers our models
+
+        for module in config.import_modules:
+            __import__(module)
+        dev = _Device(config)
+        if dev.cuda:
+            rec.update(device_name=torch.cuda.get_device_name(dev.device))
+        measure_fn = _measure_reference if task['name'] == REFERENCE else _measure_model
+        measure_fn(task, config, rec, dev)
+        rec.update(done=True)
+    except Exception as e:
+        traceback.print_exc()
+        rec.update(error=f'{type(e).__name__}: {e}'[:500])
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['--worker']:
+        return _worker_main(argv[1])
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    missing = [m for m in ('tqdm', 'matplotlib') if importlib.util.find_spec(m) is None]
+    if missing:  # checked before measuring: the plot is drawn after a run that may take half an hour
+        logger.error('hybrid-zoo bench needs %s: pip install "hybrid_zoo[bench]"', ' and '.join(missing))
+        return 2
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from hybrid_zoo.benchmarks import speed_report as bench_report
+    from hybrid_zoo.benchmarks.results import read_json, write_json_atomic
+
+    out_dir = Path(args.out_dir)
+    json_path = out_dir / f'{args.name}.json'
+    try:
+        if args.report_only:
+            doc = bench_report.refresh(read_json(args.report_only))
+        else:
+            config = config_from_args(args)
+            models = resolve_models(args.models, family=args.family, peers=args.peers)
+            logger.info('%d model(s) x %d round(s), %d threads, allocator: %s', len(models), config.rounds,
+                        config.threads, allocator_label(config))  # fmt: skip
+            with logging_redirect_tqdm():
+                doc = measure(
+                    models,
+                    config,
+                    progress=not args.quiet,
+                    on_update=lambda d: write_json_atomic(json_path, d),
+                    command='hybrid-zoo bench ' + shlex.join(argv),
+                )
+        paths = bench_report.write_outputs(doc, out_dir, args.name, top1_csv=args.top1_csv)
+    except (ValueError, FileNotFoundError) as e:
+        logger.error('%s', e)
+        return 2
+    for line in bench_report.target_lines(doc['targets']):
+        print(line)
+    for path in paths:
+        print(path)
+    return 1 if doc['meta']['run'].get('failed') else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

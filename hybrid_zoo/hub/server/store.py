@@ -1,0 +1,391 @@
+"""On-disk storage of the local Hub server: content-addressed blobs, immutable commits, atomic refs.
+
+Layout under ``data_dir``::
+
+    objects/<sha256[:2]>/<sha256>          file contents, regular and LFS alike, stored once
+    repos/<type>s/<ns>/<name>/repo.json    {"private": bool, "created_at": str}
+    repos/<type>s/<ns>/<name>/refs.json    {"heads": {branch: commit}, "tags": {...}, "prs": {...}}
+    repos/<type>s/<ns>/<name>/commits/<commit>.json   one immutable file per commit
+    repos/<type>s/<ns>/<name>/lfs/<sha256>             LFS objects uploaded to this repo
+
+A commit becomes visible only when ``refs.json`` is replaced (``os.replace`` is atomic), after its
+blobs and its commit file are on disk: a crash or a dropped upload leaves unreferenced files, never a
+half-written revision. LFS objects are linked per repo because a blob in the shared store proves
+nothing about who may reference it: a repo may commit an LFS pointer only to content uploaded to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hybrid_zoo.benchmarks.results import write_json_atomic
+
+REPO_TYPES = ('model', 'dataset', 'space')
+# The Hub decides "lfs" from .gitattributes and a content sample; these are its default patterns
+# (https://huggingface.co/docs/hub/repositories-getting-started#requirements) plus images.
+LFS_SUFFIXES = (
+    '.safetensors',
+    '.bin',
+    '.pt',
+    '.pth',
+    '.ckpt',
+    '.onnx',
+    '.h5',
+    '.msgpack',
+    '.npy',
+    '.npz',
+    '.pkl',
+    '.parquet',
+    '.arrow',
+    '.zip',
+    '.gz',
+    '.tar',
+    '.zst',
+    '.png',
+    '.jpg',
+    '.jpeg',
+    '.webp',
+)
+LFS_MIN_SIZE = 10 * 1024 * 1024
+GITATTRIBUTES = ''.join(f'*{suffix} filter=lfs diff=lfs merge=lfs -text\n' for suffix in LFS_SUFFIXES)
+_NAME = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$')
+_SHA256 = re.compile(r'^[0-9a-f]{64}$')
+_SHA1 = re.compile(r'^[0-9a-f]{40}$')
+
+
+class StoreError(Exception):
+    """A request the store refuses; ``status`` and ``code`` map onto the Hub's HTTP error replies."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def now_iso() -> str:
+    """UTC time in the Hub's format (``2024-01-31T12:00:00.000Z``)."""
+    return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3] + 'Z'
+
+
+def git_blob_oid(data: bytes) -> str:
+    """git's object id of a blob: what the Hub reports as a regular file's ``oid`` and ETag."""
+    return hashlib.sha1(b'blob %d\0' % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f'version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n'.encode()
+
+
+def wants_lfs(path: str, size: int, sample: bytes = b'') -> bool:
+    """Upload mode the Hub would pick: LFS for weight/data/image suffixes, big files and binary content."""
+    return path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE or b'\0' in sample
+
+
+def check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split('/')
+    if len(parts) != 2 or not all(_NAME.match(p) and '..' not in p and '--' not in p for p in parts):
+        raise StoreError(400, f"Invalid repo id {repo_id!r}: expected 'namespace/name'")
+
+
+def check_path(path: str) -> str:
+    parts = path.split('/')
+    if not path or path.startswith('/') or any(p in ('', '.', '..') for p in parts) or parts[0] == '.git':
+        raise StoreError(400, f'Invalid path in repo: {path!r}')
+    return path
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a revision. ``git_oid`` is the git blob id (of the LFS pointer for LFS files)."""
+
+    sha256: str
+    size: int
+    git_oid: str
+    lfs: bool
+
+    @property
+    def upload_oid(self) -> str:
+        """The oid the client compares in preupload: sha256 for LFS files, git blob id otherwise."""
+        return self.sha256 if self.lfs else self.git_oid
+
+    @property
+    def pointer_size(self) -> int:
+        return len(lfs_pointer(self.sha256, self.size))
+
+
+@dataclass(frozen=True)
+class Commit:
+    id: str
+    parents: tuple[str, ...]
+    title: str
+    message: str
+    author: str
+    date: str
+    files: dict[str, FileEntry]
+
+    def to_json(self) -> dict:
+        files = {p: [f.sha256, f.size, f.git_oid, f.lfs] for p, f in sorted(self.files.items())}
+        return dict(
+            id=self.id,
+            parents=list(self.parents),
+            title=self.title,
+            message=self.message,
+            author=self.author,
+            date=self.date,
+            files=files,
+        )
+
+    @classmethod
+    def from_json(cls, d: dict) -> Commit:
+        files = {p: FileEntry(*v) for p, v in d['files'].items()}
+        return cls(d['id'], tuple(d['parents']), d['title'], d['message'], d['author'], d['date'], files)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One line of a commit request: ``add`` (``sha256`` names a blob already in the store) or ``delete``."""
+
+    kind: str  # 'add' | 'delete' | 'delete_folder'
+    path: str
+    sha256: str = ''
+    lfs: bool = False
+
+
+class Store:
+    """Repos, revisions and blobs of one server. Thread-safe; one server process per ``data_dir``."""
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.root = Path(data_dir)
+        (self.root / 'objects' / 'tmp').mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # serialises ref updates; blobs and commit files are immutable
+
+    # ---- blobs -------------------------------------------------------------------------------
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / 'objects' / sha256[:2] / sha256
+
+    def has_blob(self, sha256: str) -> bool:
+        return bool(_SHA256.match(sha256)) and self.blob_path(sha256).is_file()
+
+    def put_bytes(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not self.has_blob(sha256):
+            self.put_stream([data], sha256, len(data))
+        return sha256
+
+    def put_stream(self, chunks: Iterable[bytes], sha256: str, size: int) -> None:
+        """Store streamed content that must hash to ``sha256``; nothing is kept if it does not or breaks off."""
+        fd, tmp = tempfile.mkstemp(dir=self.root / 'objects' / 'tmp')
+        digest, n = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    n += len(chunk)
+                    f.write(chunk)
+            if n != size or digest.hexdigest() != sha256:
+                raise StoreError(400, f'Uploaded content does not match: expected sha256 {sha256} and {size} bytes')
+            self.blob_path(sha256).parent.mkdir(exist_ok=True)
+            os.replace(tmp, self.blob_path(sha256))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def read_range(self, sha256: str, start: int, end: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        with open(self.blob_path(sha256), 'rb') as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = f.read(min(chunk_size, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.blob_path(sha256).read_bytes()
+
+    def entry_for(self, sha256: str, lfs: bool) -> FileEntry:
+        size = self.blob_path(sha256).stat().st_size
+        git_oid = git_blob_oid(lfs_pointer(sha256, size) if lfs else self.read_bytes(sha256))
+        return FileEntry(sha256, size, git_oid, lfs)
+
+    # ---- repos -------------------------------------------------------------------------------
+    def _dir(self, repo_type: str, repo_id: str) -> Path:
+        check_repo_id(repo_id)  # every path under repos/ is built here: no '..' can walk out of the store
+        return self.root / 'repos' / f'{repo_type}s' / repo_id
+
+    def repo_meta(self, repo_type: str, repo_id: str) -> dict | None:
+        try:
+            return json.loads((self._dir(repo_type, repo_id) / 'repo.json').read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def create_repo(self, repo_type: str, repo_id: str, *, private: bool, author: str) -> None:
+        """Create a repo whose ``main`` holds one commit with the default ``.gitattributes``, as the Hub does."""
+        with self._lock:
+            if self.repo_meta(repo_type, repo_id) is not None:
+                raise StoreError(409, 'You already created this repo')
+            d = self._dir(repo_type, repo_id)
+            if d.exists():  # debris of an interrupted create or delete
+                shutil.rmtree(d)
+            attrs = self.put_bytes(GITATTRIBUTES.encode())
+            commit = self._new_commit(
+                (), {'.gitattributes': self.entry_for(attrs, False)}, 'initial commit', '', author
+            )
+            self._save_commit(repo_type, repo_id, commit)
+            self._save_refs(repo_type, repo_id, {'heads': {'main': commit.id}, 'tags': {}, 'prs': {}})
+            # repo.json last: a repo exists only once it is complete
+            write_json_atomic(d / 'repo.json', {'private': private, 'created_at': now_iso()})
+
+    def delete_repo(self, repo_type: str, repo_id: str) -> None:
+        with self._lock:
+            d = self._dir(repo_type, repo_id)
+            (d / 'repo.json').unlink(missing_ok=True)  # invisible at once, even if the rmtree is interrupted
+            shutil.rmtree(d, ignore_errors=True)
+
+    def set_private(self, repo_type: str, repo_id: str, private: bool) -> None:
+        with self._lock:
+            meta = self.repo_meta(repo_type, repo_id) or {}
+            meta['private'] = private
+            write_json_atomic(self._dir(repo_type, repo_id) / 'repo.json', meta)
+
+    # ---- refs and commits ----------------------------------------------------------------------
+    def refs(self, repo_type: str, repo_id: str) -> dict[str, dict[str, str]]:
+        return json.loads((self._dir(repo_type, repo_id) / 'refs.json').read_text())
+
+    def _save_refs(self, repo_type: str, repo_id: str, refs: dict) -> None:
+        write_json_atomic(self._dir(repo_type, repo_id) / 'refs.json', refs)
+
+    def read_commit(self, repo_type: str, repo_id: str, commit_id: str) -> Commit:
+        return Commit.from_json(
+            json.loads((self._dir(repo_type, repo_id) / 'commits' / f'{commit_id}.json').read_text())
+        )
+
+    def _save_commit(self, repo_type: str, repo_id: str, commit: Commit) -> None:
+        write_json_atomic(self._dir(repo_type, repo_id) / 'commits' / f'{commit.id}.json', commit.to_json())
+
+    @staticmethod
+    def _new_commit(
+        parents: tuple[str, ...], files: dict[str, FileEntry], title: str, message: str, author: str
+    ) -> Commit:
+        date = now_iso()
+        body = json.dumps([parents, sorted((p, f.git_oid) for p, f in files.items()), title, message, author, date])
+        # a nonce keeps two identical commits made in the same millisecond apart, as git's would be by time
+        commit_id = hashlib.sha1(body.encode() + secrets.token_bytes(8)).hexdigest()
+        return Commit(commit_id, parents, title, message, author, date, files)
+
+    def resolve(self, repo_type: str, repo_id: str, revision: str) -> str | None:
+        """Commit id of a branch, tag, ``refs/heads|tags|pr/...`` name or full commit id; None if unknown."""
+        refs = self.refs(repo_type, repo_id)
+        for prefix, kind in (('refs/heads/', 'heads'), ('refs/tags/', 'tags'), ('refs/pr/', 'prs')):
+            if revision.startswith(prefix):
+                return refs[kind].get(revision[len(prefix) :])
+        if revision in refs['heads']:
+            return refs['heads'][revision]
+        if revision in refs['tags']:
+            return refs['tags'][revision]
+        if _SHA1.match(revision) and (self._dir(repo_type, repo_id) / 'commits' / f'{revision}.json').is_file():
+            return revision
+        return None
+
+    def history(self, repo_type: str, repo_id: str, commit_id: str) -> list[Commit]:
+        """First-parent history, newest first."""
+        out = []
+        while commit_id:
+            commit = self.read_commit(repo_type, repo_id, commit_id)
+            out.append(commit)
+            commit_id = commit.parents[0] if commit.parents else ''
+        return out
+
+    def link_lfs(self, repo_type: str, repo_id: str, sha256: str) -> None:
+        marker = self._dir(repo_type, repo_id) / 'lfs' / sha256
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+
+    def has_lfs(self, repo_type: str, repo_id: str, sha256: str) -> bool:
+        return bool(_SHA256.match(sha256)) and (self._dir(repo_type, repo_id) / 'lfs' / sha256).is_file()
+
+    def commit(
+        self,
+        repo_type: str,
+        repo_id: str,
+        revision: str,
+        ops: list[Op],
+        *,
+        title: str,
+        message: str,
+        author: str,
+        parent_commit: str | None = None,
+        create_pr: bool = False,
+    ) -> tuple[Commit, int | None]:
+        """Apply ``ops`` on top of branch (or PR ref) ``revision``; returns the commit and the new PR number.
+
+        Every blob the ops name must already be stored; the ref moves last, so a failure leaves no trace.
+        """
+        with self._lock:
+            refs = self.refs(repo_type, repo_id)
+            if revision.startswith('refs/pr/'):
+                kind, name = 'prs', revision[len('refs/pr/') :]
+            else:
+                kind, name = 'heads', revision.removeprefix('refs/heads/')
+            head = refs[kind].get(name)
+            if head is None:
+                base = self.resolve(repo_type, repo_id, revision)
+                hint = 'commits go to a branch' if base else 'create the branch first'
+                raise StoreError(
+                    404, f'Revision {revision!r} is not a branch of {repo_id} ({hint})', 'RevisionNotFound'
+                )
+            if parent_commit is not None and parent_commit != head:
+                raise StoreError(412, f'A commit has happened since {parent_commit}: {revision} is at {head}')
+            files = dict(self.read_commit(repo_type, repo_id, head).files)
+            for op in ops:
+                if op.kind == 'add':
+                    if op.lfs and not self.has_lfs(repo_type, repo_id, op.sha256):
+                        raise StoreError(422, f'LFS object {op.sha256} of {op.path!r} was not uploaded to {repo_id}')
+                    files[op.path] = self.entry_for(op.sha256, op.lfs)
+                elif op.kind == 'delete':
+                    if files.pop(op.path, None) is None:
+                        raise StoreError(404, f"A file with this name doesn't exist: {op.path}", 'EntryNotFound')
+                else:
+                    prefix = op.path.rstrip('/') + '/'
+                    gone = [p for p in files if p.startswith(prefix)]
+                    if not gone:
+                        raise StoreError(404, f"A folder with this name doesn't exist: {op.path}", 'EntryNotFound')
+                    for p in gone:
+                        del files[p]
+            commit = self._new_commit((head,), files, title, message, author)
+            self._save_commit(repo_type, repo_id, commit)
+            pr_num = None
+            if create_pr:
+                pr_num = max((int(n) for n in refs['prs']), default=0) + 1
+                refs['prs'][str(pr_num)] = commit.id
+            else:
+                refs[kind][name] = commit.id
+            self._save_refs(repo_type, repo_id, refs)
+            return commit, pr_num
+
+    def set_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_id: str | None) -> None:
+        """Create (``commit_id``) or delete (None) a branch (``heads``) or tag (``tags``)."""
+        with self._lock:
+            refs = self.refs(repo_type, repo_id)
+            what = 'Branch' if kind == 'heads' else 'Tag'
+            if commit_id is None:
+                if refs[kind].pop(name, None) is None:
+                    raise StoreError(404, f'{what} {name!r} does not exist', 'RevisionNotFound')
+            elif name in refs[kind]:
+                raise StoreError(409, f'{what} {name!r} already exists')
+            elif not re.fullmatch(r'[A-Za-z0-9._/-]+', name) or name.startswith('refs/'):
+                raise StoreError(400, f'Invalid {what.lower()} name {name!r}')
+            else:
+                refs[kind][name] = commit_id
+            self._save_refs(repo_type, repo_id, refs)

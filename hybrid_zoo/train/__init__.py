@@ -1,0 +1,10 @@
+"""Training tier (``pip install 'hybrid_zoo[train]'``): the Accelerate training loop, HF ``datasets`` input,
+the embedded datasets, evaluation and plots.
+
+``python -m hybrid_zoo.train`` (and ``accelerate launch -m hybrid_zoo.train``) runs the trainer; ``TrainConfig``
+and its command line live in ``hybrid_zoo_cli.train`` (no torch there, so ``--help`` is instant).
+"""
+
+from .loop import NonFiniteLossError, ResumeMismatchError, TrainConfig, fit, main
+
+__all__ = ['NonFiniteLossError', 'ResumeMismatchError', 'TrainConfig', 'fit', 'main']

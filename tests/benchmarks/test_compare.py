@@ -1,0 +1,106 @@
+"""The identical-recipe comparison: every model trained the same way, tested once, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from hybrid_zoo.benchmarks.compare import RECIPES, compare, ranking_stable, summarize, swapped_pairs
+
+pytestmark = pytest.mark.train
+
+
+def _row(model, seed, top1):
+    return {'model': model, 'seed': seed, 'test_top1': top1}
+
+
+def test_summary_and_ranking_stability():
+    rows = [_row('a', 0, 90.0), _row('b', 0, 80.0), _row('a', 1, 92.0), _row('b', 1, 81.0)]
+    s = summarize(rows)
+    assert s['a'] == {'n': 2, 'mean': 91.0, 'std': pytest.approx(1.414, abs=1e-3), 'min': 90.0, 'max': 92.0}
+    assert ranking_stable(rows)
+    assert not ranking_stable(rows + [_row('a', 2, 70.0), _row('b', 2, 85.0)])
+    assert swapped_pairs(rows) == []
+    swaps = swapped_pairs(rows + [_row('c', 0, 85.0), _row('c', 1, 80.0)])  # c: behind a, between b's seeds
+    assert swaps == [{'models': ['c', 'b'], 'mean_gap': 2.0}]
+
+
+def test_compare_trains_tests_and_resumes(tmp_path):
+    from hybrid_zoo.train.data import prepare_digits
+
+    data = tmp_path / 'digits'
+    prepare_digits(data)
+    recipe = dataclasses.replace(RECIPES['smoke'], train_samples=300, batch_size=50)
+    results = tmp_path / 'results' / 'fmnist-smoke.json'
+    out = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
+    assert {r['model'] for r in out['runs']} == {'convformer_tiny', 'test_resnet'}
+    for r in out['runs']:
+        assert 0 <= r['test_top1'] <= 100 and r['test_top5'] >= r['test_top1']
+        assert r['gmacs'] > 0 and r['params_m'] > 0
+    saved = json.loads(results.read_text())
+    ours, peer = saved['models']['convformer_tiny'], saved['models']['test_resnet']
+    assert ours['split'] == 'test' and len(ours['per_class']) == 10
+    assert ours['train_loss'] > 0 and set(ours['layer_scale']) == {'conv', 'attention'}  # diagnostics of the fit
+    assert peer['layer_scale'] is None and '| final train loss |' in results.with_suffix('.md').read_text()
+    assert results.with_suffix('.md').exists() and results.with_suffix('.png').exists()
+    # never validated on test: the trainer only saw the train split
+    assert json.loads((tmp_path / 'work' / 'smoke' / 'train_only' / 'dataset_dict.json').read_text())['splits'] == [
+        'train'
+    ]
+    row_file = tmp_path / 'work' / 'smoke' / 'convformer_tiny-s0' / 'compare_row.json'
+    before = row_file.stat().st_mtime_ns
+    again = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
+    assert row_file.stat().st_mtime_ns == before  # finished runs are not trained again
+    assert again['runs'] == out['runs']
+
+
+def test_design_variant_runs_in_its_own_folder(tmp_path):
+    from hybrid_zoo.train.data import prepare_digits
+
+    data = tmp_path / 'digits'
+    prepare_digits(data)
+    recipe = dataclasses.replace(RECIPES['smoke'], train_samples=200, batch_size=50)
+    results = tmp_path / 'fmnist-smoke-wide.json'
+    with pytest.raises(ValueError, match='need a variant name'):
+        compare(['test_resnet'], [0], recipe, data, tmp_path / 'work', results, model_kwargs={'global_pool': 'max'})
+    out = compare(
+        ['test_resnet'],
+        [0],
+        recipe,
+        data,
+        tmp_path / 'work',
+        results,
+        0,
+        model_kwargs={'global_pool': 'max'},
+        variant='maxpool',
+    )
+    assert out['variant'] == 'maxpool' and out['runs'][0]['model_kwargs'] == {'global_pool': 'max'}
+    run = tmp_path / 'work' / 'smoke-maxpool' / 'test_resnet-s0'
+    assert json.loads((run / 'model' / 'config.json').read_text())['model_args']['global_pool'] == 'max'
+    assert not (tmp_path / 'work' / 'smoke').exists()
+
+
+def test_pick_advice_is_grounded_in_the_numbers():
+    from hybrid_zoo.benchmarks.compare import pick_advice
+
+    def entry(top1, std):
+        return {'top1': top1, 'top1_std': std}
+
+    data = {
+        'models': {
+            'convformer_tiny_early': entry(80.0, 0.3),
+            'convformer_tiny': entry(81.0, 0.2),
+            'convformer_tiny_late': entry(84.0, 0.4),
+            'convnext_nano': entry(85.0, 0.1),
+        }
+    }
+    bench = {'convformer_tiny_late': {'infer_img_s': 77.6}, 'convformer_tiny': {'infer_img_s': 62.4}}
+    text = pick_advice(data, bench)
+    assert '`convformer_tiny_late` is the most accurate placement (84.00%)' in text
+    assert 'a real difference' in text and 'fastest (77.6 img/s' in text
+    assert 'trails the best peer, `convnext_nano`, by 1.00 points' in text
+    assert 'above the runner-up `convformer_tiny`' in text
+    data['models']['convformer_tiny_late'] = entry(81.2, 0.4)
+    assert 'treat as a tie' in pick_advice(data, bench)
