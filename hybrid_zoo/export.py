@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hybrid_zoo.benchmarks.results import machine_meta, write_json_atomic
+from hybrid_zoo.atomic import write_json_atomic
+from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo_cli.export import build_parser
 
 _log = logging.getLogger(__name__)

@@ -24,8 +24,9 @@ import timm  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import hybrid_zoo  # noqa: E402, F401
+from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
 from hybrid_zoo.benchmarks.profile import profile_model, profile_training, reference_rate  # noqa: E402
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta, write_json_atomic  # noqa: E402
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
 
 MODELS = ('convformer_tiny_early', 'convformer_tiny_late', 'convformer_small_late', 'convformer_base_late')

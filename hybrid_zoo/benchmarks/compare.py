@@ -17,14 +17,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from hybrid_zoo.benchmarks.results import (
-    RESULTS_DIR,
-    machine_meta,
-    read_json,
-    write_atomic,
-    write_figure_atomic,
-    write_json_atomic,
-)
+from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo_cli.compare import build_parser
 
 _log = logging.getLogger(__name__)

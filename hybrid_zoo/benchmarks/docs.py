@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, read_json
+from hybrid_zoo.atomic import read_json
+from hybrid_zoo.benchmarks.results import RESULTS_DIR
 from hybrid_zoo_cli.render import build_parser
 
 _log = logging.getLogger(__name__)

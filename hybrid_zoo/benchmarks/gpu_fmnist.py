@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.compare import RECIPES, Recipe, per_model, ranking_stable, render, summarize
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta, write_json_atomic
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 
 _log = logging.getLogger(__name__)
 

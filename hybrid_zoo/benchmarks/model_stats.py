@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta, write_json_atomic
+from hybrid_zoo.atomic import write_json_atomic
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo_cli.stats import build_parser
 
 _log = logging.getLogger(__name__)

@@ -44,13 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid_zoo.benchmarks.results import (
-    RESULTS_DIR,
-    machine_meta,
-    write_atomic,
-    write_figure_atomic,
-    write_json_atomic,
-)
+from hybrid_zoo.atomic import write_atomic, write_figure_atomic, write_json_atomic
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo_cli.profile import build_parser
 
 _log = logging.getLogger(__name__)

@@ -44,6 +44,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from hybrid_zoo.atomic import read_json, write_json_atomic
 from hybrid_zoo.benchmarks.speed_report import REFERENCE, summarise
 from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
     LAYOUTS,
@@ -451,9 +452,7 @@ class _Recorder:
 
     def update(self, **values: Any) -> None:
         self.data.update(values)
-        tmp = self.path.with_suffix('.tmp')
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data)
 
 
 class _Phases:
@@ -811,7 +810,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from hybrid_zoo.benchmarks import speed_report as bench_report
-    from hybrid_zoo.benchmarks.results import read_json, write_json_atomic
 
     out_dir = Path(args.out_dir)
     json_path = out_dir / f'{args.name}.json'

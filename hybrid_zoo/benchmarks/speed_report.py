@@ -530,7 +530,7 @@ def write_outputs(
 
     With ``top1_csv`` the rows get a ``top1`` column and the plot a second panel.
     """
-    from hybrid_zoo.benchmarks.results import write_atomic, write_json_atomic
+    from hybrid_zoo.atomic import write_atomic, write_json_atomic
 
     if top1_csv is not None:
         attach_top1(doc, read_top1(top1_csv), Path(top1_csv).name)

@@ -23,7 +23,6 @@ import os
 import shutil
 import struct
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
 from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
 from hybrid_zoo_cli.data import EMBEDDED_CACHE, FASHION_MNIST_DIR, build_parser  # noqa: F401 (re-exported)
 
@@ -48,75 +48,6 @@ _LABEL_NAMES = ('label', 'labels', 'target', 'targets', 'class', 'fine_label', '
 
 class DataError(ValueError):
     """A dataset that cannot be used as asked; the message says what was expected and what was found."""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Files written atomically (datasets here; checkpoints and the model folder in ``train``)
-
-
-def fsync_tree(path: str | os.PathLike) -> None:
-    """Flush every file below ``path`` and the directories themselves to disk, so a rename that follows is durable."""
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), 'rb') as f:
-                os.fsync(f.fileno())
-        _fsync_dir(root)
-
-
-def _fsync_dir(path: str | os.PathLike) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory file descriptors (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def temp_dir_beside(dst: str | os.PathLike) -> Path:
-    """A fresh hidden directory in the same parent as ``dst`` (same file system, so a rename can publish it)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f'.{dst.name}.tmp-{uuid.uuid4().hex[:8]}'
-    tmp.mkdir()
-    return tmp
-
-
-def replace_dir(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Publish the finished directory ``tmp`` as ``dst``, replacing any previous ``dst``.
-
-    POSIX cannot rename a directory over a non-empty one, so the old one is first renamed aside to ``.<name>.old``.
-    Whatever moment the process dies, one complete version stays on disk: ``dst`` itself, or ``.<name>.old``,
-    which ``recover_dir`` puts back.
-    """
-    tmp, dst = Path(tmp), Path(dst)
-    fsync_tree(tmp)
-    old = dst.parent / f'.{dst.name}.old'
-    if old.exists():
-        shutil.rmtree(old)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def recover_dir(dst: str | os.PathLike) -> Path:
-    """Undo a ``replace_dir`` that was interrupted between its two renames; returns ``dst``."""
-    dst = Path(dst)
-    old = dst.parent / f'.{dst.name}.old'
-    if not dst.exists() and old.exists():
-        logger.warning('restoring %s from %s (a previous write was interrupted)', dst, old)
-        os.replace(old, dst)
-    return dst
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Embedded default data
 
 
 def _read_idx(path: Path) -> np.ndarray:

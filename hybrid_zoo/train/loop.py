@@ -36,14 +36,12 @@ from typing import Any
 
 import torch
 
+from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
 from hybrid_zoo.train.data import (
     DataError,
     ImageClassificationDataset,
     load_train_val,
     model_data_config,
-    recover_dir,
-    replace_dir,
-    temp_dir_beside,
 )
 from hybrid_zoo.train.evaluate import (
     UnknownModelError,

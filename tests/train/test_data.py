@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hybrid_zoo import atomic
 from hybrid_zoo.train import data
 from hybrid_zoo.train.data import DataError
 
@@ -76,13 +77,13 @@ def test_prepare_default_falls_back_to_digits_and_reuses(tmp_path, monkeypatch):
 def test_replace_dir_is_recoverable(tmp_path):
     dst = tmp_path / 'ckpt'
     for version in ('v1', 'v2'):
-        tmp = data.temp_dir_beside(dst)
+        tmp = atomic.temp_dir_beside(dst)
         (tmp / 'f').write_text(version)
-        data.replace_dir(tmp, dst)
+        atomic.replace_dir(tmp, dst)
     assert (dst / 'f').read_text() == 'v2'
     # a kill between the two renames of replace_dir leaves only .ckpt.old: recover_dir puts it back
     (tmp_path / 'ckpt').rename(tmp_path / '.ckpt.old')
-    assert (data.recover_dir(dst) / 'f').read_text() == 'v2'
+    assert (atomic.recover_dir(dst) / 'f').read_text() == 'v2'
 
 
 def test_every_format_loads_the_same_rows(tmp_path, digits_dir):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hybrid_zoo.benchmarks.results import write_json_atomic
+from hybrid_zoo.atomic import write_json_atomic
 
 REPO_TYPES = ('model', 'dataset', 'space')
 # The Hub decides "lfs" from .gitattributes and a content sample; these are its default patterns
