@@ -1,5 +1,5 @@
 """Command line and configuration of ``hybrid-zoo bench``: what to measure (``BenchConfig``), presets and the
-built-in peer sets. Imports neither torch nor timm, so ``hybrid-zoo bench --help`` starts at once and the
+the size classes of the built-in peer sets. Imports neither torch nor timm, so ``hybrid-zoo bench --help`` starts at once and the
 benchmark's scheduler (``hybrid_zoo.benchmarks.speed``) stays free of torch too."""
 
 from __future__ import annotations
@@ -11,19 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-PEER_SETS: dict[str, tuple[str, ...]] = {
-    'tiny': ('coatnet_nano_rw_224', 'convnext_nano', 'tiny_vit_5m_224', 'fastvit_t12', 'efficientformerv2_s1'),
-    'small': (
-        'coatnet_0_rw_224',
-        'caformer_s18',
-        'convnext_tiny',
-        'fastvit_sa24',
-        'nextvit_small',
-        'efficientformerv2_l',
-        'maxvit_tiny_tf_224',
-    ),
-    'base': ('coatnet_1_rw_224', 'caformer_s36', 'convnext_small', 'efficientvit_l1'),
-}
+PEER_SIZES = ('tiny', 'small', 'base')  # the size classes of the built-in peer sets (hybrid_zoo.benchmarks.peers)
+
 # 16 GiB: no block is ever returned to the kernel, by mmap threshold or by trimming (see the module docstring)
 MALLOC_NO_TRIM: dict[str, str] = {'MALLOC_MMAP_THRESHOLD_': '17179869184', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
 LAYOUTS = ('nchw', 'channels_last')
@@ -146,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         '--peers',
         nargs='+',
         default=[],
-        choices=[*PEER_SETS, 'all'],
-        help='built-in peer sets to add: ' + '; '.join(f'{k} = {", ".join(v)}' for k, v in PEER_SETS.items()),
+        choices=[*PEER_SIZES, 'all'],
+        help='built-in peer sets to add, by size class (the models: hybrid_zoo/benchmarks/peers.py, or '
+        'docs/performance.md)',
     )
     g.add_argument(
         '--import',

@@ -18,15 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
+from hybrid_zoo.benchmarks.peers import FMNIST_PEERS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.tables import markdown_table
+from hybrid_zoo.models.pretrained import FMNIST_MODELS
 from hybrid_zoo_cli.compare import build_parser
 
 _log = logging.getLogger(__name__)
 
-OURS_TINY = ('convformer_tiny_early', 'convformer_tiny', 'convformer_tiny_late')
 # test accuracy (%) from the benchmark table of https://github.com/zalandoresearch/fashion-mnist
 PUBLISHED = {'ResNet18': 94.9, 'MobileNet': 95.0, 'DenseNet-BC': 95.4, 'WRN-40-4': 96.7}
-PEERS_TINY = ('coatnet_nano_rw_224', 'convnext_nano', 'tiny_vit_5m_224')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,19 +434,18 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
     bench_path = results.parent / bench_file
     bench = (json.loads(bench_path.read_text()).get('models', {})) if bench_path.exists() else {}
     rec = data['recipe']
-    header = (
-        '| model | test top-1 % (mean +- std) | seeds | min-max | test top-5 % | params (M) | GMACs @'
-        f'{rec["img_size"]} | train img/s | CPU img/s @224 |'
-    )
-    lines = [header, '|' + '---|' * 9]
+    header = ['model', 'test top-1 % (mean +- std)', 'seeds', 'min-max', 'test top-5 %', 'params (M)']
+    header += [f'GMACs @{rec["img_size"]}', 'train img/s', 'CPU img/s @224']
+    rows = []
     for name, m in sorted(models.items(), key=lambda kv: -kv[1]['top1']):
         s = data['summary'][name]
         speed = bench.get(name, {}).get('infer_img_s')
-        lines.append(
-            f'| `{name}` | {m["top1"]:.2f} +- {m["top1_std"]:.2f} | {m["seeds"]} | {s["min"]:.2f}-{s["max"]:.2f} | '
-            f'{m["top5"]:.2f} | {m["params_m"]:.2f} | {m["gmacs"]:.3f} | {m["train_img_per_s"]:.0f} | '
-            f'{"-" if speed is None else f"{speed:.1f}"} |'
+        rows.append(
+            [f'`{name}`', f'{m["top1"]:.2f} +- {m["top1_std"]:.2f}', m['seeds'], f'{s["min"]:.2f}-{s["max"]:.2f}']
+            + [f'{m["top5"]:.2f}', f'{m["params_m"]:.2f}', f'{m["gmacs"]:.3f}', f'{m["train_img_per_s"]:.0f}']
+            + ['-' if speed is None else f'{speed:.1f}']
         )
+    lines = markdown_table(header, rows)
     subset = 'all 60,000' if rec['train_samples'] is None else f'a seeded {rec["train_samples"]:,}-image subset'
     lines += [
         '',
@@ -487,18 +487,22 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
         ]
     diag = {n: m for n, m in models.items() if 'train_loss' in m}
     if diag:
-        lines += [
-            '',
-            '| model | final train loss | final val loss | mean abs layer scale: conv blocks | attention blocks |',
-            '|---|---|---|---|---|',
+        header = [
+            'model',
+            'final train loss',
+            'final val loss',
+            'mean abs layer scale: conv blocks',
+            'attention blocks',
         ]
-        for name, m in sorted(diag.items(), key=lambda kv: -kv[1]['top1']):
-            ls = m.get('layer_scale') or {}
-            lines.append(
-                f'| `{name}` | {m["train_loss"]:.3f} | {m["val_loss"]:.3f} | '
-                + ' | '.join(f'{ls[k]:.3f}' if k in ls else '-' for k in ('conv', 'attention'))
-                + ' |'
-            )
+        rows = [
+            [f'`{name}`', f'{m["train_loss"]:.3f}', f'{m["val_loss"]:.3f}']
+            + [
+                f'{(m.get("layer_scale") or {})[k]:.3f}' if k in (m.get('layer_scale') or {}) else '-'
+                for k in ('conv', 'attention')
+            ]
+            for name, m in sorted(diag.items(), key=lambda kv: -kv[1]['top1'])
+        ]
+        lines += ['', *markdown_table(header, rows)]
         lines += [
             '',
             'Losses of the last epoch (train: with label smoothing and augmentation; val: the held-out share of '
@@ -509,10 +513,8 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
     if per_class:
         order = sorted(per_class, key=lambda n: -models[n]['top1'])
         classes = list(per_class[order[0]])
-        lines += ['', '| test top-1 % per class | ' + ' | '.join(f'`{n}`' for n in order) + ' |']
-        lines += ['|---|' + '---|' * len(order)]
-        for c in classes:
-            lines.append(f'| {c} | ' + ' | '.join(f'{per_class[n].get(c, float("nan")):.1f}' for n in order) + ' |')
+        rows = [[c, *(f'{per_class[n].get(c, float("nan")):.1f}' for n in order)] for c in classes]
+        lines += ['', *markdown_table(['test top-1 % per class', *(f'`{n}`' for n in order)], rows)]
     advice = pick_advice(data, bench)
     if advice:
         lines += ['', advice]
@@ -556,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
     results = Path(args.results or RESULTS_DIR / f'{stem}.json')
     data = compare(
-        args.models or [*OURS_TINY, *PEERS_TINY],
+        args.models or [*FMNIST_MODELS, *FMNIST_PEERS],
         args.seeds,
         recipe,
         dataset_dir,

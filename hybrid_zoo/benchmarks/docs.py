@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hybrid_zoo.atomic import read_json
 from hybrid_zoo.benchmarks.results import RESULTS_DIR
+from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo_cli.render import build_parser
 
 _log = logging.getLogger(__name__)
@@ -23,9 +24,7 @@ FIGURES = ROOT / 'model_cards' / 'figures'
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
+    return '\n'.join(markdown_table(header, rows))
 
 
 def model_table(results: Path) -> str | None:

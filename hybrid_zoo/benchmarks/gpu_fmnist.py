@@ -59,7 +59,7 @@ def gpu_recipe(epochs: int = 4, batch_size: int = 512, img_size: int = 64) -> Re
 
 def default_models() -> list[str]:
     """The nine ConvFormer variants, then the tiny and small peer sets of the benchmark."""
-    from hybrid_zoo.benchmarks.speed import PEER_SETS
+    from hybrid_zoo.benchmarks.peers import PEER_SETS
     from hybrid_zoo.models import MODEL_NAMES
 
     return [*MODEL_NAMES, *PEER_SETS['tiny'], *PEER_SETS['small']]

@@ -45,31 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_zoo.atomic import write_atomic, write_figure_atomic, write_json_atomic
+from hybrid_zoo.benchmarks.peers import PROFILE_MODELS, TARGETS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo_cli.profile import build_parser
 
 _log = logging.getLogger(__name__)
 
 CATEGORIES = ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation', 'norm', 'rest')
-# ours by size with the CoAtNet of that size and the peers the targets name
-DEFAULT_MODELS = (
-    'convformer_tiny_early',
-    'convformer_tiny',
-    'convformer_tiny_late',
-    'coatnet_nano_rw_224',
-    'convnext_nano',
-    'convformer_small_early',
-    'convformer_small',
-    'convformer_small_late',
-    'coatnet_0_rw_224',
-    'convnext_tiny',
-    'caformer_s18',
-    'convformer_base_early',
-    'convformer_base',
-    'convformer_base_late',
-    'coatnet_1_rw_224',
-    'caformer_s36',
-)
 
 
 _ACTIVATION_NAMES = {'gelu', 'gelutanh', 'quickgelu', 'relu', 'relu6', 'silu', 'swish', 'hardswish', 'hardsigmoid'}
@@ -600,7 +583,6 @@ def target_ceilings(models: Sequence[dict], training: Sequence[dict] = (), bench
     ceiling our model runs ``ceiling % / achieved %`` times faster (that headroom comes from the profile);
     the peer stays as measured.
     """
-    from hybrid_zoo.benchmarks.speed_report import TARGETS
 
     by_metric = {
         'infer_img_s': {m['model']: m for m in models},
@@ -674,13 +656,22 @@ def _share_cells(entry: dict, categories: Sequence[str]) -> list[str]:
     return cells
 
 
-def _model_row(p: dict) -> str:
+_MODEL_COLUMNS = [
+    'model',
+    'img/s',
+    'GFLOP/s',
+    '% of 1x1 rate',
+    'ceiling %',
+    'shape ceiling %',
+    'GEMM s in model / alone',
+]
+
+
+def _model_cells(p: dict) -> list[str]:
     shape = '-' if p.get('shape_ceiling_pct') is None else f'{p["shape_ceiling_pct"]:.0f}'
     over = '-' if p.get('gemm_over_isolated') is None else f'{p["gemm_over_isolated"]:.2f}'
-    return (
-        f'| `{p["model"]}` | {p["img_per_s"]:.1f} | {p["gflop_s"]:.0f} | {p["pct_of_reference"]:.0f} | '
-        f'{p["ceiling_pct_of_reference"]:.0f} | {shape} | {over} | '
-    )
+    rates = [f'{p["img_per_s"]:.1f}', f'{p["gflop_s"]:.0f}', f'{p["pct_of_reference"]:.0f}']
+    return [f'`{p["model"]}`', *rates, f'{p["ceiling_pct_of_reference"]:.0f}', shape, over]
 
 
 def render(data: dict, out: Path) -> None:
@@ -691,38 +682,26 @@ def render(data: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     ref = data['reference_gflop_s']
-    common = '| model | img/s | GFLOP/s | % of 1x1 rate | ceiling % | shape ceiling % | GEMM s in model / alone | '
-    lines = [
-        'Inference:',
-        '',
-        common + ' | '.join(f'{c} % (GFLOP/s)' for c in CATEGORIES) + ' |',
-        '|' + '---|' * (7 + len(CATEGORIES)),
-    ]
-    lines += [_model_row(p) + ' | '.join(_share_cells(p, CATEGORIES)) + ' |' for p in data['models']]
+    shares = [f'{c} % (GFLOP/s)' for c in CATEGORIES]
+    rows = [_model_cells(p) + _share_cells(p, CATEGORIES) for p in data['models']]
+    lines = ['Inference:', '', *markdown_table(_MODEL_COLUMNS + shares, rows)]
     training = data.get('training') or []
     if training:
-        lines += [
-            '',
-            f'Training step (batch {data["train_batch"]}):',
-            '',
-            common + 'forward / backward / optimizer % | ' + ' | '.join(f'{c} % (GFLOP/s)' for c in CATEGORIES) + ' |',
-            '|' + '---|' * (8 + len(CATEGORIES)),
+        rows = [
+            [*_model_cells(p), ' / '.join(f'{p["phases"][ph]["share_pct"]:.0f}' for ph in PHASES)]
+            + _share_cells(p, CATEGORIES)
+            for p in training
         ]
-        for p in training:
-            phases = ' / '.join(f'{p["phases"][ph]["share_pct"]:.0f}' for ph in PHASES)
-            lines.append(_model_row(p) + phases + ' | ' + ' | '.join(_share_cells(p, CATEGORIES)) + ' |')
+        header = _MODEL_COLUMNS + ['forward / backward / optimizer %'] + shares
+        lines += ['', f'Training step (batch {data["train_batch"]}):', '', *markdown_table(header, rows)]
     if data.get('targets'):
-        lines += [
-            '',
-            '| target | needed | measured | at the ceiling (1x1 rate) | at the shape ceiling | reachable? |',
-            '|---|---|---|---|---|---|',
+        header = ['target', 'needed', 'measured', 'at the ceiling (1x1 rate)', 'at the shape ceiling', 'reachable?']
+        rows = [
+            [t['target'], f'{t["minimum"]:g}', f'{t["measured"]:.2f}', f'{t["at_ceiling"]:.2f}']
+            + ['-' if t.get('at_shape_ceiling') is None else f'{t["at_shape_ceiling"]:.2f}', VERDICTS[t['verdict']]]
+            for t in data['targets']
         ]
-        for t in data['targets']:
-            shape = '-' if t.get('at_shape_ceiling') is None else f'{t["at_shape_ceiling"]:.2f}'
-            lines.append(
-                f'| {t["target"]} | {t["minimum"]:g} | {t["measured"]:.2f} | {t["at_ceiling"]:.2f} | {shape} | '
-                f'{VERDICTS[t["verdict"]]} |'
-            )
+        lines += ['', *markdown_table(header, rows)]
     m = data['meta']
     lines += [
         '',
@@ -789,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.models = args.models or list(DEFAULT_MODELS)
+    args.models = args.models or list(PROFILE_MODELS)
     args.bench = args.bench or str(RESULTS_DIR / 'bench-cpu.json')
     args.out = args.out or str(RESULTS_DIR / 'profile-cpu.json')
     if args.report_only:  # nothing measured: no allocator setting needed

@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_zoo.atomic import read_json, write_json_atomic
+from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.speed_report import REFERENCE, summarise
 from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
     LAYOUTS,
     MALLOC_NO_TRIM,
-    PEER_SETS,
     PRESETS,
     BenchConfig,
     allocator_label,

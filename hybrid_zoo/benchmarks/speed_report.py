@@ -12,66 +12,14 @@ import io
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA = 'hybrid_zoo.benchmarks.speed/1'
+from hybrid_zoo.benchmarks.peers import SIZES, TARGETS, Target
+from hybrid_zoo.benchmarks.tables import markdown_table
+
+SCHEMA = 'hybrid_zoo.bench/1'  # a file-format id, unchanged by module moves
 REFERENCE = '__reference__'  # the task (and ``raw`` key) of the machine's reference GEMM rates
 CONTENDED = 0.10  # a sample is contended when other processes used more than this share of the machine
-COATNET = {'tiny': 'coatnet_nano_rw_224', 'small': 'coatnet_0_rw_224', 'base': 'coatnet_1_rw_224'}
-SIZES = ('tiny', 'small', 'base')
-
-
-@dataclass(frozen=True)
-class Target:
-    """``model``'s ``metric`` must reach ``minimum`` x ``baseline``'s, or ``minimum`` itself without a baseline.
-
-    ``metric`` is a row key: ``infer_img_s`` / ``train_img_s`` (ratios) or ``pct_onednn`` (percent of the
-    machine's oneDNN 1x1-conv rate, measured in the same run).
-    """
-
-    model: str
-    metric: str
-    minimum: float
-    baseline: str | None = None
-
-    @property
-    def label(self) -> str:
-        what = {'infer_img_s': 'img/s', 'train_img_s': 'train img/s', 'pct_onednn': 'GFLOP/s'}[self.metric]
-        if self.baseline is None:
-            return f'{self.model} {what} >= {self.minimum:g}% of oneDNN 1x1'
-        return f'{self.model} {what} >= {self.minimum:g}x {self.baseline}'
-
-
-def _issue_targets() -> tuple[Target, ...]:
-    """The performance targets of the bench issue (fp32, batch 32 at 224 px, fastest layout, reparameterized)."""
-    targets = [
-        Target('convformer_small', 'infer_img_s', 1.25, 'coatnet_0_rw_224'),
-        Target('convformer_small', 'infer_img_s', 1.6, 'convnext_tiny'),
-        Target('convformer_small', 'infer_img_s', 1.8, 'caformer_s18'),
-        Target('convformer_small_late', 'infer_img_s', 1.4, 'coatnet_0_rw_224'),
-        Target('convformer_small_late', 'infer_img_s', 1.8, 'convnext_tiny'),
-        Target('convformer_small_late', 'infer_img_s', 2.0, 'caformer_s18'),
-        Target('convformer_tiny', 'infer_img_s', 1.5, 'coatnet_nano_rw_224'),
-        Target('convformer_tiny', 'infer_img_s', 1.0, 'convnext_nano'),
-        Target('convformer_tiny_late', 'infer_img_s', 1.7, 'coatnet_nano_rw_224'),
-        Target('convformer_tiny_late', 'infer_img_s', 1.15, 'convnext_nano'),
-        Target('convformer_base', 'infer_img_s', 1.25, 'coatnet_1_rw_224'),
-        Target('convformer_base', 'infer_img_s', 1.8, 'caformer_s36'),
-        Target('convformer_base_late', 'infer_img_s', 1.4, 'coatnet_1_rw_224'),
-    ]
-    targets += [Target(f'convformer_{size}_early', 'infer_img_s', 1.1, COATNET[size]) for size in SIZES]
-    targets += [Target(f'convformer_{size}', 'pct_onednn', 80.0) for size in SIZES]
-    targets += [Target(f'convformer_{size}_late', 'pct_onednn', 90.0) for size in SIZES]
-    targets += [
-        Target(f'convformer_{size}{fusion}', 'train_img_s', 1.3, COATNET[size])
-        for size in SIZES
-        for fusion in ('_early', '', '_late')
-    ]
-    return tuple(targets)
-
-
-TARGETS = _issue_targets()
 
 
 def evaluate_targets(
@@ -158,9 +106,11 @@ def _r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _r_sig(value: float | None, digits: int = 4) -> float | None:
-    """Round to significant digits: a tiny model's rate stays positive however slow the machine."""
-    return None if value is None else float(f'{value:.{digits}g}')
+def _r_rate(value: float | None) -> float | None:
+    """One decimal, or 3 significant digits below 1: a slow machine never rounds a tiny model's rate to 0."""
+    if value is None:
+        return None
+    return round(value, 1) if abs(value) >= 1 else float(f'{value:.3g}')
 
 
 def _rates(samples: dict | None, batch: int) -> list[float]:
@@ -278,9 +228,9 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
         train_img_s_max=_r(train_hi, 2),
         train_layout=next((r['train']['layout'] for r in results if (r.get('train') or {}).get('layout')), None),
         train_fallback=fallbacks[0] if fallbacks else None,
-        gflops=_r_sig(gflops),
-        pct_onednn=_r_sig(100 * gflops / onednn) if gflops and onednn else None,
-        pct_mm=_r_sig(100 * gflops / mm) if gflops and mm else None,
+        gflops=_r_rate(gflops),
+        pct_onednn=_r_rate(100 * gflops / onednn) if gflops and onednn else None,
+        pct_mm=_r_rate(100 * gflops / mm) if gflops and mm else None,
         compiled_img_s=_r(_median(compiled), 2),
         compile_speedup=_r(_median(compiled) / _median(eager_same)) if compiled and eager_same else None,
         compile_s=_r(_median(compile_s), 1),
@@ -389,7 +339,7 @@ def render_markdown(doc: dict) -> str:
         f'{mem} infer / train', 'GFLOP/s', '% oneDNN',
     ]  # fmt: skip
     header += ['compile x'] * show_compile + ['top-1'] * show_top1
-    lines = [settings_line(meta, ref), '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    table = []
     for name, r in rows:
         cells = [
             f'**{name}**' if r.get('ours') else name,
@@ -407,7 +357,8 @@ def render_markdown(doc: dict) -> str:
             _f(r.get('pct_onednn'), 0),
         ]
         cells += [_f(r.get('compile_speedup'), 2)] * show_compile + [_f(r.get('top1'), 2)] * show_top1
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        table.append(cells)
+    lines = [settings_line(meta, ref), '', *markdown_table(header, table)]
     lines += [
         '',
         f'img/s: median over every timed batch of {_plural(s.get("rounds"), "round")} in the faster layout, '
@@ -422,13 +373,12 @@ def render_markdown(doc: dict) -> str:
         f'1x1-conv rate of this run; memory: {meta.get("memory")}.',
     ]
     if doc.get('targets'):
-        lines += ['', '| target | measured [per-round range] | result |', '|---|---|---|']
         as_specified = (s.get('batch_size'), s.get('img_size'), s.get('amp', 'none')) == (32, 224, 'none')
-        if not as_specified:
-            lines[-2:-2] = ['Targets are set for fp32, batch 32 at 224 px; this run used other settings.', '']
-        lines += [
-            f'| {t["label"]} | {_measured_text(t)} | {"pass" if t["passed"] else "**FAIL**"} |' for t in doc['targets']
-        ]
+        note = (
+            [] if as_specified else ['Targets are set for fp32, batch 32 at 224 px; this run used other settings.', '']
+        )
+        rows = [[t['label'], _measured_text(t), 'pass' if t['passed'] else '**FAIL**'] for t in doc['targets']]
+        lines += ['', *note, *markdown_table(['target', 'measured [per-round range]', 'result'], rows)]
     problems = [(n, r['error']) for n, r in doc['models'].items() if r.get('error')]
     problems += [(n, f'compile: {r["compile_error"]}') for n, r in doc['models'].items() if r.get('compile_error')]
     problems += [(item, 'skipped') for item in meta.get('run', {}).get('skipped', [])]

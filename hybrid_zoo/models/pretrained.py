@@ -49,7 +49,7 @@ _GRAY_MEAN = (float(np.mean(IMAGENET_DEFAULT_MEAN)),)
 _GRAY_STD = (float(np.mean(IMAGENET_DEFAULT_STD)),)
 
 FMNIST_TAG = 'fmnist_64'
-# the models trained in the comparison (hybrid_zoo.benchmarks.compare.OURS_TINY); one tag per published model
+# the models trained in the Fashion-MNIST comparison (hybrid-zoo compare), one published tag each
 FMNIST_MODELS = ('convformer_tiny_early', 'convformer_tiny', 'convformer_tiny_late')
 
 

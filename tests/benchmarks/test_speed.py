@@ -38,7 +38,7 @@ def smoke(tmp_path_factory) -> tuple[int, Path, dict]:
 def test_smoke_run_writes_every_output(smoke):
     rc, out, doc = smoke
     assert rc == 0
-    assert doc['schema'] == 'hybrid_zoo.benchmarks.speed/1'
+    assert doc['schema'] == 'hybrid_zoo.bench/1'
     meta = doc['meta']
     for key in ('date', 'cpu', 'device', 'threads', 'torch', 'timm', 'dtype', 'allocator', 'settings', 'software'):
         assert meta[key], key
