@@ -215,25 +215,22 @@ def train_one(
 
 @torch.no_grad()
 def test(model, test_data, size: int, batch_size: int, autocast, mean: float, std: float) -> tuple[float, float, dict]:
-    """Top-1, top-5 and per-class accuracy (percent) on every test image, no augmentation."""
+    """Top-1, top-5 and per-class accuracy (percent) on every test image, no augmentation (the trainer's metrics)."""
     from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
+    from hybrid_zoo.train.evaluate import Predictions, classification_metrics
 
     model.eval()
     x_test, y_test = test_data
-    preds = []
+    topk, losses = [], []
     for i in range(0, len(x_test), batch_size):
         with autocast:
-            logits = model(to_input(x_test[i : i + batch_size], size, mean, std))
-        preds.append(logits.float().topk(5, dim=1).indices)
-    top = torch.cat(preds)
-    hit1 = top[:, 0] == y_test
-    hit5 = (top == y_test[:, None]).any(dim=1)
-    per_class = {
-        label: round(100 * hit1[y_test == c].float().mean().item(), 2)
-        for c, label in enumerate(FASHION_MNIST_CLASSES)
-        if (y_test == c).any()
-    }
-    return 100 * hit1.float().mean().item(), 100 * hit5.float().mean().item(), per_class
+            logits = model(to_input(x_test[i : i + batch_size], size, mean, std)).float()
+        topk.append(logits.topk(5, dim=1).indices)
+        losses.append(F.cross_entropy(logits, y_test[i : i + batch_size], reduction='none'))
+    pred = Predictions(torch.cat(topk).cpu(), y_test.cpu(), torch.cat(losses).cpu())
+    metrics = classification_metrics(pred, list(FASHION_MNIST_CLASSES))
+    per_class = {label: acc for label, acc in metrics['per_class'].items() if acc is not None}
+    return metrics['top1'], metrics['top5'], per_class
 
 
 def _sync(device: torch.device) -> None:

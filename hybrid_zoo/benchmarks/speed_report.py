@@ -102,11 +102,11 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _r(value: float | None, digits: int = 3) -> float | None:
+def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _r_rate(value: float | None) -> float | None:
+def _round_rate(value: float | None) -> float | None:
     """One decimal, or 3 significant digits below 1: a slow machine never rounds a tiny model's rate to 0."""
     if value is None:
         return None
@@ -167,7 +167,7 @@ def _summarise_reference(results: list[dict], settings: dict) -> dict:
     for kind, key in (('conv', 'onednn_gflops'), ('mm', 'mm_gflops')):
         samples = [r['reference'][kind] for r in results if r['reference'].get(kind)]
         med, lo, hi = _stats([s['flop'] / t / 1e9 for s in samples for t in s['t'] if t > 0])
-        out.update({key: _r(med, 1), f'{key}_min': _r(lo, 1), f'{key}_max': _r(hi, 1)})
+        out.update({key: _round(med, 1), f'{key}_min': _round(lo, 1), f'{key}_max': _round(hi, 1)})
     return out
 
 
@@ -179,7 +179,7 @@ def _by_round(results: list[dict], rounds: int, value) -> list[float | None]:
     out: list[float | None] = [None] * rounds
     for r in results:
         if 0 <= r.get('round', -1) < rounds:
-            out[r['round']] = _r(value(r))
+            out[r['round']] = _round(value(r))
     return out
 
 
@@ -211,32 +211,32 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
     fallbacks = [r['train_fallback'] for r in results if r.get('train_fallback')]
     row = dict(labels or {})
     row.update(
-        params_m=_r(info['params'] / 1e6) if info.get('params') else None,
-        gmacs=_r(info.get('gmacs'), 4),
-        attention_gmacs=_r(info.get('attention_gmacs'), 4),
-        infer_img_s=_r(img_s, 2),
-        infer_img_s_min=_r(lo, 2),
-        infer_img_s_max=_r(hi, 2),
+        params_m=_round(info['params'] / 1e6) if info.get('params') else None,
+        gmacs=_round(info.get('gmacs'), 4),
+        attention_gmacs=_round(info.get('attention_gmacs'), 4),
+        infer_img_s=_round(img_s, 2),
+        infer_img_s_min=_round(lo, 2),
+        infer_img_s_max=_round(hi, 2),
         infer_layout=best,
-        infer_img_s_nchw=_r(medians.get('nchw'), 2),
-        infer_img_s_channels_last=_r(medians.get('channels_last'), 2),
-        channels_last_speedup=_r(_median(paired)),
-        latency_ms=_r(_median(latency), 2),
-        latency_ms_min=_r(min(latency), 2) if latency else None,
-        train_img_s=_r(train, 2),
-        train_img_s_min=_r(train_lo, 2),
-        train_img_s_max=_r(train_hi, 2),
+        infer_img_s_nchw=_round(medians.get('nchw'), 2),
+        infer_img_s_channels_last=_round(medians.get('channels_last'), 2),
+        channels_last_speedup=_round(_median(paired)),
+        latency_ms=_round(_median(latency), 2),
+        latency_ms_min=_round(min(latency), 2) if latency else None,
+        train_img_s=_round(train, 2),
+        train_img_s_min=_round(train_lo, 2),
+        train_img_s_max=_round(train_hi, 2),
         train_layout=next((r['train']['layout'] for r in results if (r.get('train') or {}).get('layout')), None),
         train_fallback=fallbacks[0] if fallbacks else None,
-        gflops=_r_rate(gflops),
-        pct_onednn=_r_rate(100 * gflops / onednn) if gflops and onednn else None,
-        pct_mm=_r_rate(100 * gflops / mm) if gflops and mm else None,
-        compiled_img_s=_r(_median(compiled), 2),
-        compile_speedup=_r(_median(compiled) / _median(eager_same)) if compiled and eager_same else None,
-        compile_s=_r(_median(compile_s), 1),
+        gflops=_round_rate(gflops),
+        pct_onednn=_round_rate(100 * gflops / onednn) if gflops and onednn else None,
+        pct_mm=_round_rate(100 * gflops / mm) if gflops and mm else None,
+        compiled_img_s=_round(_median(compiled), 2),
+        compile_speedup=_round(_median(compiled) / _median(eager_same)) if compiled and eager_same else None,
+        compile_s=_round(_median(compile_s), 1),
         compile_error=compile_errors[0] if compile_errors else None,
-        peak_mem_infer_gb=_r(_peak(results, 'peak_mem_infer_gb')),
-        peak_mem_train_gb=_r(_peak(results, 'peak_mem_train_gb')),
+        peak_mem_infer_gb=_round(_peak(results, 'peak_mem_infer_gb')),
+        peak_mem_train_gb=_round(_peak(results, 'peak_mem_train_gb')),
         reparameterized=info.get('reparameterized'),
         rounds_measured=sum(1 for part in infer if part),
         contended_samples=sum(x > CONTENDED for x in busy),
@@ -247,7 +247,9 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
         'infer_img_s': _by_round(results, n, lambda r: _median(_rates((r.get('infer') or {}).get(best), b))),
         'train_img_s': _by_round(results, n, lambda r: _median(_rates(r.get('train'), bt))),
     }
-    rounds['gflops'] = [_r(2 * gmacs_run * v) if v is not None and gmacs_run else None for v in rounds['infer_img_s']]
+    rounds['gflops'] = [
+        _round(2 * gmacs_run * v) if v is not None and gmacs_run else None for v in rounds['infer_img_s']
+    ]
     return row, rounds
 
 
@@ -285,11 +287,11 @@ def attach_top1(doc: dict, top1: dict[str, float], source: str) -> None:
 # Markdown, CSV, plot
 
 
-def _f(value, digits: int = 1) -> str:
+def _fmt_fixed(value, digits: int = 1) -> str:
     return '-' if value is None else f'{value:.{digits}f}'
 
 
-def _sig(value) -> str:
+def _fmt_sig(value) -> str:
     return '-' if value is None else f'{value:.1f}' if value >= 10 else f'{value:.2f}'
 
 
@@ -319,9 +321,9 @@ def settings_line(meta: dict, reference: dict | None = None) -> str:
     ]
     if reference and reference.get('onednn_gflops'):
         parts.append(
-            f'reference: oneDNN 1x1 conv {_f(reference["onednn_gflops"], 0)} GFLOP/s '
-            f'[{_f(reference["onednn_gflops_min"], 0)}-{_f(reference["onednn_gflops_max"], 0)}], '
-            f'torch.mm {_f(reference["mm_gflops"], 0)} GFLOP/s'
+            f'reference: oneDNN 1x1 conv {_fmt_fixed(reference["onednn_gflops"], 0)} GFLOP/s '
+            f'[{_fmt_fixed(reference["onednn_gflops_min"], 0)}-{_fmt_fixed(reference["onednn_gflops_max"], 0)}], '
+            f'torch.mm {_fmt_fixed(reference["mm_gflops"], 0)} GFLOP/s'
         )
     return '; '.join(parts) + '.'
 
@@ -344,19 +346,19 @@ def render_markdown(doc: dict) -> str:
         cells = [
             f'**{name}**' if r.get('ours') else name,
             r.get('size') or '-',
-            _f(r.get('params_m')),
-            f'{_f(r.get("gmacs"), 2)} ({_f(r.get("attention_gmacs"), 2)})',
-            f'{_sig(r.get("infer_img_s"))} [{_sig(r.get("infer_img_s_min"))}-{_sig(r.get("infer_img_s_max"))}]',
+            _fmt_fixed(r.get('params_m')),
+            f'{_fmt_fixed(r.get("gmacs"), 2)} ({_fmt_fixed(r.get("attention_gmacs"), 2)})',
+            f'{_fmt_sig(r.get("infer_img_s"))} [{_fmt_sig(r.get("infer_img_s_min"))}-{_fmt_sig(r.get("infer_img_s_max"))}]',
             {'channels_last': 'CL', 'nchw': 'NCHW'}.get(r.get('infer_layout'), '-'),
-            _f(r.get('channels_last_speedup'), 2),
-            f'{_f(r.get("latency_ms"))} [{_f(r.get("latency_ms_min"))}]',
-            f'{_sig(r.get("train_img_s"))} [{_sig(r.get("train_img_s_min"))}-{_sig(r.get("train_img_s_max"))}]'
+            _fmt_fixed(r.get('channels_last_speedup'), 2),
+            f'{_fmt_fixed(r.get("latency_ms"))} [{_fmt_fixed(r.get("latency_ms_min"))}]',
+            f'{_fmt_sig(r.get("train_img_s"))} [{_fmt_sig(r.get("train_img_s_min"))}-{_fmt_sig(r.get("train_img_s_max"))}]'
             + (' (NCHW)' if r.get('train_fallback') else ''),
-            f'{_f(r.get("peak_mem_infer_gb"), 2)} / {_f(r.get("peak_mem_train_gb"), 2)}',
-            _f(r.get('gflops'), 0),
-            _f(r.get('pct_onednn'), 0),
+            f'{_fmt_fixed(r.get("peak_mem_infer_gb"), 2)} / {_fmt_fixed(r.get("peak_mem_train_gb"), 2)}',
+            _fmt_fixed(r.get('gflops'), 0),
+            _fmt_fixed(r.get('pct_onednn'), 0),
         ]
-        cells += [_f(r.get('compile_speedup'), 2)] * show_compile + [_f(r.get('top1'), 2)] * show_top1
+        cells += [_fmt_fixed(r.get('compile_speedup'), 2)] * show_compile + [_fmt_fixed(r.get('top1'), 2)] * show_top1
         table.append(cells)
     lines = [settings_line(meta, ref), '', *markdown_table(header, table)]
     lines += [
