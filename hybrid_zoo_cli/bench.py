@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .fields import add_dataclass_arguments, config_from_namespace, option
+
 PEER_SIZES = ('tiny', 'small', 'base')  # the size classes of the built-in peer sets (hybrid_zoo.benchmarks.peers)
 
 # 16 GiB: no block is ever returned to the kernel, by mmap threshold or by trimming (see the module docstring)
@@ -18,40 +20,60 @@ MALLOC_NO_TRIM: dict[str, str] = {'MALLOC_MMAP_THRESHOLD_': '17179869184', 'MALL
 LAYOUTS = ('nchw', 'channels_last')
 
 
+W, H = 'what to measure', 'how'
+
+
 @dataclass
 class BenchConfig:
-    """What to measure and how; ``hybrid-zoo bench --help`` documents each field under its flag name."""
+    """What to measure and how; each field is the ``hybrid-zoo bench`` flag of its name, with its help here."""
 
-    img_size: int = 224
-    batch_size: int = 32
-    latency_batch_size: int = 1
-    train_batch_size: int = 16
-    rounds: int = 3
-    warmup: int = 2
-    iters: int = 2
-    latency_warmup: int = 2
-    latency_iters: int = 8
-    train_warmup: int = 1
-    train_iters: int = 4
-    layouts: tuple[str, ...] = LAYOUTS
-    train_layout: str = 'channels_last'
-    train: bool = True
-    latency: bool = True
-    reparam: bool = True
-    compile: bool = False
-    threads: int = 0  # 0: every core this process may run on
-    malloc_tuning: bool = True
-    device: str = 'cpu'
-    amp: str = 'none'  # 'none' (fp32) or 'bf16' (torch.autocast)
-    reference: bool = True
-    reference_batch: int = 32
-    reference_mm_size: int = 4096
-    reference_iters: int = 5
-    num_classes: int = 1000
-    jobs: int = 1
-    worker_timeout: float = 1800.0
-    time_budget: float | None = None
-    import_modules: tuple[str, ...] = ()
+    img_size: int = option(224, 'square input side in pixels', W)
+    batch_size: int = option(32, 'batch for images/s', W)
+    latency_batch_size: int = option(1, 'batch for latency', W)
+    train_batch_size: int = option(16, 'batch of the training step', W)
+    layouts: tuple[str, ...] = option(
+        LAYOUTS, 'memory layouts timed for inference; the faster is reported, with the ratio', W, choices=LAYOUTS
+    )
+    train_layout: str = option('channels_last', 'layout of the training step', W, choices=LAYOUTS)
+    train: bool = option(True, 'time a training step (forward, backward, SGD step)', W)
+    latency: bool = option(True, 'time the batch-1 latency', W)
+    reparam: bool = option(True, "fold BN and branches (timm's reparameterize_model) where a model supports it", W)
+    compile: bool = option(
+        False, 'also time torch.compile (inductor) in the faster layout and report the speed-up', W,
+        action=argparse.BooleanOptionalAction,
+    )  # fmt: skip
+    reference: bool = option(
+        True, 'measure the reference rates: a channels_last 1x1 conv (oneDNN on CPU) and torch.mm', W
+    )
+    reference_batch: int = option(32, 'batch of the 1x1-conv reference, Bx1024x28x28 -> 1024', W)
+    reference_mm_size: int = option(4096, 'N of the NxN torch.mm reference', W)
+    num_classes: int = option(1000, 'classifier width', W)
+    import_modules: tuple[str, ...] = option(
+        (), 'modules to import in every worker (plugins that register more timm models)', W, flag='--import',
+        nargs='+', metavar='MODULE',
+    )  # fmt: skip
+    device: str = option('cpu', "'cpu' or 'cuda[:N]'", H)
+    amp: str = option('none', 'autocast dtype; none = fp32', H, choices=('none', 'bf16'))
+    threads: int = option(0, 'torch threads per worker; 0 = every core available', H)
+    malloc_tuning: bool = option(
+        True, "start the workers with glibc kept from trimming (--no-malloc-tuning: glibc's defaults, to compare)", H
+    )
+    rounds: int = option(3, 'rounds, interleaved across models', H)
+    warmup: int = option(2, 'untimed batches per layout per round', H)
+    iters: int = option(2, 'timed batches per layout per round', H)
+    latency_warmup: int = option(2, 'untimed latency calls per round', H)
+    latency_iters: int = option(8, 'timed latency calls per round', H)
+    train_warmup: int = option(1, 'untimed training steps per round', H)
+    train_iters: int = option(4, 'timed training steps per round', H)
+    reference_iters: int = option(5, 'timed reference calls per round', H)
+    jobs: int = option(
+        1, 'workers at once; timed sections stay one at a time, builds and compiles overlap (for GPUs; on a CPU '
+        'they disturb the timings)', H,
+    )  # fmt: skip
+    worker_timeout: float = option(1800.0, 'seconds before a worker is killed', H)
+    time_budget: float | None = option(
+        None, 'seconds for the whole run: when short of time, compilation is dropped, then models', H
+    )
 
     def __post_init__(self) -> None:
         self.layouts = tuple(self.layouts)
@@ -139,110 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         help='built-in peer sets to add, by size class (the models: hybrid_zoo/benchmarks/peers.py, or '
         'docs/performance.md)',
     )
-    g.add_argument(
-        '--import',
-        dest='import_modules',
-        nargs='+',
-        default=[],
-        metavar='MODULE',
-        help='modules to import in every worker (plugins that register more timm models)',
-    )
-    g = p.add_argument_group('what to measure')
-    g.add_argument('--img-size', type=int, default=d.img_size, help='square input side in pixels (%(default)s)')
-    g.add_argument('--batch-size', type=int, default=d.batch_size, help='batch for images/s (%(default)s)')
-    g.add_argument(
-        '--latency-batch-size', type=int, default=d.latency_batch_size, help='batch for latency (%(default)s)'
-    )
-    g.add_argument(
-        '--train-batch-size', type=int, default=d.train_batch_size, help='batch of the training step (%(default)s)'
-    )
-    g.add_argument(
-        '--layouts',
-        nargs='+',
-        default=list(d.layouts),
-        choices=LAYOUTS,
-        help='memory layouts timed for inference; the faster is reported, with the ratio (both)',
-    )
-    g.add_argument(
-        '--train-layout', default=d.train_layout, choices=LAYOUTS, help='layout of the training step (%(default)s)'
-    )
-    g.add_argument('--no-train', dest='train', action='store_false', help='skip the training step')
-    g.add_argument('--no-latency', dest='latency', action='store_false', help='skip the batch-1 latency')
-    g.add_argument(
-        '--reparam',
-        action=argparse.BooleanOptionalAction,
-        default=d.reparam,
-        help="fold BN and branches (timm's reparameterize_model) where a model supports it (%(default)s)",
-    )
-    g.add_argument(
-        '--compile',
-        action=argparse.BooleanOptionalAction,
-        default=d.compile,
-        help='also time torch.compile (inductor) in the faster layout and report the speed-up (%(default)s)',
-    )
-    g.add_argument(
-        '--no-reference',
-        dest='reference',
-        action='store_false',
-        help='skip the reference rates: a channels_last 1x1 conv (oneDNN on CPU) and torch.mm',
-    )
-    g.add_argument(
-        '--reference-batch',
-        type=int,
-        default=d.reference_batch,
-        help='batch of the 1x1-conv reference, Bx1024x28x28 -> 1024 (%(default)s)',
-    )
-    g.add_argument(
-        '--reference-mm-size',
-        type=int,
-        default=d.reference_mm_size,
-        help='N of the NxN torch.mm reference (%(default)s)',
-    )
-    g.add_argument('--num-classes', type=int, default=d.num_classes, help='classifier width (%(default)s)')
-    g = p.add_argument_group('how')
-    g.add_argument('--device', default=d.device, help="'cpu' or 'cuda[:N]' (%(default)s)")
-    g.add_argument('--amp', default=d.amp, choices=('none', 'bf16'), help='autocast dtype; none = fp32 (%(default)s)')
-    g.add_argument('--threads', type=int, default=0, help='torch threads per worker; 0 = every core available (0)')
-    g.add_argument(
-        '--no-malloc-tuning',
-        dest='malloc_tuning',
-        action='store_false',
-        help="start the workers with glibc's default allocator settings, to compare",
-    )
-    g.add_argument('--rounds', type=int, default=d.rounds, help='rounds, interleaved across models (%(default)s)')
-    g.add_argument('--warmup', type=int, default=d.warmup, help='untimed batches per layout per round (%(default)s)')
-    g.add_argument('--iters', type=int, default=d.iters, help='timed batches per layout per round (%(default)s)')
-    g.add_argument(
-        '--latency-warmup', type=int, default=d.latency_warmup, help='untimed latency calls per round (%(default)s)'
-    )
-    g.add_argument(
-        '--latency-iters', type=int, default=d.latency_iters, help='timed latency calls per round (%(default)s)'
-    )
-    g.add_argument(
-        '--train-warmup', type=int, default=d.train_warmup, help='untimed training steps per round (%(default)s)'
-    )
-    g.add_argument(
-        '--train-iters', type=int, default=d.train_iters, help='timed training steps per round (%(default)s)'
-    )
-    g.add_argument(
-        '--reference-iters', type=int, default=d.reference_iters, help='timed reference calls per round (%(default)s)'
-    )
-    g.add_argument(
-        '--jobs',
-        type=int,
-        default=d.jobs,
-        help='workers at once; timed sections stay one at a time, builds and compiles overlap '
-        '(for GPUs; on a CPU they disturb the timings) (%(default)s)',
-    )
-    g.add_argument(
-        '--worker-timeout', type=float, default=d.worker_timeout, help='seconds before a worker is killed (%(default)s)'
-    )
-    g.add_argument(
-        '--time-budget',
-        type=float,
-        default=None,
-        help='seconds for the whole run: when short of time, compilation is dropped, then models',
-    )
+    groups = {W: p.add_argument_group(W), H: p.add_argument_group(H)}
+    add_dataclass_arguments(p, BenchConfig, groups)
+    g = groups[H]
     g.add_argument(
         '--preset',
         choices=list(PRESETS),
@@ -275,5 +196,4 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    values = vars(args)
-    return BenchConfig(**{f.name: values[f.name] for f in fields(BenchConfig) if f.name in values})
+    return config_from_namespace(BenchConfig, args)

@@ -29,8 +29,8 @@ def test_every_subcommand_parses_without_torch_and_runs_with_that_parser(command
     light = importlib.import_module(f'hybrid_zoo_cli.{parser_module}')
     assert all(a.help for a in light.build_parser()._actions), command  # every flag explained
     heavy = importlib.import_module(runner)
-    entry = 'parse_args' if hasattr(light, 'parse_args') else 'build_parser'  # bench: presets on top of the parser
-    assert getattr(heavy, entry) is getattr(light, entry), command
+    shared = [e for e in ('parse_args', 'build_parser') if hasattr(heavy, e)]  # bench: presets on top of the parser
+    assert shared and all(getattr(heavy, e) is getattr(light, e) for e in shared), command
 
 
 def test_version_and_usage_errors_answer_without_torch():
