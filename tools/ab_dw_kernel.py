@@ -25,7 +25,9 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import hybrid_zoo  # noqa: E402, F401
 from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
-from hybrid_zoo.benchmarks.profile import profile_model, profile_training, reference_rate  # noqa: E402
+from hybrid_zoo.benchmarks.profile import profile_model  # noqa: E402
+from hybrid_zoo.benchmarks.profile_ops import reference_rate  # noqa: E402
+from hybrid_zoo.benchmarks.profile_training import profile_training  # noqa: E402
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
 

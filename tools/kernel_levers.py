@@ -31,7 +31,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
-from hybrid_zoo.benchmarks.profile import median_seconds  # noqa: E402
+from hybrid_zoo.benchmarks.profile_ops import median_seconds  # noqa: E402
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
 
 CL = torch.channels_last

@@ -579,13 +579,10 @@ def _timed(fns: dict[str, Callable[[], Any]], warmup: int, iters: int, dev: _Dev
 
 
 def _create_model(name: str, config: BenchConfig):
-    import timm
+    from hybrid_zoo.factory import create_model
 
-    kwargs: dict[str, Any] = {'num_classes': config.num_classes}
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is not None and cfg.fixed_input_size:  # position tables / windows are sized at construction
-        kwargs['img_size'] = config.img_size
-    return timm.create_model(name, pretrained=False, **kwargs)
+    # img_size reaches only fixed-input-size models (position tables / windows are sized at construction)
+    return create_model(name, img_size=config.img_size, num_classes=config.num_classes)
 
 
 def _deploy(model, config: BenchConfig) -> tuple[Any, bool, str | None]:

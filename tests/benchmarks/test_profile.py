@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
-from hybrid_zoo.benchmarks import profile
+from hybrid_zoo.benchmarks import profile, profile_ops, profile_report, profile_training
 from hybrid_zoo.benchmarks.speed import MALLOC_NO_TRIM
 from hybrid_zoo.flops import count_macs
 
@@ -49,13 +50,13 @@ def test_cli_writes_json_md_png(tmp_path, monkeypatch):
 def test_training_step_split_by_phase_and_kind_with_flops_that_add_up():
     import timm
 
-    p = profile.profile_training('convformer_tiny', batch=2, img_size=64, iters=3, ref=50e9)
+    p = profile_training.profile_training('convformer_tiny', batch=2, img_size=64, iters=3, ref=50e9)
     assert sum(c['share_pct'] for c in p['categories'].values()) == pytest.approx(100, abs=0.5)
     assert sum(ph['share_pct'] for ph in p['phases'].values()) == pytest.approx(100, abs=0.5)
     for kind in ('gemm', 'depthwise', 'dense kxk', 'attention', 'activation', 'norm'):
         assert p['categories'][kind]['ms'] > 0, kind
     # every phase takes time (at batch 2 and 64 px Python overhead can make the forward the longer one)
-    assert all(p['phases'][ph]['ms'] > 0 for ph in profile.PHASES)
+    assert all(p['phases'][ph]['ms'] > 0 for ph in profile_training.PHASES)
     # the forward's convolutions, GEMMs and attention are the model's MACs; the backward does twice that work
     # (input and weight gradients), less the stem's input gradient, which is not computed
     fwd = p['phases']['forward']['gflop']
@@ -85,40 +86,46 @@ def test_ops_are_filed_by_kind_with_their_flops():
         [[2, 64, 8, 8], [128, 64, 1, 1], [128], [], [], [], []],
         [None, None, None, [1, 1], [0, 0], [1, 1], 1],
     )
-    assert profile._op_category(pw) == ('gemm', 2.0 * 2 * 128 * 8 * 8 * 64)
+    assert profile_training._op_category(pw) == ('gemm', 2.0 * 2 * 128 * 8 * 8 * 64)
     dw = _event(
         'aten::conv2d',
         [[2, 64, 8, 8], [64, 1, 7, 7], [], [], [], [], []],
         [None, None, None, [1, 1], [3, 3], [1, 1], 64],
     )
-    assert profile._op_category(dw) == ('depthwise', 2.0 * 2 * 64 * 8 * 8 * 49)
+    assert profile_training._op_category(dw) == ('depthwise', 2.0 * 2 * 64 * 8 * 8 * 49)
     down = _event(
         'aten::conv2d',
         [[2, 64, 8, 8], [128, 64, 2, 2], [], [], [], [], []],
         [None, None, None, [2, 2], [0, 0], [1, 1], 1],
     )
-    assert profile._op_category(down) == ('dense kxk', 2.0 * 2 * 128 * 4 * 4 * 64 * 4)
+    assert profile_training._op_category(down) == ('dense kxk', 2.0 * 2 * 128 * 4 * 4 * 64 * 4)
     same = _event(
         'aten::conv2d',
         [[2, 64, 8, 8], [64, 64, 3, 3], [], [], [], [], []],
         [None, None, None, [1, 1], 'same', [1, 1], 1],
     )
-    assert profile._op_category(same)[1] == 2.0 * 2 * 64 * 8 * 8 * 64 * 9
+    assert profile_training._op_category(same)[1] == 2.0 * 2 * 64 * 8 * 8 * 64 * 9
     # convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed, out_pad,
     # groups, output_mask)
     shapes = [[2, 128, 8, 8], [2, 64, 8, 8], [128, 64, 1, 1]] + [[]] * 8
     both = _event('aten::convolution_backward', shapes, [None] * 9 + [1, [True, True, False]])
     weight_only = _event('aten::convolution_backward', shapes, [None] * 9 + [1, [False, True, True]])
-    assert profile._op_category(both) == ('gemm', 2 * profile._op_category(weight_only)[1])
-    assert profile._op_category(_event('aten::linear', [[2, 10, 64], [32, 64], [32]])) == ('gemm', 2.0 * 20 * 32 * 64)
-    assert profile._op_category(_event('aten::addmm', [[32], [20, 64], [64, 32]])) == ('gemm', 2.0 * 20 * 64 * 32)
+    assert profile_training._op_category(both) == ('gemm', 2 * profile_training._op_category(weight_only)[1])
+    assert profile_training._op_category(_event('aten::linear', [[2, 10, 64], [32, 64], [32]])) == (
+        'gemm',
+        2.0 * 20 * 32 * 64,
+    )
+    assert profile_training._op_category(_event('aten::addmm', [[32], [20, 64], [64, 32]])) == (
+        'gemm',
+        2.0 * 20 * 64 * 32,
+    )
     sdpa = _event('aten::scaled_dot_product_attention', [[2, 4, 49, 32], [2, 4, 49, 32], [2, 4, 49, 32]])
-    assert profile._op_category(sdpa) == ('attention', 4.0 * 8 * 49 * 49 * 32)
+    assert profile_training._op_category(sdpa) == ('attention', 4.0 * 8 * 49 * 49 * 32)
     back = _event('aten::_scaled_dot_product_flash_attention_for_cpu_backward', [[2, 4, 49, 32]] * 5)
-    assert profile._op_category(back) == ('attention', 2 * 4.0 * 8 * 49 * 49 * 32)
-    assert profile._op_category(_event('aten::gelu_backward', [[2, 8], [2, 8]]))[0] == 'activation'
-    assert profile._op_category(_event('aten::native_batch_norm_backward', [[2, 8]]))[0] == 'norm'
-    assert profile._op_category(_event('aten::add', [[2, 8], [2, 8]])) == ('rest', 0.0)
+    assert profile_training._op_category(back) == ('attention', 2 * 4.0 * 8 * 49 * 49 * 32)
+    assert profile_training._op_category(_event('aten::gelu_backward', [[2, 8], [2, 8]]))[0] == 'activation'
+    assert profile_training._op_category(_event('aten::native_batch_norm_backward', [[2, 8]]))[0] == 'norm'
+    assert profile_training._op_category(_event('aten::add', [[2, 8], [2, 8]])) == ('rest', 0.0)
 
 
 def test_exec_with_no_trim_restarts_the_process_with_the_setting():
@@ -134,10 +141,12 @@ def test_exec_with_no_trim_restarts_the_process_with_the_setting():
 
 def test_profiler_overhead_is_charged_to_the_small_ops():
     traced = {('forward', 'gemm'): 0.5, ('backward', 'gemm'): 0.3, ('forward', 'rest'): 0.2, ('optimizer', 'rest'): 0.2}
-    times = profile._attribute(traced, wall=1.0)  # 1.2 s traced, 1.0 s plain: the 0.2 s overhead is in the rest
+    times = profile_training._attribute(
+        traced, wall=1.0
+    )  # 1.2 s traced, 1.0 s plain: the 0.2 s overhead is in the rest
     assert times[('forward', 'gemm')] == 0.5 and times[('backward', 'gemm')] == 0.3
     assert times[('forward', 'rest')] == pytest.approx(0.1) and times[('optimizer', 'rest')] == pytest.approx(0.1)
-    times = profile._attribute(traced, wall=0.6)  # the named ops alone exceed the step: scale everything
+    times = profile_training._attribute(traced, wall=0.6)  # the named ops alone exceed the step: scale everything
     assert sum(times.values()) == pytest.approx(0.6) and times[('forward', 'gemm')] == pytest.approx(0.25)
 
 
@@ -145,18 +154,22 @@ def test_traces_of_different_steps_are_not_paired():
     a = [('forward', _event('aten::conv2d', []))]
     b = [('forward', _event('aten::linear', []))]
     with pytest.raises(RuntimeError, match='different ops'):
-        profile.trace_breakdown(a, b)
+        profile_training.trace_breakdown(a, b)
 
 
 def test_gemm_shapes_count_their_flops_and_time_alone():
-    conv = profile.GemmShape('conv', (2, 16, 8, 8), 32, stride=2)
+    conv = profile_ops.GemmShape('conv', (2, 16, 8, 8), 32, stride=2)
     assert conv.flop == 2.0 * 2 * 16 * 32 * 4 * 4
-    lin = profile.GemmShape('linear', (2, 5, 16), 8)
+    lin = profile_ops.GemmShape('linear', (2, 5, 16), 8)
     assert lin.flop == 2.0 * 2 * 5 * 16 * 8
     for shape in (conv, lin):
-        assert 0 < profile.isolated_seconds(shape, iters=1) < profile.isolated_seconds(shape, train=True, iters=1) * 50
-    calls = profile.Counter({conv: 3})
-    flop, seconds = profile.shape_bound(calls, train=True)
+        assert (
+            0
+            < profile_ops.isolated_seconds(shape, iters=1)
+            < profile_ops.isolated_seconds(shape, train=True, iters=1) * 50
+        )
+    calls = Counter({conv: 3})
+    flop, seconds = profile_ops.shape_bound(calls, train=True)
     assert flop == 3 * 3 * conv.flop and seconds > 0
 
 
@@ -168,7 +181,7 @@ def test_targets_say_what_caps_them():
 
     infer = [row('convformer_tiny', 10.0), row('coatnet_nano_rw_224', 8.0), row('convnext_nano', 12.5)]
     train = [row('convformer_tiny', 4.0, ceiling=80.0, shape=75.0), row('coatnet_nano_rw_224', 3.0)]
-    by_label = {t['target']: t for t in profile.target_ceilings(infer, train)}
+    by_label = {t['target']: t for t in profile_report.target_ceilings(infer, train)}
     # 1.25x measured; 1.5x with every GEMM at the 1x1 rate (60/50 headroom); 1.375x at the shapes' own rates
     t = by_label['convformer_tiny img/s >= 1.5x coatnet_nano_rw_224']
     assert (t['measured'], t['at_ceiling'], t['at_shape_ceiling'], t['verdict']) == (1.25, 1.5, 1.38, 'shapes')
@@ -180,7 +193,9 @@ def test_targets_say_what_caps_them():
     # the benchmark's ratio, where it has one, is the starting point; the profile gives the headroom
     label = 'convformer_tiny img/s >= 1.5x coatnet_nano_rw_224'
     bench = {'targets': [{'label': label, 'measured': 1.3}]}
-    t = {t['target']: t for t in profile.target_ceilings(infer, train, bench)}[label]
+    t = {t['target']: t for t in profile_report.target_ceilings(infer, train, bench)}[label]
     assert (t['measured'], t['measured_by'], t['at_ceiling'], t['at_shape_ceiling']) == (1.3, 'bench', 1.56, 1.43)
-    assert profile._verdict(1.3, 1.2, 1.5, 1.4) == 'open' and profile._verdict(1.3, 1.2, 1.5, None) == 'open'
-    assert set(profile.VERDICTS) == {'met', 'non-GEMM', 'shapes', 'open'}
+    assert (
+        profile_report._verdict(1.3, 1.2, 1.5, 1.4) == 'open' and profile_report._verdict(1.3, 1.2, 1.5, None) == 'open'
+    )
+    assert set(profile_report.VERDICTS) == {'met', 'non-GEMM', 'shapes', 'open'}
