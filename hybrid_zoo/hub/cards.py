@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,16 @@ EXTRA_RESULTS = {
         ),
     ),
 }  # fmt: skip
+
+# A local path in a published file only shows the machine's layout (user names, mounts): '<local>/<last part>'.
+# Absolute POSIX paths (also '~/...' and after 'local-dir:'), Windows drive paths; not URLs, Hub ids or relative names.
+LOCAL_PATH_MARKER = '<local>'
+_PATH_CHARS = r"""[^\s'"`<>|,;()\[\]{}]"""
+_LOCAL_PATH = re.compile(
+    rf'(?<![\w.~/\\>-])~?/(?={_PATH_CHARS})(?!/){_PATH_CHARS}*'  # /abs/path, ~/path; '//' (URLs) never starts one
+    rf'|(?<!\w)[A-Za-z]:[\\/]+{_PATH_CHARS}*'  # C:\path (also JSON-escaped C:\\path)
+)
+
 # how a result key reads in a card table; other keys appear as they are
 KEY_NAMES = {
     'top1': 'top-1 accuracy (%)',
@@ -181,9 +192,36 @@ def _render(card_data: Any, template: str | os.PathLike | None, **fields: Any) -
     return ModelCard(text)
 
 
+def redact_local_paths(value: Any) -> Any:
+    """``value`` with every local filesystem path replaced by ``<local>/<last part>``, for publishing.
+
+    A training run records where its data and outputs were (``dataset``, ``output_dir``, ``--pretrained`` folders);
+    on the Hub those paths mean nothing to a reader and only reveal the machine. Hub ids (``org/name``), URLs and
+    relative names are kept.
+
+    Args:
+        value: A string (any text: a path alone, or JSON / YAML holding paths), or a dict / list of them.
+
+    Returns:
+        The same kind of value; numbers and other objects come back unchanged.
+    """
+    if isinstance(value, str):
+        return _LOCAL_PATH.sub(_marker, value)
+    if isinstance(value, dict):
+        return {k: redact_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_local_paths(v) for v in value)
+    return value
+
+
+def _marker(match: re.Match) -> str:
+    name = re.split(r'[\\/]+', match.group().rstrip('\\/'))[-1]
+    return f'{LOCAL_PATH_MARKER}/{name}' if name and name != '~' else LOCAL_PATH_MARKER
+
+
 def _hub_dataset(name: str | None) -> str | None:
     """The Hub dataset id for ``datasets:``, when the recorded name is one (or has a known id)."""
-    if not name:
+    if not name or LOCAL_PATH_MARKER in str(name):
         return None
     name = str(name)
     if name in HUB_DATASET_IDS:
@@ -292,15 +330,16 @@ def render_card(
     """
     folder = Path(folder)
     config = json.loads((folder / 'config.json').read_text())
-    results = _read_json(folder / 'results.json') or {}
-    train_args = _read_json(folder / 'train_args.json') or {}
+    # a card is published: the local paths a run records are replaced (redact_local_paths)
+    results = redact_local_paths(_read_json(folder / 'results.json') or {})
+    train_args = redact_local_paths(_read_json(folder / 'train_args.json') or {})
     pcfg = config.get('pretrained_cfg', {})
     arch = config['architecture']
     input_size = pcfg.get('input_size') or [3, 224, 224]
     key = json.dumps([arch, config.get('model_args'), config.get('num_classes'), input_size], sort_keys=True)
     if key not in _MEASURED:  # a second push of the same architecture and config skips the FLOP count
         if model is None:
-            from hybrid_zoo.hub.client import build_from_folder
+            from hybrid_zoo.factory import build_from_folder
 
             model = build_from_folder(folder)
         _MEASURED[key] = measure(model, input_size)

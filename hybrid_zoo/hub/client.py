@@ -9,16 +9,17 @@ plain timm once the architectures are registered::
     import timm
     model = timm.create_model('hf-hub:org/convformer_tiny.fmnist', pretrained=True)
 
-Everything here is one commit per push, after the weights, the config and the token are checked.
-The token comes from ``token=``, ``HF_TOKEN`` or ``hf auth login`` and never appears in a message,
-log line or file. Needs the ``hub`` extra (huggingface_hub, pyyaml, jinja2).
+Everything here is one commit per push, after the weights, the config and the token are checked; local
+machine paths a run recorded (``dataset``, ``output_dir``) are published as ``<local>/<name>``. ``load`` is the
+checked loader of ``hybrid_zoo.factory``, the one every entry point uses. The token comes from ``token=``,
+``HF_TOKEN`` or ``hf auth login`` and never appears in a message, log line or file. Needs the ``hub`` extra
+(huggingface_hub, pyyaml, jinja2).
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -32,16 +33,43 @@ from typing import TYPE_CHECKING, Any
 import timm
 from torch import nn
 
+from hybrid_zoo.factory import (
+    CONFIG_NAME,
+    PICKLE_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    CorruptWeightsError,
+    ModelLoadError,
+    PickleRefusedError,
+    UnknownModelError,
+    build_from_folder,
+    check_dtypes,
+    check_safetensors,
+    create_model,
+    scan_weights,
+)
 from hybrid_zoo_cli.push import build_parser
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi
 
+__all__ = [
+    'CorruptWeightsError',
+    'HubAuthError',
+    'HubConflictError',
+    'HubError',
+    'ModelLoadError',
+    'PickleRefusedError',
+    'UnknownModelError',
+    'build_from_folder',
+    'check_folder',
+    'check_safetensors',
+    'load',
+    'plan_upload',
+    'push',
+]
+
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = 'model.safetensors'
-PICKLE_WEIGHTS_NAME = 'pytorch_model.bin'
-CONFIG_NAME = 'config.json'
 # Files a push takes from a training output folder (``<out>/model/`` and ``<out>/``); the rest stays local.
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, 'results.json', 'train_args.json', '*.png')
 RUN_FILES = ('metrics.jsonl',)
@@ -56,110 +84,36 @@ MANAGED_FILES = (
     '*.png',
     PICKLE_WEIGHTS_NAME,
 )
-IMPORT_HINT = 'import hybrid_zoo'
+# text files whose local paths are replaced before upload (cards.redact_local_paths); the local copies are unchanged
+REDACTED_FILES = ('*.json', '*.jsonl')
 
 
 class HubError(RuntimeError):
-    """A push or load that cannot go on; the message says what was expected and what to do."""
+    """A push that cannot go on; the message says what was expected and what to do."""
 
 
 class HubAuthError(HubError):
     """No token, a rejected token, or a token without write access to the target namespace."""
 
 
-class CorruptWeightsError(HubError, ValueError):
-    """A weights file that is truncated, corrupted or not safetensors at all."""
-
-
-class PickleRefusedError(HubError):
-    """Only a pickle (``pytorch_model.bin``) is available and unpickling was not allowed."""
+class HubConflictError(HubError):
+    """The branch moved while a push was prepared: someone else committed to it in the meantime (HTTP 412)."""
 
 
 # ---- checks that need no network ------------------------------------------------------------------
-def check_safetensors(path: str | os.PathLike, *, name: str | None = None, sha256: str | None = None) -> int:
-    """Check that ``path`` is a complete safetensors file; returns its tensor count.
-
-    Reading the header catches truncation and garbage (safetensors requires the header's offsets to
-    cover the file exactly); ``sha256``, when known (the Hub's LFS oid), also catches flipped bytes.
-
-    Args:
-        path: The file.
-        name: How to name the file in errors (e.g. ``org/repo@rev:model.safetensors``); defaults to ``path``.
-        sha256: Expected content hash, hex.
-
-    Raises:
-        CorruptWeightsError: The file is not a complete, intact safetensors file.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    label = name or str(path)
-    if not path.is_file():
-        raise CorruptWeightsError(f'{label}: weights file not found at {path}')
-    size = path.stat().st_size
-    try:
-        with safe_open(str(path), framework='pt') as f:
-            n = len(list(f.keys()))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CorruptWeightsError(
-            f'{label} is not a valid safetensors file ({size} bytes): {e}. It is truncated or corrupted; '
-            're-export it (timm.models.save_for_hf(..., safe_serialization=True)) or download it again.'
-        ) from None
-    if sha256 is not None and _sha256(path) != sha256:
-        raise CorruptWeightsError(
-            f'{label} ({size} bytes) does not match its recorded sha256 {sha256}: the file is corrupted; '
-            'download it again (force_download=True).'
-        )
-    return n
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def build_from_folder(folder: str | os.PathLike, **kwargs: Any) -> nn.Module:
-    """An untrained model built from ``<folder>/config.json`` exactly as timm will build it after download.
-
-    Raises:
-        HubError: ``config.json`` is missing or names an architecture timm does not know.
-    """
-    folder = Path(folder)
-    if not (folder / CONFIG_NAME).is_file():
-        raise HubError(f'{folder} has no {CONFIG_NAME}: expected a folder written by timm.models.save_for_hf')
-    return _create(f'local-dir:{folder}', pretrained=False, **kwargs)
-
-
-def _create(name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with the plugin hint on an unknown architecture."""
-    try:
-        return timm.create_model(name, **kwargs)
-    except RuntimeError as e:
-        if 'Unknown model' not in str(e):
-            raise
-        raise _unknown_architecture(f'{e}: {name!r}') from None
-
-
-def _unknown_architecture(what: str) -> HubError:
-    return HubError(
-        f'{what} names an architecture that is not registered in timm. If it is a hybrid_zoo model, run '
-        f'`{IMPORT_HINT}` before timm.create_model(...) (timm has no plugin discovery); otherwise install the '
-        'package that defines it.'
-    )
-
-
 def check_folder(folder: str | os.PathLike) -> nn.Module:
     """Check a model folder before it is published; returns the (untrained) model its config builds.
 
     The weights must be a complete safetensors file whose tensor names and shapes are exactly those of
-    the model ``config.json`` describes, so what is pushed is what ``hf-hub:`` will load.
+    the model ``config.json`` describes, with finite values and floating-point dtypes where the model has
+    floating-point tensors, so what is pushed is what ``hf-hub:`` will load.
 
     Raises:
-        CorruptWeightsError: Missing, truncated or corrupted weights, or weights that do not fit the config.
-        HubError: No config, an unknown architecture, or only a pickle.
+        CorruptWeightsError: Missing, truncated or corrupted weights, weights that do not fit the config, NaN/inf
+            values or integer tensors where the model has floats (the tensor is named).
+        UnknownModelError: The config names an architecture timm does not know.
+        ModelLoadError: No config.
+        HubError: Only a pickle.
     """
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME
@@ -182,6 +136,7 @@ def check_folder(folder: str | os.PathLike) -> nn.Module:
             if keys
         )
         raise CorruptWeightsError(f'{weights} does not match the model {folder / CONFIG_NAME} describes ({detail})')
+    check_dtypes(scan_weights(weights), model, name=str(weights))
     return model
 
 
@@ -230,14 +185,30 @@ def plan_upload(
     """Check a model folder and list what a push uploads: ``{path in repo: local file or generated bytes}``.
 
     Needs no network: the weights are checked against the config, the card is rendered from the result files.
+    Local paths in what is published (the card, the JSON and YAML files, the metrics log) are replaced by
+    ``<local>/<name>``; the local files are not changed.
     """
     from hybrid_zoo.hub.cards import render_card
 
     model = check_folder(folder)
-    files: dict[str, Path | bytes] = dict(collect_files(folder, run_dir))
+    files: dict[str, Path | bytes] = {}
+    for name, path in collect_files(folder, run_dir).items():
+        files[name] = _public_text(path) if _matches(name, REDACTED_FILES) else path
     card = render_card(folder, repo_id=repo_id, license=license, base_model=base_model, model=model)
     files.update(_generated_files(folder, str(card)))
     return files
+
+
+def _public_text(path: Path) -> Path | bytes:
+    """A text file as it may be published: local paths (a run's ``dataset``, ``output_dir``...) replaced.
+
+    The file itself is returned when nothing changes, so an unchanged push still uploads nothing.
+    """
+    from hybrid_zoo.hub.cards import redact_local_paths
+
+    text = path.read_text(encoding='utf-8')
+    public = redact_local_paths(text)
+    return path if public == text else public.encode()
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -248,11 +219,14 @@ def _generated_files(folder: Path, card: str) -> dict[str, bytes]:
     """The card and YAML twins of the JSON result files (for readers and tools that prefer YAML)."""
     import yaml
 
+    from hybrid_zoo.hub.cards import redact_local_paths
+
     out = {'README.md': card.encode()}
     for name in ('results', 'train_args'):
         src = folder / f'{name}.json'
         if src.is_file():
-            out[f'{name}.yaml'] = yaml.safe_dump(json.loads(src.read_text()), sort_keys=False).encode()
+            data = redact_local_paths(json.loads(src.read_text()))
+            out[f'{name}.yaml'] = yaml.safe_dump(data, sort_keys=False).encode()
     return out
 
 
@@ -329,8 +303,10 @@ def push(
 
     Raises:
         huggingface_hub.errors.HFValidationError: Invalid ``repo_id`` (raised before any network call).
-        CorruptWeightsError: Truncated, corrupted or mismatched weights (before any network call).
+        CorruptWeightsError: Truncated, corrupted or mismatched weights, NaN/inf values or integer tensors where
+            the model has floats (before any network call).
         HubAuthError: Missing, invalid or read-only token, or no write access to the namespace (before upload).
+        HubConflictError: Someone else committed to the branch while this push was prepared; nothing was committed.
         HubError: The Hub could not be reached or the upload broke off; nothing was committed and the
             local files are untouched, so running the same push again completes it.
     """
@@ -363,7 +339,7 @@ def push(
                 repo_id, ops, commit_message=title, revision=revision, create_pr=create_pr, parent_commit=head.sha
             )
         except Exception as e:
-            raise _network_error(api, repo_id, e, 'uploading') from e
+            raise _network_error(api, repo_id, e, 'uploading', revision=revision) from e
     if info.oid == head.sha:
         logger.info('%s@%s already has these files: no new commit (%s)', repo_id, revision or 'main', info.oid)
     else:
@@ -388,8 +364,8 @@ def _default_message(folder: Path) -> str:
     return f'Upload {arch}' + (f' (top-1 {top1:.2f})' if isinstance(top1, int | float) else '')
 
 
-def _network_error(api: HfApi, repo_id: str, error: Exception, doing: str) -> HubError:
-    """A failed network step as an error that says what broke and that running the push again is safe."""
+def _network_error(api: HfApi, repo_id: str, error: Exception, doing: str, *, revision: str | None = None) -> HubError:
+    """A failed network step as an error that says what broke and what to do (rerun, log in, or look first)."""
     chain = [error]
     while chain[-1].__cause__ is not None:  # the client wraps transport errors ("Error while uploading ...")
         chain.append(chain[-1].__cause__)
@@ -399,6 +375,14 @@ def _network_error(api: HfApi, repo_id: str, error: Exception, doing: str) -> Hu
     )
     if response is not None and response.status_code in (401, 403):
         return HubAuthError(f'{api.endpoint} refused the push to {repo_id} while {doing}: {detail}')
+    if response is not None and response.status_code == 412:  # the commit's parent_commit is no longer the head
+        branch = f'{repo_id}@{revision or "main"}'
+        return HubConflictError(
+            f'Push to {repo_id} on {api.endpoint} conflicts with another commit: {branch} moved while this push was '
+            f'prepared, because someone else committed to it in the meantime ({detail}). Nothing from this push was '
+            'committed and the local folder is untouched. Look at the new commit first (HfApi().list_repo_commits('
+            f'{repo_id!r})); run the push again if this model should still go on top of it.'
+        )
     # a Hub without the Xet protocol (a mirror, the local test server) fails deep inside hf_xet
     hint = ' The server does not speak Xet: set HF_HUB_DISABLE_XET=1 for it.' if 'xet-' in detail else ''
     return HubError(
@@ -409,53 +393,14 @@ def _network_error(api: HfApi, repo_id: str, error: Exception, doing: str) -> Hu
 
 
 # ---- load -------------------------------------------------------------------------------------------
-def _hub_source(name: str, kwargs: dict) -> tuple[str, str | None] | None:
-    """(repo_id, revision) a timm model name loads weights from, or None for non-Hub sources."""
-    from timm.models._hub import hf_split
+def load(name: str | os.PathLike, *, pretrained: bool = True, allow_pickle: bool = False, **kwargs: Any) -> nn.Module:
+    """A model from the Hub (or a folder, or a registry tag) through the checked loader of ``hybrid_zoo.factory``.
 
-    source, model_id = timm.models.parse_model_name(name)
-    if source == 'hf-hub':
-        return hf_split(model_id)
-    if source is not None:
-        return None
-    overlay = kwargs.get('pretrained_cfg_overlay') or {}
-    cfg = kwargs.get('pretrained_cfg')
-    if not isinstance(cfg, dict):
-        cfg = timm.models.get_pretrained_cfg(model_id)
-        cfg = cfg.to_dict() if cfg is not None else {}
-    hf_hub_id = overlay.get('hf_hub_id', cfg.get('hf_hub_id'))
-    return hf_split(hf_hub_id) if hf_hub_id else None
-
-
-def _check_hub_weights(repo_id: str, revision: str | None, allow_pickle: bool) -> None:
-    """Download and check the weights timm is about to load; refuse a pickle unless allowed."""
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    label = f'{repo_id}@{revision or "main"}'
-    try:
-        path = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, library_name='timm')
-    except EntryNotFoundError:
-        if not HfApi().file_exists(repo_id, PICKLE_WEIGHTS_NAME, revision=revision):
-            raise HubError(f'{label} has neither {WEIGHTS_NAME} nor {PICKLE_WEIGHTS_NAME}') from None
-        if not allow_pickle:
-            raise PickleRefusedError(
-                f'{label} has only {PICKLE_WEIGHTS_NAME}, a pickle that can run code when loaded. It was not '
-                'loaded. Pass allow_pickle=True to load it with torch.load(weights_only=True), which refuses '
-                'anything but tensors.'
-            ) from None
-        logger.warning('%s: loading %s with torch.load(weights_only=True) as allowed', label, PICKLE_WEIGHTS_NAME)
-        return
-    # the cache names an LFS blob by its sha256, which lets a check catch corruption after download too
-    blob = Path(path).resolve().name
-    check_safetensors(path, name=f'{label}:{WEIGHTS_NAME}', sha256=blob if len(blob) == 64 else None)
-
-
-def load(name: str, *, pretrained: bool = True, allow_pickle: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with the checks a downloaded checkpoint deserves.
+    Only the verified ``model.safetensors`` is loaded (header and sha256 checked, NaN/inf refused); a repo's
+    ``config.json`` cannot point timm at another file (``hf_hub_filename``, ``file`` and ``url`` are ignored).
 
     Args:
-        name: ``hf-hub:org/name[@revision]``, a bare ``org/name[@revision]``, ``local-dir:/path`` or a
+        name: ``hf-hub:org/name[@revision]``, a bare ``org/name[@revision]``, a folder (or ``local-dir:/path``) or a
             registry name such as ``convformer_tiny.<tag>`` (its ``hf_hub_id`` is checked the same way).
         pretrained: Load the published weights.
         allow_pickle: Accept a repo that has only ``pytorch_model.bin``, loaded with
@@ -464,36 +409,17 @@ def load(name: str, *, pretrained: bool = True, allow_pickle: bool = False, **kw
             ``features_only=True``, ``pretrained_cfg_overlay``.
 
     Raises:
-        HubError: Unknown architecture (with the ``import hybrid_zoo`` hint) or no weights in the repo.
-        CorruptWeightsError: The weights file is truncated or corrupted (named in the message).
+        UnknownModelError: Unknown architecture (with the ``import hybrid_zoo`` hint).
+        CorruptWeightsError: The weights file is truncated, corrupted or holds unusable values (named in the message).
         PickleRefusedError: Only a pickle is available and ``allow_pickle`` is False.
+        ModelLoadError: No config or no weights in the repo (the base class of the three above).
     """
-    if '/' in name and ':' not in name:
+    name = str(name)
+    if os.path.isdir(name):
+        name = f'local-dir:{os.path.abspath(name)}'
+    elif '/' in name and ':' not in name:
         name = f'hf-hub:{name}'
-    if pretrained:
-        source, model_id = timm.models.parse_model_name(name)
-        hub = _hub_source(name, kwargs)
-        if hub is not None:
-            if source == 'hf-hub':
-                _check_architecture(*hub)
-            _check_hub_weights(*hub, allow_pickle=allow_pickle)
-        elif source == 'local-dir':
-            folder = Path(model_id)
-            if (folder / WEIGHTS_NAME).is_file():
-                check_safetensors(folder / WEIGHTS_NAME)
-            elif not allow_pickle:  # timm would fall back on a pickled checkpoint in the folder
-                raise PickleRefusedError(f'{folder} has no {WEIGHTS_NAME}; pass allow_pickle=True to load a pickle')
-    return _create(name, pretrained=pretrained, **kwargs)
-
-
-def _check_architecture(repo_id: str, revision: str | None) -> None:
-    """Fail early, with the plugin hint, when the repo's config names an architecture timm lacks."""
-    from huggingface_hub import hf_hub_download
-
-    config = json.loads(Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision, library_name='timm')).read_text())
-    arch = config.get('architecture')
-    if arch is None or not timm.is_model(arch):
-        raise _unknown_architecture(f'{repo_id}@{revision or "main"}: {CONFIG_NAME} ({arch!r})')
+    return create_model(name, pretrained=pretrained, allow_pickle=allow_pickle, **kwargs)
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -517,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             license=args.license,
             base_model=args.base_model,
         )
-    except (HubError, HFValidationError) as e:
+    except (HubError, ModelLoadError, HFValidationError) as e:
         print(f'hybrid-zoo push: {e}', file=sys.stderr)
         return 1
     print(info.pr_url or info.commit_url)

@@ -4,12 +4,12 @@ The model is any timm model: a folder written by ``hybrid-zoo train`` (``<output
 registry name with pretrained weights. Runs on one process or many (``accelerate launch -m hybrid_zoo.train.evaluate``);
 predictions are gathered with ``gather_for_metrics``, so the padding of the last batch is not counted twice.
 
-Model loading lives here too (``load_model``, ``check_model_name``): ``train`` uses the same code.
+Models are created and their weights loaded by ``hybrid_zoo.factory`` (one checked loader for every entry point);
+its names are re-exported here for the trainer, which imports them from this module.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -22,6 +22,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.loop imports them from here)
+    HUB_PREFIXES,
+    ModelLoadError,
+    UnknownModelError,
+    check_model_name,
+    create_model,
+    import_plugins,
+    load_model,
+    model_name,
+    resolve_model_source,
+)
+from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
 from hybrid_zoo.train.data import (
     EMBEDDED_CACHE,
     DataError,
@@ -33,97 +45,6 @@ from hybrid_zoo.train.data import (
 from hybrid_zoo_cli.evaluate import build_parser
 
 logger = logging.getLogger('hybrid_zoo.train.evaluate')  # not __name__: that is '__main__' under python -m
-
-HUB_PREFIXES = ('hf-hub:', 'hf_hub:', 'local-dir:')
-
-
-class UnknownModelError(ValueError):
-    """A model name timm does not know; the message suggests close names."""
-
-
-def import_plugins() -> None:
-    """Register the hybrid_zoo models in timm (a no-op once the package is imported)."""
-    try:
-        import hybrid_zoo  # noqa: F401  (registers the models)
-    except ImportError as e:  # keep other timm models usable while the model package is broken
-        logger.warning('hybrid_zoo models are not registered: %s', e)
-
-
-def check_model_name(name: str) -> None:
-    """Raise ``UnknownModelError`` with the closest registered names when ``name`` (``arch`` or ``arch.tag``) is unknown."""
-    import timm
-
-    arch = name.split('.', 1)[0]
-    if timm.is_model(arch):
-        return
-    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-    hint = f' Did you mean: {", ".join(close)}?' if close else ''
-    raise UnknownModelError(
-        f'unknown model {arch!r}.{hint} (timm.list_models("*pattern*") lists the registered names; '
-        'models of a plugin package are registered when it is imported)'
-    )
-
-
-def resolve_model_source(model: str, pretrained: str | bool | None) -> tuple[str, bool]:
-    """The ``timm.create_model`` name and ``pretrained`` flag for ``--model`` / ``--pretrained``.
-
-    Args:
-        model: Registry name (``convformer_tiny``), ignored when ``pretrained`` names a Hub repo or a folder.
-        pretrained: ``None``/``False``: random init. ``True`` or ``'default'``: the registry's default weights.
-            ``'hf-hub:org/name'``, ``'local-dir:/path'`` or an existing folder: those weights (the architecture comes
-            from their ``config.json``). ``'arch.tag'``: that registry tag. A bare ``'tag'``: ``model.tag``.
-
-    Returns:
-        ``(name, pretrained)`` for ``timm.create_model``.
-    """
-    if not pretrained:
-        return model, False
-    if pretrained is True or pretrained == 'default':
-        return model, True
-    if pretrained.startswith(HUB_PREFIXES):
-        return pretrained, True
-    if os.path.isdir(pretrained):
-        return f'local-dir:{os.path.abspath(pretrained)}', True
-    if '/' in pretrained:
-        raise UnknownModelError(f"--pretrained {pretrained!r}: write a Hub repo as 'hf-hub:{pretrained}'")
-    return (pretrained if '.' in pretrained else f'{model}.{pretrained}'), True
-
-
-def create_model(name: str, pretrained: bool = False, img_size: int | None = None, **kwargs: Any) -> torch.nn.Module:
-    """``timm.create_model`` with a suggestion for unknown names, and ``img_size`` for fixed-input-size models.
-
-    ``img_size`` is passed to the model only when its input size is fixed (ViT-style position embeddings); other
-    models take any size and their constructors do not accept the argument.
-    """
-    import timm
-
-    import_plugins()
-    if not name.startswith(HUB_PREFIXES):
-        check_model_name(name)
-    try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
-    except RuntimeError as e:
-        if 'Unknown model' in str(e):  # the architecture named in a Hub/local config.json
-            arch = str(e).split('(')[-1].rstrip(')')
-            check_model_name(arch)
-        raise
-    input_size = model.pretrained_cfg.get('input_size', (3, 0, 0))
-    if img_size and model.pretrained_cfg.get('fixed_input_size') and tuple(input_size[1:]) != (img_size, img_size):
-        model = timm.create_model(name, pretrained=pretrained, img_size=img_size, **kwargs)
-    return model
-
-
-def load_model(source: str, **kwargs: Any) -> torch.nn.Module:
-    """A model with weights: a folder in ``save_for_hf`` layout, ``hf-hub:``/``local-dir:`` ids, or ``arch.tag``."""
-    if os.path.isdir(source):
-        source = f'local-dir:{os.path.abspath(source)}'
-    return create_model(source, pretrained=True, **kwargs)
-
-
-def model_name(model: torch.nn.Module) -> str:
-    """The registry name of a timm model (what ``config.json["architecture"]`` records)."""
-    return model.pretrained_cfg.get('architecture') or type(model).__name__.lower()
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Predictions and metrics
@@ -233,6 +154,7 @@ def evaluate(
     mixed_precision: str | None = None,
     cpu: bool = False,
     embedded_cache: str | os.PathLike = EMBEDDED_CACHE,
+    allow_pickle: bool = False,
 ) -> dict:
     """Evaluate a classifier on one split of a dataset.
 
@@ -251,6 +173,8 @@ def evaluate(
         mixed_precision: ``'no'``, ``'bf16'`` or ``'fp16'`` (default: the ``accelerate launch`` setting).
         cpu: Run on CPU even if an accelerator is present.
         embedded_cache: Where ``dataset='default'`` is prepared.
+        allow_pickle: Accept a model whose weights exist only as a pickle (read with ``torch.load(weights_only=True)``);
+            by default such a model is refused with ``PickleRefusedError`` before anything is unpickled.
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss``, ``num_samples``, ``per_class`` (class name -> percent),
@@ -269,7 +193,7 @@ def evaluate(
         max_samples=max_samples,
         embedded_cache=embedded_cache,
     )
-    model = load_model(model_or_path) if isinstance(model_or_path, str) else model_or_path
+    model = load_model(model_or_path, allow_pickle=allow_pickle) if isinstance(model_or_path, str) else model_or_path
     label_names = _label_names(model, dataset_names)
     check_labels(part, model.num_classes, name)
     data_cfg = model_data_config(model, img_size)
@@ -336,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu=args.cpu,
             embedded_cache=args.embedded_cache,
         )
-    except (DataError, UnknownModelError) as e:
+    except (DataError, ModelLoadError, PretrainedWeightsNotFoundError) as e:  # UnknownModelError is a ModelLoadError
         logger.error('%s', e)
         return 2
     if rank0:

@@ -130,6 +130,48 @@ def test_card_without_results_or_args(trained, tmp_path):
     assert '## Results' not in str(card) and '## Training' not in str(card) and '## Plots' not in str(card)
 
 
+@pytest.mark.parametrize(
+    'text, public',
+    [
+        ('/home/ana/data/fmnist', '<local>/fmnist'),
+        ('/home/ana/runs/x/', '<local>/x'),
+        ('~/.cache/hybrid_zoo', '<local>/hybrid_zoo'),
+        ('local-dir:/home/ana/runs/x/model', 'local-dir:<local>/model'),
+        (r'C:\Users\ana\data', '<local>/data'),
+        ('{"dataset": "/srv/d", "lr": 0.1}', '{"dataset": "<local>/d", "lr": 0.1}'),
+        ('<local>/fmnist', '<local>/fmnist'),  # twice is once
+        # kept: Hub ids, URLs, relative names, labels and fractions with a slash
+        ('zalando-datasets/fashion_mnist', 'zalando-datasets/fashion_mnist'),
+        ('hf-hub:org/convformer_tiny.fmnist', 'hf-hub:org/convformer_tiny.fmnist'),
+        ('https://huggingface.co/org/x/resolve/main/a.png', 'https://huggingface.co/org/x/resolve/main/a.png'),
+        ('data/fmnist', 'data/fmnist'),
+        ('T-shirt/top', 'T-shirt/top'),
+        ('top-1 / top-5, 1/2', 'top-1 / top-5, 1/2'),
+    ],
+)
+def test_local_paths_are_redacted(text, public):
+    assert cards.redact_local_paths(text) == public
+    assert cards.redact_local_paths({'a': [text, 3], 'b': None}) == {'a': [public, 3], 'b': None}
+
+
+def test_card_shows_no_local_paths(trained, tmp_path):
+    """L15: a run records where its data and outputs were; the card keeps only their last part."""
+    folder = tmp_path / 'model'
+    folder.mkdir()
+    for path in trained[0].iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    args = dict(trained[3], dataset=str(tmp_path / 'data' / 'digits'), output_dir=str(tmp_path))
+    (folder / 'train_args.json').write_text(json.dumps(args))
+    results = dict(trained[2], dataset=args['dataset'])
+    (folder / 'results.json').write_text(json.dumps(results))
+    card = str(cards.render_card(folder, repo_id='zoo/x'))
+    assert str(tmp_path) not in card
+    assert '**<local>/digits**' in card and f'| `output_dir` | <local>/{tmp_path.name} |' in card
+    data = header(card)
+    assert 'datasets' not in data  # a local folder is no Hub dataset
+    assert data['model-index'][0]['results'][0]['dataset']['name'] == '<local>/digits'
+
+
 def _stats(names):
     return {
         'meta': {

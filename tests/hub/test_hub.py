@@ -221,6 +221,38 @@ def test_cli_push_and_dry_run(tmp_path, hub_server, hf_token, capsys):
     assert HfApi().list_repo_commits('alice/cli-demo', revision='v1')[0].title == 'from the CLI'
 
 
+def test_push_publishes_no_local_paths(tmp_path, hub_server, hf_token):
+    """L15: a run records absolute paths (dataset, output_dir, a --pretrained folder); what is published has none."""
+    run = tmp_path / 'run'
+    make_run(run, arch='test_resnet')
+    local = {
+        'dataset': str(tmp_path / 'data' / 'fmnist'),
+        'output_dir': str(run),
+        'pretrained': f'local-dir:{tmp_path}/base/model',
+        'embedded_cache': '~/.cache/hybrid_zoo',
+    }
+    args = json.loads((run / 'model' / 'train_args.json').read_text()) | local
+    (run / 'model' / 'train_args.json').write_text(json.dumps(args))
+    results = json.loads((run / 'model' / 'results.json').read_text()) | {'dataset': local['dataset']}
+    (run / 'model' / 'results.json').write_text(json.dumps(results))
+    with (run / 'metrics.jsonl').open('a') as f:
+        f.write(json.dumps({'epoch': 2, 'checkpoint': str(run / 'checkpoints' / 'last')}) + '\n')
+    before = {p: p.read_bytes() for p in run.rglob('*') if p.is_file()}
+    hub.push(run, 'alice/no-paths')
+    download = HfApi().snapshot_download('alice/no-paths', local_dir=tmp_path / 'download')
+    published = {
+        p.name: p.read_bytes() for p in (tmp_path / 'download').rglob('*') if p.is_file() and '.cache' not in p.parts
+    }
+    assert {'README.md', 'train_args.json', 'train_args.yaml', 'results.yaml', 'metrics.jsonl'} <= published.keys()
+    for name, data in published.items():
+        assert str(tmp_path).encode() not in data and b'~/.cache' not in data, (name, download)
+    assert json.loads(published['train_args.json'])['dataset'] == '<local>/fmnist'
+    assert json.loads(published['train_args.json'])['pretrained'] == 'local-dir:<local>/model'
+    assert '| `output_dir` | <local>/run |' in published['README.md'].decode()
+    assert 'datasets:' not in published['README.md'].decode().split('---')[1]  # a local folder is no Hub dataset
+    assert {p: p.read_bytes() for p in run.rglob('*') if p.is_file()} == before  # the local files keep their paths
+
+
 def test_registered_fmnist_tag_loads_from_project_namespace(tmp_path, hub_server, hf_token):
     """The pretrained tag a comparison publishes: pushed to the project's org, loaded by its timm name."""
     from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES, HUB_ORG

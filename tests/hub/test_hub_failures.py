@@ -119,6 +119,25 @@ def test_server_stops_mid_upload_then_rerun_completes(folder, tmp_path, hub_toke
     assert snapshot(folder) == before
 
 
+def test_a_concurrent_commit_is_reported_as_a_conflict(folder, hub_server, hf_token, hub_tokens, monkeypatch):
+    """L18: the loser of two pushes to one branch (the Hub answers 412) is told what happened, not to retry blindly."""
+    hub.push(folder, 'alice/race')
+    make_folder(folder, seed=1)  # new weights: this push has something to commit
+    commit = HfApi.create_commit
+
+    def someone_else_commits_first(api, repo_id, operations, **kwargs):
+        monkeypatch.setattr(HfApi, 'create_commit', commit)  # once: the other pusher's own commit goes through
+        HfApi(token=hub_tokens['alice']).upload_file(path_or_fileobj=b'x', path_in_repo='notes.txt', repo_id=repo_id)
+        return commit(api, repo_id, operations, **kwargs)  # with the parent_commit read before the other commit
+
+    monkeypatch.setattr(HfApi, 'create_commit', someone_else_commits_first)
+    with pytest.raises(hub.HubConflictError, match=r'alice/race@main moved.*someone else committed.*412') as caught:
+        hub.push(folder, 'alice/race')
+    assert 'once the Hub is reachable' not in str(caught.value)
+    assert [c.title for c in HfApi().list_repo_commits('alice/race')][0] == 'Upload notes.txt with huggingface_hub'
+    hub.push(folder, 'alice/race')  # run again on top of the new commit: it goes through
+
+
 def test_missing_or_bad_token_fails_before_upload(folder, hub_server, hub_tokens, monkeypatch):
     monkeypatch.delenv('HF_TOKEN', raising=False)
     start = len(hub_server.requests)
@@ -249,9 +268,9 @@ def test_unknown_architecture_says_to_import_hybrid_zoo(folder, hub_server, hf_t
     api.upload_file(
         path_or_fileobj=folder / 'model.safetensors', path_in_repo='model.safetensors', repo_id='alice/unknown-arch'
     )
-    with pytest.raises(hub.HubError, match="'convformer_from_the_future'.*import hybrid_zoo"):
+    with pytest.raises(hub.UnknownModelError, match="'convformer_from_the_future'.*config.json.*import hybrid_zoo"):
         hub.load('hf-hub:alice/unknown-arch')
-    with pytest.raises(hub.HubError, match='import hybrid_zoo'):
+    with pytest.raises(hub.UnknownModelError, match='import hybrid_zoo'):
         hub.load('convformer_from_the_future')
     with pytest.raises(RuntimeError, match='Unknown model'):  # what plain timm says
         timm.create_model('hf-hub:alice/unknown-arch', pretrained=True)

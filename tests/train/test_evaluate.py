@@ -8,10 +8,11 @@ import pytest
 import timm
 import torch
 
+from hybrid_zoo.factory import PickleRefusedError
 from hybrid_zoo.train import data
 from hybrid_zoo.train import evaluate as E
 from hybrid_zoo.train.data import DataError
-from hybrid_zoo.train.loop import TrainConfig, fit
+from hybrid_zoo.train.loop import TrainConfig, build_model, fit
 
 pytestmark = pytest.mark.train
 
@@ -97,3 +98,21 @@ def test_eval_cli(trained, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary['num_samples'] == 360 and summary['top1'] == pytest.approx(result['top1'], abs=1e-3)
     assert E.main(['--model', str(model_dir), '--dataset', str(digits), '--split', 'validation']) == 2
+
+
+def test_pickle_only_folder_is_refused_by_eval_and_train(trained, tmp_path, caplog):
+    """``hybrid-zoo eval`` and ``train --pretrained`` refuse a folder holding only a pickle, before unpickling it."""
+    from safetensors.torch import load_file
+
+    digits, model_dir, result = trained
+    folder = tmp_path / 'bin-only'
+    folder.mkdir()
+    (folder / 'config.json').write_bytes((model_dir / 'config.json').read_bytes())
+    torch.save(load_file(model_dir / 'model.safetensors'), folder / 'pytorch_model.bin')
+    assert E.main(['--model', str(folder), '--dataset', str(digits), '--workers', '0']) == 2
+    assert 'pytorch_model.bin is a pickle' in caplog.text and 'allow_pickle=True' in caplog.text
+    cfg = TrainConfig(model='test_convnext', pretrained=str(folder), dataset=str(digits), output_dir=str(tmp_path))
+    with pytest.raises(PickleRefusedError, match='it was not loaded'):
+        build_model(cfg, num_classes=10)
+    results = E.evaluate(str(folder), str(digits), 'test', batch_size=100, allow_pickle=True)  # when asked
+    assert results['top1'] == pytest.approx(result['top1'], abs=1e-3)
