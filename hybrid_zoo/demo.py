@@ -22,6 +22,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import huggingface_hub.constants
+
+from hybrid_zoo.hub.client import push
+from hybrid_zoo.hub.server import HubServer
+from hybrid_zoo.train.data import prepare_default
+from hybrid_zoo.train.evaluate import evaluate
+from hybrid_zoo.train.loop import TrainConfig, fit
 from hybrid_zoo_cli.demo import build_parser
 
 _log = logging.getLogger(__name__)
@@ -51,14 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
     # The bundled server speaks the Hub's HTTP + LFS protocol, not Xet; huggingface_hub reads this once.
     os.environ['HF_HUB_DISABLE_XET'] = '1'
-    import huggingface_hub.constants
 
     huggingface_hub.constants.HF_HUB_DISABLE_XET = True
-    from hybrid_zoo.hub.client import push
-    from hybrid_zoo.hub.server import HubServer
-    from hybrid_zoo.train.data import prepare_default
-    from hybrid_zoo.train.evaluate import evaluate
-    from hybrid_zoo.train.loop import TrainConfig, fit
 
     out = Path(args.output_dir)
     name, data_path = prepare_default(args.embedded_cache)

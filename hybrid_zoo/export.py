@@ -8,6 +8,7 @@ into ``model_cards/results/deploy.json``.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -17,9 +18,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import onnxruntime as ort
+import timm
 import torch
+import torch._dynamo
+from timm.models import reparameterize_model
 from torch import nn
+from tqdm.auto import tqdm
 
+import hybrid_zoo  # noqa: F401  (registers the models)
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo_cli.export import build_parser
@@ -31,14 +38,12 @@ PARITY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((1, 3, 224, 224), (2, 3,
 
 def reparameterize(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with BatchNorm and layer scales folded into convs (timm's ``reparameterize_model``)."""
-    from timm.models import reparameterize_model
 
     return reparameterize_model(model.eval(), inplace=False)
 
 
 def graph_breaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """(graph count, graph break count) of ``torch.compile`` on ``model(x)``, from ``torch._dynamo.explain``."""
-    import torch._dynamo
 
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(model)(x)
@@ -106,7 +111,6 @@ def export_onnx(
 
 
 def _forward_arg_names(model: nn.Module) -> list[str]:
-    import inspect
 
     return [p for p in inspect.signature(model.forward).parameters if p != 'self']
 
@@ -115,7 +119,6 @@ def onnx_max_abs_diff(
     model: nn.Module, onnx_path: str | os.PathLike, shapes: Sequence[Sequence[int]] = PARITY_SHAPES
 ) -> float:
     """Largest |onnxruntime - eager| over random inputs of the given (B, C, H, W) shapes."""
-    import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     worst = 0.0
@@ -157,9 +160,6 @@ def reparam_speedup(model: nn.Module, batch_size: int = 16, img_size: int = 224,
 
 def measure_model(name: str, exporter: str = 'torchscript', speed: bool = True) -> dict:
     """Folding parity and speed, compile graph breaks, ONNX parity (eager-form and folded) for one timm model."""
-    import timm
-
-    import hybrid_zoo  # noqa: F401  (registers the models)
 
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
@@ -188,7 +188,6 @@ def measure_model(name: str, exporter: str = 'torchscript', speed: bool = True) 
 
 def measure(names: Sequence[str], out: str | os.PathLike, exporter: str = 'torchscript') -> dict:
     """Run :func:`measure_model` for every name and write the results file."""
-    from tqdm.auto import tqdm
 
     rows = []
     for name in tqdm(names, desc='deploy checks', unit='model'):
@@ -202,9 +201,6 @@ def measure(names: Sequence[str], out: str | os.PathLike, exporter: str = 'torch
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    import timm
-
-    import hybrid_zoo
 
     if args.measure is not None:
         measure(args.measure or hybrid_zoo.list_variants(), args.results, exporter='torchscript')

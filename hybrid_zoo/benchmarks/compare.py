@@ -17,11 +17,22 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+from datasets import DatasetDict, load_from_disk
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
 from hybrid_zoo.benchmarks.peers import FMNIST_PEERS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
-from hybrid_zoo.models.pretrained import FMNIST_MODELS
+from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.hub.client import push
+from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
+from hybrid_zoo.train.data import prepare_fashion_mnist
+from hybrid_zoo.train.evaluate import create_model, evaluate
+from hybrid_zoo.train.loop import TrainConfig, fit
 from hybrid_zoo_cli.compare import build_parser
 
 _log = logging.getLogger(__name__)
@@ -74,7 +85,6 @@ RECIPES: dict[str, Recipe] = {
 
 def _train_only(dataset_dir: Path, work: Path) -> Path:
     """The train split alone, saved once, so the trainer carves validation from it and never sees test."""
-    from datasets import DatasetDict, load_from_disk
 
     out = work / 'train_only'
     if not (out / 'dataset_dict.json').exists():
@@ -96,9 +106,6 @@ def run_one(
 
     ``model_kwargs`` change the architecture (a design variant under test), never the recipe.
     """
-    from hybrid_zoo.flops import count_macs, count_params
-    from hybrid_zoo.train.evaluate import create_model, evaluate
-    from hybrid_zoo.train.loop import TrainConfig, fit
 
     out = work / f'{model}-s{seed}'
     row_file = out / 'compare_row.json'
@@ -224,7 +231,6 @@ def compare(
     ``model_kwargs`` build every model with a design change (``variant`` names it: its runs get their own
     folder, ``<recipe>-<variant>``), so a before/after pair shares the recipe and differs in the design only.
     """
-    from tqdm.auto import tqdm
 
     if model_kwargs and not variant:
         raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
@@ -270,7 +276,6 @@ def diagnostics(run_dir: str | os.PathLike) -> dict | None:
     ``layer_scale``: mean |gamma| of the residual-branch scales (parameters named ``gamma``: ours, ConvNeXt),
     split into the blocks with attention (``ls1``/``ls2``) and the rest; None for models without any.
     """
-    from safetensors import safe_open
 
     run = Path(run_dir)
     metrics, weights = run / 'metrics.jsonl', run / 'model' / 'model.safetensors'
@@ -384,8 +389,6 @@ def publish(
     Each push carries the weights, timm's config, the model card and the run's results; ``record`` (a JSON
     file, written only after every push succeeded) names which run each tag holds and the commit.
     """
-    from hybrid_zoo.hub.client import push
-    from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
 
     best = best_runs(results_files, FMNIST_MODELS, img_size=64)
     missing = [m for m in FMNIST_MODELS if m not in best]
@@ -425,10 +428,8 @@ def publish(
 def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> None:
     """Markdown table and plot next to the results file (test accuracy against the inference speed that
     ``bench_file``, next to it, reports)."""
-    import matplotlib
 
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
 
     models = data['models']
     bench_path = results.parent / bench_file
@@ -541,7 +542,6 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    from hybrid_zoo.train.data import prepare_fashion_mnist
 
     if args.recipe not in RECIPES:
         build_parser().error(f'--recipe: expected one of {", ".join(sorted(RECIPES))}, got {args.recipe!r}')

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyBboxPatch
+
 from hybrid_zoo.atomic import read_json
+from hybrid_zoo.benchmarks import compare, profile
 from hybrid_zoo.benchmarks.results import RESULTS_DIR
 from hybrid_zoo.benchmarks.tables import markdown_table
+from hybrid_zoo.describe import describe, format_table
+from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE
 from hybrid_zoo_cli.render import build_parser
 
 _log = logging.getLogger(__name__)
@@ -251,7 +260,6 @@ def pretrained_table(results: Path) -> str | None:
 
 def describe_block(results: Path) -> str:
     """``hybrid-zoo describe convformer_small`` at 224 px, as it prints (computed from the model, not measured)."""
-    from hybrid_zoo.describe import describe, format_table
 
     rows = describe('convformer_small', (224, 224), 3)
     return (
@@ -291,13 +299,8 @@ def render_readme(text: str, results: Path = RESULTS_DIR) -> str:
 
 def draw_placements(path: Path = FIGURES / 'placements.png') -> Path:
     """Diagram of the three fusion placements: stem, four stages (conv or attention), head."""
-    import matplotlib
 
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE
 
     colors = {'conv': '#8fb8de', 'attn': '#f4a261', 'io': '#d9d9d9'}
     fig, ax = plt.subplots(figsize=(11, 4.2))
@@ -356,9 +359,6 @@ def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
     profile's verdicts (``profile-cpu``) start from its target ratios, so a new benchmark run changes them;
     accuracies and profiles stay as measured. With ``out`` the files are written there instead.
     """
-    import shutil
-
-    from hybrid_zoo.benchmarks import compare, profile
 
     bench = results / 'bench-cpu.json'
     if out is not None and bench.exists():
@@ -379,7 +379,6 @@ def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
 
 
 def _stale_comparisons(results: Path) -> list[str]:
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         fresh = rerender_comparisons(results, Path(tmp))

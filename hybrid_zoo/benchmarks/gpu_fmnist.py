@@ -32,10 +32,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.compare import RECIPES, Recipe, per_model, ranking_stable, render, summarize
+from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.models import MODEL_NAMES
+from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
+from hybrid_zoo.train.data import DataError, _read_idx, fashion_mnist_available, model_data_config
+from hybrid_zoo.train.evaluate import Predictions, classification_metrics, create_model
 
 _log = logging.getLogger(__name__)
 
@@ -59,15 +69,12 @@ def gpu_recipe(epochs: int = 4, batch_size: int = 512, img_size: int = 64) -> Re
 
 def default_models() -> list[str]:
     """The nine ConvFormer variants, then the tiny and small peer sets of the benchmark."""
-    from hybrid_zoo.benchmarks.peers import PEER_SETS
-    from hybrid_zoo.models import MODEL_NAMES
 
     return [*MODEL_NAMES, *PEER_SETS['tiny'], *PEER_SETS['small']]
 
 
 def load_arrays(source_dir: str | os.PathLike, train_samples: int | None, test_samples: int | None, seed: int = 0):
     """Fashion-MNIST as uint8 arrays from the four IDX files; optional seeded subsets (for smoke runs)."""
-    from hybrid_zoo.train.data import DataError, _read_idx, fashion_mnist_available
 
     source = Path(source_dir)
     if not fashion_mnist_available(source):
@@ -133,14 +140,6 @@ def train_one(
 
     ``gmacs``: the model's count at the recipe size (:func:`model_gmacs`), recorded in the row.
     """
-    from timm.loss import LabelSmoothingCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from tqdm.auto import tqdm
-
-    from hybrid_zoo.flops import count_params
-    from hybrid_zoo.train.data import model_data_config
-    from hybrid_zoo.train.evaluate import create_model
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -216,8 +215,6 @@ def train_one(
 @torch.no_grad()
 def test(model, test_data, size: int, batch_size: int, autocast, mean: float, std: float) -> tuple[float, float, dict]:
     """Top-1, top-5 and per-class accuracy (percent) on every test image, no augmentation (the trainer's metrics)."""
-    from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
-    from hybrid_zoo.train.evaluate import Predictions, classification_metrics
 
     model.eval()
     x_test, y_test = test_data
@@ -314,8 +311,6 @@ def run(
 
 def model_gmacs(name: str, recipe: Recipe) -> float:
     """GMACs of ``name`` as built for ``recipe`` (counted once per model, on the CPU)."""
-    from hybrid_zoo.flops import count_macs
-    from hybrid_zoo.train.evaluate import create_model
 
     net = create_model(name, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans).eval()
     return count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs

@@ -5,8 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import timm
+
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.models import VARIANTS, list_variants
+from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE, SIZE_OF
 from hybrid_zoo_cli.stats import build_parser
 
 _log = logging.getLogger(__name__)
@@ -14,11 +19,6 @@ _log = logging.getLogger(__name__)
 
 def model_stats(name: str, input_size: Sequence[int] = (3, 224, 224)) -> dict:
     """Architecture facts and measured counts of one registered ConvFormer variant (1000-class head)."""
-    import timm
-
-    from hybrid_zoo.flops import count_macs, count_params
-    from hybrid_zoo.models import VARIANTS
-    from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE, SIZE_OF
 
     cfg = VARIANTS[name]
     model = timm.create_model(name)
@@ -48,7 +48,6 @@ def flop_matching(models: dict) -> dict:
 
 
 def collect(input_size: Sequence[int] = (3, 224, 224)) -> dict:
-    from hybrid_zoo.models import list_variants
 
     models = {name: model_stats(name, input_size) for name in list_variants()}
     meta = dict(machine_meta(), input_size=list(input_size), counter='torch.utils.flop_counter + SDPA formula')

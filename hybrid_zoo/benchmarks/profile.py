@@ -40,12 +40,20 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from timm.models import reparameterize_model
+from tqdm.auto import tqdm
+
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.peers import PROFILE_MODELS
 from hybrid_zoo.benchmarks.profile_ops import CATEGORIES, LeafTimers, reference_rate, shape_ceiling
 from hybrid_zoo.benchmarks.profile_report import render, rerender, target_ceilings
 from hybrid_zoo.benchmarks.profile_training import profile_training
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.speed import exec_with_no_trim
+from hybrid_zoo.flops import count_macs
+from hybrid_zoo.train.evaluate import create_model
 from hybrid_zoo_cli.profile import build_parser
 
 _log = logging.getLogger(__name__)
@@ -60,12 +68,6 @@ def profile_model(
     model_kwargs: dict | None = None,
 ) -> dict:
     """Time per category (median over ``iters`` forwards after a warm-up) for one timm model."""
-    import torch
-    import torch.nn.functional as F
-    from timm.models import reparameterize_model
-
-    from hybrid_zoo.flops import count_macs
-    from hybrid_zoo.train.evaluate import create_model
 
     model = create_model(name, img_size=img_size, **(model_kwargs or {})).eval()
     total_flop = 2e9 * batch * count_macs(model, (3, img_size, img_size)).gmacs  # counted for one image
@@ -128,7 +130,6 @@ def profile_model(
 
 # ---------------------------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    from hybrid_zoo.benchmarks.speed import exec_with_no_trim
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -142,7 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     exec_with_no_trim(['-m', 'hybrid_zoo.benchmarks.profile', *argv])  # the benchmark's allocator setting
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    from tqdm.auto import tqdm
 
     bench_path = Path(args.bench)
     bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None

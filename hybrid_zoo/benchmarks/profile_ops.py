@@ -10,6 +10,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 _log = logging.getLogger(__name__)
 
 
@@ -30,7 +33,6 @@ def conv_kind(weight: Sequence[int], in_channels: int, groups: int) -> str:
 
 
 def _category(module) -> str | None:
-    from torch import nn
 
     activations = (nn.GELU, nn.ReLU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.ReLU6, nn.Hardsigmoid, nn.Mish)
 
@@ -47,7 +49,6 @@ def _category(module) -> str | None:
 
 def _flop(module, out) -> float:
     """Multiply-adds x 2 of a conv or linear, from its output."""
-    from torch import nn
 
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
@@ -121,7 +122,6 @@ class GemmShape:
 
 
 def _gemm_shape(module, x) -> GemmShape:
-    from torch import nn
 
     if isinstance(module, nn.Conv2d):
         return GemmShape('conv', tuple(x.shape), module.out_channels, module.stride[0])
@@ -134,8 +134,6 @@ def isolated_seconds(shape: GemmShape, train: bool = False, iters: int = 5) -> f
     This is the rate oneDNN / the BLAS reach on exactly that shape, the fair ceiling for a model's GEMMs:
     small channel counts run below the 1024-channel reference rate whatever the model around them does.
     """
-    import torch
-    from torch import nn
 
     torch.manual_seed(0)
     if shape.kind == 'conv':
@@ -198,8 +196,6 @@ def shape_bound(calls: Counter, train: bool = False) -> tuple[float, float]:
 
 def reference_rate(batch: int = 32, iters: int = 8) -> float:
     """FLOP/s of a channels_last 1024->1024 1x1 conv on 28x28 (the benchmark's oneDNN reference), median."""
-    import torch
-    from torch import nn
 
     conv = nn.Conv2d(1024, 1024, 1, bias=False).to(memory_format=torch.channels_last).eval()
     x = torch.randn(batch, 1024, 28, 28).contiguous(memory_format=torch.channels_last)

@@ -7,6 +7,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from hybrid_zoo.atomic import write_atomic, write_figure_atomic, write_json_atomic
 from hybrid_zoo.benchmarks.peers import TARGETS
 from hybrid_zoo.benchmarks.profile_ops import CATEGORIES
@@ -118,10 +121,8 @@ def _model_cells(p: dict) -> list[str]:
 
 def render(data: dict, out: Path) -> None:
     """``profile-cpu.md`` (inference and training tables, targets) and ``profile-cpu.png`` (time shares)."""
-    import matplotlib
 
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
 
     ref = data['reference_gflop_s']
     shares = [f'{c} % (GFLOP/s)' for c in CATEGORIES]

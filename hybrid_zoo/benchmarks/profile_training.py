@@ -10,6 +10,10 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+import torch
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as torch_profile
+
 from hybrid_zoo.benchmarks.profile_ops import (
     CATEGORIES,
     GemmShape,
@@ -18,6 +22,8 @@ from hybrid_zoo.benchmarks.profile_ops import (
     reference_rate,
     shape_ceiling,
 )
+from hybrid_zoo.benchmarks.speed import training_step
+from hybrid_zoo.train.evaluate import create_model
 
 _log = logging.getLogger(__name__)
 
@@ -201,12 +207,6 @@ def profile_training(
     GEMMs (forward, input and weight gradients) ran at ``R``; the shape ceiling puts each GEMM at the rate
     of its own shape run alone instead.
     """
-    import torch
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    from hybrid_zoo.benchmarks.speed import training_step
-    from hybrid_zoo.train.evaluate import create_model
 
     os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # torch.profiler's backend prints two lines per trace otherwise
     torch.manual_seed(0)

@@ -6,6 +6,9 @@ import datetime as _dt
 import platform
 from pathlib import Path
 
+import timm
+import torch
+
 # relative to the working directory (the repository root for the commands that measure): an installed copy of
 # the package never writes into site-packages
 RESULTS_DIR = Path('model_cards') / 'results'
@@ -24,8 +27,6 @@ def cpu_name() -> str:
 
 def machine_meta() -> dict:
     """Where and with what a number was measured."""
-    import timm
-    import torch
 
     return {
         'date': _dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d'),

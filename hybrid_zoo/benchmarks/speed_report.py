@@ -14,6 +14,10 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+from matplotlib.figure import Figure
+
+from hybrid_zoo.atomic import write_atomic, write_json_atomic
 from hybrid_zoo.benchmarks.peers import SIZES, TARGETS, Target
 from hybrid_zoo.benchmarks.tables import markdown_table
 
@@ -403,8 +407,6 @@ def render_csv(doc: dict) -> str:
 
 def render_plot(doc: dict) -> bytes:
     """PNG: images/s against GMACs (with iso-efficiency curves of the reference rate), and against top-1."""
-    import numpy as np
-    from matplotlib.figure import Figure
 
     meta, ref, s = doc['meta'], doc.get('reference') or {}, doc['meta'].get('settings', {})
     rows = [(n, r) for n, r in ordered(doc['models']) if r.get('infer_img_s') and r.get('gmacs')]
@@ -482,7 +484,6 @@ def write_outputs(
 
     With ``top1_csv`` the rows get a ``top1`` column and the plot a second panel.
     """
-    from hybrid_zoo.atomic import write_atomic, write_json_atomic
 
     if top1_csv is not None:
         attach_top1(doc, read_top1(top1_csv), Path(top1_csv).name)

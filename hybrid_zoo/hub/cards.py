@@ -22,6 +22,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jinja2
+import timm
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hybrid_zoo import __doc__ as package_doc
+from hybrid_zoo import __version__
+from hybrid_zoo.factory import build_from_folder
+from hybrid_zoo.flops import count_macs, count_params
+
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
     from torch import nn
@@ -162,8 +171,6 @@ def _hybrid_zoo_variant(arch: str) -> dict | None:
 
 
 def _package_fields(origin_url: str | None) -> dict[str, str]:
-    from hybrid_zoo import __doc__ as package_doc
-    from hybrid_zoo import __version__
 
     origin_url = origin_url or 'https://pypi.org/project/hybrid_zoo/'
     source = f' @ git+{origin_url}' if origin_url.startswith(('https://github.com/', 'https://gitlab.com/')) else ''
@@ -176,8 +183,6 @@ def _package_fields(origin_url: str | None) -> dict[str, str]:
 
 
 def _render(card_data: Any, template: str | os.PathLike | None, **fields: Any) -> ModelCard:
-    import jinja2
-    from huggingface_hub import ModelCard
 
     source = Path(template or TEMPLATE)
     if not source.is_file():
@@ -239,7 +244,6 @@ def _eval_results(metrics: dict, dataset: str, split: str, protocol: str | None 
 
     ``protocol`` tells apart results on the same dataset and split (``Top-1 accuracy (long64)``).
     """
-    from huggingface_hub import EvalResult
 
     suffix = f' ({protocol})' if protocol else ''
 
@@ -269,7 +273,6 @@ def _card_data(
     base_model: str | None = None,
 ) -> Any:
     """The YAML header: what the Hub reads to list, filter and show the model."""
-    from huggingface_hub import ModelCardData
 
     return ModelCardData(
         library_name='timm',
@@ -290,7 +293,6 @@ _MEASURED: dict[str, dict[str, Any]] = {}  # measurements depend on the config o
 
 def measure(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, Any]:
     """Params, GMACs (attention included), feature strides and width of ``model`` at ``input_size``."""
-    from hybrid_zoo.flops import count_macs, count_params
 
     macs = count_macs(model, tuple(input_size))
     info = getattr(model, 'feature_info', None)
@@ -339,8 +341,6 @@ def render_card(
     key = json.dumps([arch, config.get('model_args'), config.get('num_classes'), input_size], sort_keys=True)
     if key not in _MEASURED:  # a second push of the same architecture and config skips the FLOP count
         if model is None:
-            from hybrid_zoo.factory import build_from_folder
-
             model = build_from_folder(folder)
         _MEASURED[key] = measure(model, input_size)
     stats = _MEASURED[key]
@@ -537,7 +537,6 @@ def render_architecture_card(
             (``fmnist-cpu64.json``, ``bench-cpu.json``).
         template: Jinja template; default ``model_cards/template.md``.
     """
-    import timm
 
     pcfg = timm.models.get_pretrained_cfg(name)
     fusion = stats.get('fusion') or (_hybrid_zoo_variant(name) or {}).get('fusion')

@@ -31,8 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import timm
+import yaml
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import safe_open
 from torch import nn
 
+from hybrid_zoo import __version__
 from hybrid_zoo.factory import (
     CONFIG_NAME,
     PICKLE_WEIGHTS_NAME,
@@ -47,6 +53,7 @@ from hybrid_zoo.factory import (
     create_model,
     scan_weights,
 )
+from hybrid_zoo.hub.cards import redact_local_paths, render_card
 from hybrid_zoo_cli.push import build_parser
 
 if TYPE_CHECKING:
@@ -122,7 +129,6 @@ def check_folder(folder: str | os.PathLike) -> nn.Module:
         raise HubError(f'{folder} has no {WEIGHTS_NAME}' + (hint if (folder / PICKLE_WEIGHTS_NAME).exists() else ''))
     check_safetensors(weights)
     model = build_from_folder(folder)
-    from safetensors import safe_open
 
     with safe_open(str(weights), framework='pt') as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -188,7 +194,6 @@ def plan_upload(
     Local paths in what is published (the card, the JSON and YAML files, the metrics log) are replaced by
     ``<local>/<name>``; the local files are not changed.
     """
-    from hybrid_zoo.hub.cards import render_card
 
     model = check_folder(folder)
     files: dict[str, Path | bytes] = {}
@@ -204,7 +209,6 @@ def _public_text(path: Path) -> Path | bytes:
 
     The file itself is returned when nothing changes, so an unchanged push still uploads nothing.
     """
-    from hybrid_zoo.hub.cards import redact_local_paths
 
     text = path.read_text(encoding='utf-8')
     public = redact_local_paths(text)
@@ -217,9 +221,6 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 def _generated_files(folder: Path, card: str) -> dict[str, bytes]:
     """The card and YAML twins of the JSON result files (for readers and tools that prefer YAML)."""
-    import yaml
-
-    from hybrid_zoo.hub.cards import redact_local_paths
 
     out = {'README.md': card.encode()}
     for name in ('results', 'train_args'):
@@ -232,7 +233,6 @@ def _generated_files(folder: Path, card: str) -> dict[str, bytes]:
 
 def _check_auth(api: HfApi, repo_id: str) -> None:
     """Raise HubAuthError unless the token may write to ``repo_id``'s namespace."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
     try:
         me = api.whoami()
@@ -310,9 +310,6 @@ def push(
         HubError: The Hub could not be reached or the upload broke off; nothing was committed and the
             local files are untouched, so running the same push again completes it.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-
-    from hybrid_zoo import __version__
 
     _validate_repo_id(repo_id)
     with _model_folder(source, model_config, results, train_args) as (folder, run_dir):
@@ -349,8 +346,6 @@ def push(
 
 def _validate_repo_id(repo_id: str) -> None:
     """huggingface_hub's own check, plus an explicit namespace (timm's convention: ``org/<arch>.<tag>``)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
 
     validate_repo_id(repo_id)
     if '/' not in repo_id:
@@ -427,7 +422,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger('httpx2').setLevel(logging.WARNING)  # one line per HTTP request is noise here
-    from huggingface_hub.errors import HFValidationError
 
     try:
         if args.dry_run:

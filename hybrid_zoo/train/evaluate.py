@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from sklearn.metrics import confusion_matrix
+from timm.data import create_transform
+from tqdm.auto import tqdm
 
 from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.loop imports them from here)
     HUB_PREFIXES,
@@ -42,6 +47,7 @@ from hybrid_zoo.train.data import (
     load_eval_split,
     model_data_config,
 )
+from hybrid_zoo.train.plotting import plot_confusion_matrix
 from hybrid_zoo_cli.evaluate import build_parser
 
 logger = logging.getLogger('hybrid_zoo.train.evaluate')  # not __name__: that is '__main__' under python -m
@@ -62,7 +68,6 @@ class Predictions:
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, accelerator, *, k: int = 5, channels_last: bool = False) -> Predictions:
     """Run ``model`` over a prepared loader and gather top-k predictions, targets and per-sample loss."""
-    from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
@@ -88,7 +93,6 @@ def predict(model: torch.nn.Module, loader, accelerator, *, k: int = 5, channels
 
 def classification_metrics(pred: Predictions, label_names: list[str]) -> dict:
     """Top-1 / top-5 (percent), mean loss, per-class accuracy (percent, ``None`` for absent classes), confusion matrix."""
-    from sklearn.metrics import confusion_matrix
 
     n = len(label_names)
     top1 = pred.topk[:, 0]
@@ -128,8 +132,6 @@ def _label_names(model: torch.nn.Module, dataset_names: list[str] | None) -> lis
 
 def _fresh_accelerator(**kwargs: Any):
     """An ``Accelerator``; the per-run part of accelerate's global state is reset first so calls can differ."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
 
     # AcceleratorState refuses a second, different mixed_precision in one process; the process group
     # (PartialState) is kept
@@ -180,7 +182,6 @@ def evaluate(
         ``top1``, ``top5`` (percent), ``loss``, ``num_samples``, ``per_class`` (class name -> percent),
         ``confusion_matrix``, ``label_names``, ``dataset``, ``split``, ``model``.
     """
-    from timm.data import create_transform
 
     accelerator = _fresh_accelerator(cpu=cpu or _cpu_only_multiprocess(), mixed_precision=mixed_precision)
     # the data first: a mistyped path fails before any weights are loaded
@@ -215,8 +216,6 @@ def evaluate(
         'input_size': list(data_cfg['input_size']),
     }
     if output_dir is not None and accelerator.is_main_process:
-        from hybrid_zoo.train.plotting import plot_confusion_matrix
-
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / 'eval_results.json').write_text(json.dumps(results, indent=2))
