@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     'push': ('push', 'hybrid_zoo.hub.client', 'publish a trained model folder to the Hugging Face Hub'),
     'hub-server': (
         'hub_server',
-        'hybrid_zoo.hub.server',
+        'hybrid_zoo_cli.hub_server',  # loads the server package alone: no torch, starts in 0.1 s
         'run the local Hub-protocol server (offline demos and tests)',
     ),
     'describe': (

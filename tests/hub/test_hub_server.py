@@ -165,6 +165,8 @@ def test_token_specs():
     assert parse_tokens(['alice:t1', 'bob:t2:read']) == {'t1': ('alice', 'write'), 't2': ('bob', 'read')}
     with pytest.raises(ValueError):
         parse_tokens(['no-token'])
+    with pytest.raises(ValueError, match='each token must be unique'):
+        parse_tokens(['alice:same', 'bob:same'])
 
 
 def test_cli_serves_until_interrupted(tmp_path, hub_tokens):

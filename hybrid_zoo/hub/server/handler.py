@@ -14,55 +14,80 @@ Routes (``<t>`` is ``model``/``dataset``/``space``; ``<prefix>`` is ``''``, ``da
 
 Errors carry ``X-Error-Code``/``X-Error-Message`` so the client raises its usual typed exceptions
 (``RepositoryNotFoundError``, ``RevisionNotFoundError``, ``EntryNotFoundError``).
+
+Whatever a client sends, the reply is a JSON ``{"error": message}`` with a 4xx status for a request the server
+refuses (never a traceback or a local path; a 500 only for a bug, with the details in the log). Header values are
+printable ASCII (file names go in RFC 6266 ``filename*``), bodies are read only once the caller may make the
+request and only up to each route's cap (``body.py``), and sockets time out (``HubServer(timeout=...)``).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import json
 import logging
 import re
 from collections.abc import Iterator
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from hybrid_zoo.hub.server.store import (
-    REPO_TYPES,
-    Commit,
-    FileEntry,
-    Op,
-    StoreError,
-    check_path,
-    check_repo_id,
-    wants_lfs,
-)
+from .body import BodyError, RequestBody
+from .card import MAX_FRONT_MATTER, CardError, parse_card
+from .names import SHA256, InvalidName, check_path, check_repo_id
+from .store import REPO_TYPES, Commit, FileEntry, Op, StagedBlob, Store, StoreError, wants_lfs
 
 if TYPE_CHECKING:
-    from hybrid_zoo.hub.server.server import HubServer
+    from .server import HubServer
 
 logger = logging.getLogger(__name__)
 
 _PREFIX_TO_TYPE = {'datasets': 'dataset', 'spaces': 'space'}
 _URL_PREFIX = {'model': '', 'dataset': 'datasets/', 'space': 'spaces/'}
-_FRONT_MATTER = re.compile(r'\A---\s*\n(.*?)\n---\s*(?:\n|\Z)', re.S)
+
+MAX_JSON_BODY = 8 << 20  # JSON and form bodies of the API routes (paths-info of thousands of paths fits)
+MAX_INLINE_FILE = 10 << 20  # a regular file inside a commit: the Hub's limit; preupload sends bigger ones to LFS
+MAX_COMMIT_LINE = MAX_INLINE_FILE * 4 // 3 + (64 << 10)  # one NDJSON line: the base64 file and its JSON
+MAX_COMMIT_BODY = 1 << 30  # a commit's NDJSON, streamed line by line to objects/tmp, never held whole
+MAX_COMMIT_OPS = 100_000
+MAX_UPLOAD = 50 << 30  # one LFS object: the Hub's per-file limit
+DRAIN_LIMIT = 1 << 20  # an unread body up to this size is read and dropped; a bigger one closes the connection
+MAX_HEADER_MESSAGE = 2000
+_HEADER_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
+_TICKET = re.compile(r'(/lfs-upload/)[^/?#\s"]+')
 
 
-def _parse_card(text: str) -> dict | None:
-    """YAML metadata of a README, or None. PyYAML is optional: without it ``cardData`` stays empty."""
-    m = _FRONT_MATTER.match(text)
-    if not m:
-        return None
+def _header_value(value: str) -> str:
+    """A header value as printable ASCII: control characters (CR, LF...) become spaces, other non-ASCII
+    characters ``\\uXXXX`` escapes. ``send_header`` encodes Latin-1 and would pass CR/LF through."""
+    return _HEADER_CONTROL.sub(' ', value).encode('ascii', 'backslashreplace').decode('ascii')
+
+
+def _content_disposition(path: str) -> str:
+    """RFC 6266: an ASCII ``filename`` for old clients and the exact UTF-8 name in ``filename*``."""
+    name = path.rsplit('/', 1)[-1]
+    fallback = ''.join(c if ' ' <= c <= '~' and c not in '"\\' else '_' for c in name)
+    return f'inline; filename="{fallback}"; filename*=UTF-8\'\'{quote(name, safe="")}'
+
+
+def _redact(text: str) -> str:
+    """``text`` without upload tickets: a ticket is a secret URL (the PUT carries no token)."""
+    return _TICKET.sub(r'\1<ticket>', text)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_card(store: Store, sha256: str, size: int) -> dict:
+    """``cardData`` of a README blob (content-addressed, so cached by its sha256); ``{}`` when unparsable."""
+    head = b''.join(store.read_range(sha256, 0, min(size, MAX_FRONT_MATTER + 1024)))
     try:
-        import yaml
-    except ImportError:
-        return None
-    data = yaml.safe_load(m.group(1))
-    if data is not None and not isinstance(data, dict):
-        raise ValueError('the YAML metadata must be a mapping')
-    return data
+        return parse_card(head.decode('utf-8', 'replace')) or {}
+    except CardError as e:  # a broken card must not break repo_info, as on the Hub (and stores of older servers)
+        logger.warning('README %s: %s; serving it without cardData', sha256[:12], e)
+        return {}
 
 
 class _Reply(Exception):
@@ -73,15 +98,32 @@ class _Reply(Exception):
         self.status, self.message, self.code = status, message, code
 
 
+def _field(body: dict, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """``body[name]`` if it is a ``kind`` (or absent: ``default``); 400 naming the expected type otherwise."""
+    value = body.get(name, default)
+    if value is not None and not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        expected = ' or '.join(k.__name__ for k in kinds)
+        raise _Reply(400, f'Expected {name!r} to be {expected} in the request body, got {type(value).__name__}')
+    return value
+
+
 class HubHandler(BaseHTTPRequestHandler):
     """One connection. ``self.server.hub`` is the owning :class:`HubServer`."""
 
     protocol_version = 'HTTP/1.1'  # keep-alive, as the client expects; so every reply has a Content-Length
     server_version = 'hybrid-zoo-hub/1'
+    _expect_continue = False
+    body: RequestBody | None = None
 
     # ---- plumbing ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        # a socket timeout: a client that stops mid-request (or idles on keep-alive) gives its thread back
+        self.timeout = self.server.hub.timeout  # type: ignore[attr-defined]
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug('%s %s', self.address_string(), format % args)
+        logger.debug('%s %s', self.address_string(), _redact(format % args))
 
     @property
     def hub(self) -> HubServer:
@@ -91,40 +133,41 @@ class HubHandler(BaseHTTPRequestHandler):
     def base_url(self) -> str:
         return f'http://{self.headers.get("Host") or self.hub.address}'
 
-    def _body_chunks(self) -> Iterator[bytes]:
-        """The request body, Content-Length or chunked (the client's LFS PUT may stream a file object)."""
-        if self.headers.get('Transfer-Encoding', '').lower() == 'chunked':
-            while True:
-                line = self.rfile.readline(1024)
-                if not line:
-                    raise ConnectionError('connection closed inside a chunked body')
-                size = int(line.split(b';')[0].strip() or b'0', 16)
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b'\r\n', b'\n', b''):
-                        pass  # trailers
-                    return
-                yield from _read_exact(self.rfile, size)
-                self.rfile.readline(1024)  # CRLF after each chunk
-        else:
-            yield from _read_exact(self.rfile, int(self.headers.get('Content-Length') or 0))
+    def parse_request(self) -> bool:
+        self.body = None  # the previous request's body is not this one's
+        return super().parse_request()
 
-    def _body(self) -> bytes:
-        if self._body_read:
-            return b''
-        self._body_read = True
-        return b''.join(self._body_chunks())
+    def handle_expect_100(self) -> bool:
+        # "100 Continue" is sent when a route starts reading the body: a request refused before that (no token,
+        # no access, too large) never makes the client send its body
+        self._expect_continue = True
+        return True
+
+    def _send_continue(self) -> None:
+        self.send_response_only(HTTPStatus.CONTINUE)
+        self.end_headers()
+
+    def _body_chunks(self, limit: int = MAX_UPLOAD, what: str = 'A request body') -> Iterator[bytes]:
+        """The request body in pieces of at most 1 MiB; 413 (:class:`BodyError`) past ``limit`` bytes."""
+        return self.body.chunks(limit, what)
 
     def _json_body(self) -> dict:
-        raw = self._body()
-        if not raw:
+        raw = self.body.read_all(MAX_JSON_BODY, 'A JSON request body')
+        if not raw.strip():
             return {}
-        ctype = self.headers.get('Content-Type', '')
-        if 'application/x-www-form-urlencoded' in ctype:
-            return parse_qs(raw.decode())
         try:
-            return json.loads(raw)
-        except ValueError as e:
-            raise _Reply(400, f'Request body is not JSON: {e}') from None
+            if 'application/x-www-form-urlencoded' in self.headers.get('Content-Type', ''):
+                data = parse_qs(raw.decode('utf-8'), max_num_fields=100_000)
+            else:
+                data = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise _Reply(400, f'Request body is not valid JSON (or form data): {e}') from None
+        if not isinstance(data, dict):
+            raise _Reply(400, f'Expected a JSON object in the request body, got {type(data).__name__}')
+        return data
+
+    def send_header(self, keyword: str, value: str) -> None:
+        super().send_header(keyword, _header_value(str(value)))
 
     def _send(self, status: int, body: bytes = b'', headers: dict[str, str] | None = None, ctype='application/json'):
         self.send_response(status)
@@ -139,8 +182,8 @@ class HubHandler(BaseHTTPRequestHandler):
     def _json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(data).encode(), headers)
 
-    def _error(self, status: int, message: str, code: str | None = None) -> None:
-        headers = {'X-Error-Message': message.replace('\n', ' ')}
+    def _error(self, status: int, message: str, code: str | None = None, headers: dict | None = None) -> None:
+        headers = {'X-Error-Message': message[:MAX_HEADER_MESSAGE], **(headers or {})}
         if code:
             headers['X-Error-Code'] = code
         self._json({'error': message}, status, headers)
@@ -148,35 +191,70 @@ class HubHandler(BaseHTTPRequestHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         self._replied = True
         super().send_response(code, message)
+        if self.body is not None and not self.body.drainable(DRAIN_LIMIT):
+            self.send_header('Connection', 'close')  # the unread rest of the body is not worth reading
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (malformed request line, headers too long, unknown method), as JSON 4xx."""
+        headers = {'Connection': 'close'}
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f'Unsupported method {self.command!r}'
+            headers['Allow'] = 'GET, HEAD, POST, PUT, DELETE'
+            message += f'; expected one of {headers["Allow"]}'
+        elif code >= 500:  # 505 (HTTP version): still the client's request, not the server's failure
+            code = HTTPStatus.BAD_REQUEST
+        self.close_connection = True
+        if self.request_version == 'HTTP/0.9':  # the request line was not understood: reply with a status line
+            self.request_version = 'HTTP/1.0'
+        self._error(code, message or HTTPStatus(code).description, headers=headers)
 
     def _dispatch(self) -> None:
-        self._body_read = self._replied = False
+        self._replied = False
+        self.body = RequestBody(self.rfile, self.headers, self._send_continue if self._expect_continue else None)
+        self._expect_continue = False
         split = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         segments = [s for s in split.path.split('/') if s != '']  # still %-quoted: a revision may hold '/'
         try:
-            self.hub.count_request(self.command, split.path)
-            self.user, self.role = self._authenticate()
-            self._route(segments)
-        except StoreError as e:
-            self._error(e.status, e.message, e.code)
-        except _Reply as e:
-            self._error(e.status, e.message, e.code)
+            try:
+                self.hub.count_request(self.command, _redact(split.path))
+                if self.body.framing_error is not None:
+                    raise self.body.framing_error
+                self.user, self.role = self._authenticate()
+                self._route(segments)
+            except (StoreError, _Reply) as e:
+                self._refuse(e.status, e.message, e.code)
+            except BodyError as e:
+                self._refuse(e.status, e.message)
+            except (InvalidName, CardError) as e:
+                self._refuse(400, str(e))
         except (ConnectionError, TimeoutError):
             self.close_connection = True
             return
-        except Exception as e:  # a bug or a malformed request: answer 500 rather than drop the connection
-            logger.exception('%s %s failed', self.command, self.path)
+        except Exception:  # a bug: answer 500 rather than drop the connection, and keep the details in the log
+            logger.exception('%s %s failed', self.command, _redact(self.path))
             self.close_connection = True
             if not self._replied:
-                self._error(500, f'Internal error: {type(e).__name__}: {e}')
+                self._error(500, 'Internal server error (the server log has the details)')
             return
-        # read whatever the route left unread, or the next request on this connection would parse it
-        if not self._body_read:
-            try:
-                self._body()
-            except ConnectionError:
+        self._finish_body()
+
+    def _refuse(self, status: int, message: str, code: str | None = None) -> None:
+        if self._replied:  # a route failed mid-reply: the client sees a short body, and the connection ends
+            logger.warning('%s %s failed after its reply started: %s', self.command, _redact(self.path), message)
+            self.close_connection = True
+        else:
+            self._error(status, message, code)
+
+    def _finish_body(self) -> None:
+        """Read what the route left of the body (a small rest), or close: the next request starts after it."""
+        if self.body.done or self.close_connection:
+            return
+        try:
+            if not (self.body.drainable(DRAIN_LIMIT) and self.body.discard(DRAIN_LIMIT)):
                 self.close_connection = True
+        except (ConnectionError, TimeoutError, BodyError):
+            self.close_connection = True
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
@@ -196,6 +274,13 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _can_write(self, namespace: str) -> bool:
         return self.role == 'write' and self._owns(namespace)
+
+    def _require_writer(self, action: str) -> None:
+        """401/403 for a caller who cannot write anywhere: checked before the body of a write is read."""
+        if self.user is None:
+            raise _Reply(401, f'You must be authenticated to {action}')
+        if self.role != 'write':
+            raise _Reply(403, f'This token is read-only: to {action}, use a write token')
 
     def _flag(self, name: str) -> bool:
         return self.query.get(name) in ('1', 'true', 'True')
@@ -223,17 +308,17 @@ class HubHandler(BaseHTTPRequestHandler):
                 return self._lfs_batch(repo_type, f'{rest[0]}/{rest[1][:-4]}')
             if len(rest) >= 5 and rest[2] == 'resolve' and method in ('GET', 'HEAD'):
                 return self._resolve(repo_type, f'{rest[0]}/{rest[1]}', unquote(rest[3]), unquote('/'.join(rest[4:])))
-        raise _Reply(404, f'No route for {method} {self.path}')
+        raise _Reply(404, f'No route for {method} {_redact(self.path)}')
 
     def _repo_api(self, repo_type: str, repo_id: str, rest: list[str]) -> None:
         method, action = self.command, rest[0] if rest else ''
         arg = unquote(rest[1]) if len(rest) > 1 else None
-        if action == 'settings' and method == 'PUT':
-            return self._settings(repo_type, repo_id)
         if action.startswith('xet-'):
             raise _Reply(501, 'This local Hub server does not speak the Xet protocol: set HF_HUB_DISABLE_XET=1')
-        writes = {'preupload', 'commit', 'branch', 'tag'}
+        writes = {'preupload', 'commit', 'branch', 'tag', 'settings'}
         self._repo(repo_type, repo_id, write=action in writes and method != 'GET')
+        if action == 'settings' and method == 'PUT':
+            return self._settings(repo_type, repo_id)
         if method == 'GET' and action in ('', 'revision'):
             return self._info(repo_type, repo_id, arg or 'main')
         if method == 'GET' and action == 'tree' and arg:
@@ -252,7 +337,7 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._branch(repo_type, repo_id, unquote('/'.join(rest[1:])))
         if action == 'tag' and arg and method in ('POST', 'DELETE'):
             return self._tag(repo_type, repo_id, arg)
-        raise _Reply(404, f'No route for {method} {self.path}')
+        raise _Reply(404, f'No route for {method} {_redact(self.path)}')
 
     def _repo(self, repo_type: str, repo_id: str, *, write: bool = False) -> dict:
         """The repo's metadata if this caller may see it (and write to it); the Hub's 404/401/403 otherwise."""
@@ -294,27 +379,28 @@ class HubHandler(BaseHTTPRequestHandler):
         )
 
     def _target(self, body: dict) -> tuple[str, str]:
-        name, org = body.get('name'), body.get('organization') or self.user
-        repo_type = body.get('type') or 'model'
-        if repo_type not in REPO_TYPES or not isinstance(name, str):
-            raise _Reply(400, f"Expected a 'name' and a type in {REPO_TYPES}, got {body!r}")
-        repo_id = f'{org}/{name}'
-        check_repo_id(repo_id)
-        return repo_type, repo_id
+        name = _field(body, 'name', str)
+        org = _field(body, 'organization', str) or self.user
+        repo_type = _field(body, 'type', str) or 'model'
+        if repo_type not in REPO_TYPES or not name:
+            raise _Reply(
+                400, f"Expected a 'name' and a 'type' in {REPO_TYPES}, got name {name!r} and type {repo_type!r}"
+            )
+        return repo_type, check_repo_id(f'{org}/{name}')
 
     def _create_repo(self) -> None:
+        self._require_writer('create a repo')
         body = self._json_body()
-        if self.user is None:
-            raise _Reply(401, 'You must be authenticated to create a repo')
         repo_type, repo_id = self._target(body)
         url = f'{self.base_url}/{_URL_PREFIX[repo_type]}{repo_id}'
         if not self._can_write(repo_id.split('/')[0]):
             raise _Reply(
                 403, f'You do not have the rights to create a {repo_type} under the namespace {repo_id.split("/")[0]}'
             )
-        private = body.get('visibility', 'private' if body.get('private') else 'public') != 'public'
+        visibility = _field(body, 'visibility', str)
+        private = visibility != 'public' if visibility else bool(_field(body, 'private', (bool, int)))
         try:
-            self.hub.store.create_repo(repo_type, repo_id, private=bool(private), author=self.user)
+            self.hub.store.create_repo(repo_type, repo_id, private=private, author=self.user)
         except StoreError as e:
             if e.status != 409:
                 raise
@@ -324,38 +410,36 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json({'url': url, 'name': repo_id, 'id': repo_id})
 
     def _delete_repo(self) -> None:
+        self._require_writer('delete a repo')
         repo_type, repo_id = self._target(self._json_body())
         self._repo(repo_type, repo_id, write=True)
+        self.hub.drop_upload_tickets(repo_type, repo_id)
         self.hub.store.delete_repo(repo_type, repo_id)
         self._json({})
 
     def _settings(self, repo_type: str, repo_id: str) -> None:
-        body = self._json_body()
-        self._repo(repo_type, repo_id, write=True)
-        private = body.get('private')
-        if 'visibility' in body:
-            private = body['visibility'] != 'public'
+        body = self._json_body()  # _repo_api checked write access first
+        private = _field(body, 'private', (bool, int))
+        visibility = _field(body, 'visibility', str)
+        if visibility is not None:
+            private = visibility != 'public'
         if private is not None:
             self.hub.store.set_private(repo_type, repo_id, bool(private))
         self._json({})
 
     def _validate_yaml(self) -> None:
-        content = self._json_body().get('content', '')
+        content = _field(self._json_body(), 'content', str, '')
         try:
-            _parse_card(content)
-        except Exception as e:  # any YAML error is the user's, reported like the Hub's 400
-            raise _Reply(400, f'Invalid YAML metadata in README.md: {e}') from None
+            parse_card(content)
+        except CardError as e:  # the Hub's 400: the client lists the messages of ``errors``
+            message = f'Invalid YAML metadata in README.md: {e}'
+            return self._json({'error': message, 'errors': [{'message': message}], 'warnings': []}, 400)
         self._json({'errors': [], 'warnings': []})
 
     # ---- read routes -------------------------------------------------------------------------
     def _card(self, commit: Commit) -> dict:
         readme = commit.files.get('README.md')
-        if readme is None:
-            return {}
-        try:
-            return _parse_card(self.hub.store.read_bytes(readme.sha256).decode('utf-8', 'replace')) or {}
-        except Exception:  # a broken card must not break repo_info, as on the Hub
-            return {}
+        return {} if readme is None else _cached_card(self.hub.store, readme.sha256, readme.size)
 
     def _info(self, repo_type: str, repo_id: str, revision: str) -> None:
         meta = self.hub.store.repo_meta(repo_type, repo_id)
@@ -441,10 +525,12 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _paths_info(self, repo_type: str, repo_id: str, revision: str) -> None:
         body = self._json_body()
-        paths = body.get('paths') or []
+        paths = _field(body, 'paths', (list, str)) or []
         paths = [paths] if isinstance(paths, str) else paths
+        if not all(isinstance(p, str) for p in paths):
+            raise _Reply(400, "Expected 'paths' to be a list of strings in the request body")
         expand = body.get('expand')
-        expand = expand[-1] if isinstance(expand, list) else expand
+        expand = expand[-1] if isinstance(expand, list) and expand else expand
         commit = self._commit_of(repo_type, repo_id, revision)
         entries = self._entries(commit, [p.strip('/') for p in paths])
         if expand in (True, 'True', 'true', '1'):
@@ -482,7 +568,7 @@ class HubHandler(BaseHTTPRequestHandler):
             'X-Repo-Commit': commit.id,
             'ETag': f'"{f.sha256 if f.lfs else f.git_oid}"',
             'Accept-Ranges': 'bytes',
-            'Content-Disposition': f'inline; filename="{Path(path).name}"',
+            'Content-Disposition': _content_disposition(path),
         }
         if f.lfs:
             headers.update({'X-Linked-Etag': f'"{f.sha256}"', 'X-Linked-Size': str(f.size)})
@@ -494,8 +580,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 end = min(int(rng.group(2)) + 1, f.size) if rng.group(2) else f.size
             else:  # suffix range: the last N bytes
                 start = max(f.size - int(rng.group(2)), 0)
-            if start >= f.size and f.size > 0:
-                raise _Reply(416, f'Range not satisfiable for a file of {f.size} bytes')
+            if (start >= f.size or end <= start) and f.size > 0:
+                raise _Reply(416, f'Range {self.headers["Range"]!r} not satisfiable for a file of {f.size} bytes')
             status = 206
             headers['Content-Range'] = f'bytes {start}-{max(end - 1, start)}/{f.size}'
         self.send_response(status)
@@ -510,17 +596,23 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # ---- write routes ------------------------------------------------------------------------
     def _preupload(self, repo_type: str, repo_id: str, revision: str) -> None:
-        body = self._json_body()
+        items = _field(self._json_body(), 'files', list) or []
         commit = self._commit_of(repo_type, repo_id, revision)
         files = []
-        for item in body.get('files', []):
-            path = check_path(item['path'])
-            sample = base64.b64decode(item.get('sample') or '')
+        for item in items:
+            if not isinstance(item, dict):
+                raise _Reply(400, f"Expected each of 'files' to be an object with a 'path', got {type(item).__name__}")
+            path = check_path(_field(item, 'path', str) or '')
+            size = _field(item, 'size', int, 0)
+            try:
+                sample = base64.b64decode(_field(item, 'sample', str) or '', validate=True)
+            except binascii.Error as e:
+                raise _Reply(400, f"Expected 'sample' of {path!r} to be base64, got invalid data ({e})") from None
             existing = commit.files.get(path)
             files.append(
                 {
                     'path': path,
-                    'uploadMode': 'lfs' if wants_lfs(path, int(item.get('size', 0)), sample) else 'regular',
+                    'uploadMode': 'lfs' if wants_lfs(path, size, sample) else 'regular',
                     'shouldIgnore': False,
                     'oid': existing.upload_oid if existing else None,  # lets the client skip unchanged files
                 }
@@ -528,41 +620,23 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json({'files': files, 'commitOid': commit.id})
 
     def _commit(self, repo_type: str, repo_id: str, revision: str) -> None:
-        header: dict = {}
-        ops: list[Op] = []
-        for line in self._body().splitlines():
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            key, value = item.get('key'), item.get('value', {})
-            if key == 'header':
-                header = value
-            elif key == 'file':
-                if value.get('encoding', 'base64') != 'base64':
-                    raise _Reply(400, f'Unsupported encoding {value.get("encoding")!r}')
-                sha256 = self.hub.store.put_bytes(base64.b64decode(value['content']))
-                ops.append(Op('add', check_path(value['path']), sha256, lfs=False))
-            elif key == 'lfsFile':
-                ops.append(Op('add', check_path(value['path']), value['oid'], lfs=True))
-            elif key in ('deletedFile', 'deletedFolder'):
-                ops.append(
-                    Op('delete' if key == 'deletedFile' else 'delete_folder', check_path(value['path'].rstrip('/')))
-                )
-            else:
-                raise _Reply(400, f'Unknown commit operation {key!r}')
-        title = header.get('summary') or 'Upload files'
-        create_pr = self._flag('create_pr')
-        commit, pr_num = self.hub.store.commit(
-            repo_type,
-            repo_id,
-            revision,
-            ops,
-            title=title,
-            message=header.get('description') or '',
-            author=self.user or '',
-            parent_commit=header.get('parentCommit'),
-            create_pr=create_pr,
-        )
+        staged: dict[str, StagedBlob] = {}
+        try:
+            header, ops = self._commit_ops(repo_type, repo_id, staged)
+            commit, pr_num = self.hub.store.commit(
+                repo_type,
+                repo_id,
+                revision,
+                ops,
+                title=_field(header, 'summary', str) or 'Upload files',
+                message=_field(header, 'description', str) or '',
+                author=self.user or '',
+                parent_commit=_field(header, 'parentCommit', str),
+                create_pr=self._flag('create_pr'),
+                staged=staged.values(),
+            )
+        finally:
+            self.hub.store.discard(staged.values())  # what a refused commit staged; a no-op after success
         url = f'{self.base_url}/{_URL_PREFIX[repo_type]}{repo_id}'
         logger.info('%s %s: commit %s on %s (%d operations)', repo_type, repo_id, commit.id[:8], revision, len(ops))
         self._json(
@@ -575,51 +649,130 @@ class HubHandler(BaseHTTPRequestHandler):
             }
         )
 
+    def _commit_ops(self, repo_type: str, repo_id: str, staged: dict[str, StagedBlob]) -> tuple[dict, list[Op]]:
+        """Parse the NDJSON commit line by line; regular files go to ``staged`` (on disk), never all in memory."""
+        header: dict = {}
+        ops: list[Op] = []
+        lines = self.body.lines(MAX_COMMIT_LINE, MAX_COMMIT_BODY, 'A commit (files over 10 MiB go through LFS)')
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            if len(ops) >= MAX_COMMIT_OPS:
+                raise _Reply(400, f'A commit is limited to {MAX_COMMIT_OPS} operations; split it into several')
+            try:
+                item = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                raise _Reply(400, f'Line {n} of the commit is not JSON: {e}') from None
+            value = item.get('value') if isinstance(item, dict) else None
+            if not isinstance(value, dict):
+                raise _Reply(
+                    400, f"Expected line {n} of the commit to be {{'key': ..., 'value': {{...}}}}, got {line[:80]!r}"
+                )
+            key = item.get('key')
+            if key == 'header':
+                header = value
+                continue
+            if key not in ('file', 'lfsFile', 'deletedFile', 'deletedFolder'):
+                raise _Reply(
+                    400,
+                    f'Unknown commit operation {key!r}: expected header, file, lfsFile, deletedFile or deletedFolder',
+                )
+            raw_path = _field(value, 'path', str) or ''
+            path = check_path(raw_path.rstrip('/') if key == 'deletedFolder' else raw_path)
+            if key == 'file':
+                ops.append(Op('add', path, self._stage_file(path, value, staged).sha256, lfs=False))
+            elif key == 'lfsFile':
+                oid = _field(value, 'oid', str) or ''
+                if not SHA256.match(oid):
+                    raise _Reply(
+                        400, f"Expected the 'oid' of LFS file {path!r} to be a sha256 (64 hex digits), got {oid!r}"
+                    )
+                if path == 'README.md' and self.hub.store.has_lfs(repo_type, repo_id, oid):
+                    self._check_card(b''.join(self.hub.store.read_range(oid, 0, MAX_FRONT_MATTER + 1024)))
+                ops.append(Op('add', path, oid, lfs=True))
+            else:
+                ops.append(Op('delete' if key == 'deletedFile' else 'delete_folder', path))
+        return header, ops
+
+    def _stage_file(self, path: str, value: dict, staged: dict[str, StagedBlob]) -> StagedBlob:
+        encoding = _field(value, 'encoding', str) or 'base64'
+        if encoding != 'base64':
+            raise _Reply(400, f'Unsupported encoding {encoding!r} for {path!r}: expected base64')
+        try:
+            content = _field(value, 'content', str)
+            if content is None:
+                raise _Reply(400, f"Expected the 'content' of {path!r} (base64) in the commit, got none")
+            data = base64.b64decode(content, validate=True)
+        except binascii.Error as e:
+            raise _Reply(400, f'The content of {path!r} is not valid base64 ({e})') from None
+        if len(data) > MAX_INLINE_FILE:
+            raise _Reply(
+                413,
+                f'{path!r} is {len(data)} bytes: regular files are limited to {MAX_INLINE_FILE} bytes; upload it through LFS',
+            )
+        if path == 'README.md':
+            self._check_card(data)
+        blob = staged.get(hashlib.sha256(data).hexdigest())
+        if blob is None:
+            blob = self.hub.store.stage_bytes(data)
+            staged[blob.sha256] = blob
+        return blob
+
+    @staticmethod
+    def _check_card(readme: bytes) -> None:
+        """Refuse a README whose metadata could not be served (the Hub refuses invalid metadata too)."""
+        try:
+            parse_card(readme.decode('utf-8', 'replace'))
+        except CardError as e:
+            raise _Reply(400, f'Invalid YAML metadata in README.md: {e}') from None
+
     def _branch(self, repo_type: str, repo_id: str, name: str) -> None:
-        body = self._json_body()
         if self.command == 'DELETE':
             self.hub.store.set_ref(repo_type, repo_id, 'heads', name, None)
         else:
-            start = self._commit_of(repo_type, repo_id, body.get('startingPoint') or 'main')
+            starting_point = _field(self._json_body(), 'startingPoint', str) or 'main'
+            start = self._commit_of(repo_type, repo_id, starting_point)
             self.hub.store.set_ref(repo_type, repo_id, 'heads', name, start.id)
         self._json({})
 
     def _tag(self, repo_type: str, repo_id: str, arg: str) -> None:
-        body = self._json_body()
         if self.command == 'DELETE':
             self.hub.store.set_ref(repo_type, repo_id, 'tags', arg, None)
         else:
-            if not isinstance(body.get('tag'), str):
-                raise _Reply(400, "Expected a 'tag' name in the body")
+            tag = _field(self._json_body(), 'tag', str)
+            if not tag:
+                raise _Reply(400, "Expected a 'tag' name in the request body")
             commit = self._commit_of(repo_type, repo_id, arg)
-            self.hub.store.set_ref(repo_type, repo_id, 'tags', body['tag'], commit.id)
+            self.hub.store.set_ref(repo_type, repo_id, 'tags', tag, commit.id)
         self._json({})
 
     def _lfs_batch(self, repo_type: str, repo_id: str) -> None:
+        # only uploads are served here, so write access is checked before the body is read
+        self._repo(repo_type, repo_id, write=True)
         body = self._json_body()
-        self._repo(repo_type, repo_id, write=body.get('operation') == 'upload')
         if body.get('operation') != 'upload':
-            raise _Reply(400, 'Only LFS uploads are served here: downloads go through /resolve')
+            raise _Reply(
+                400, f"Expected operation 'upload' (downloads go through /resolve), got {body.get('operation')!r}"
+            )
         objects = []
-        for obj in body.get('objects', []):
-            oid, size = str(obj.get('oid', '')), obj.get('size')
-            if not re.fullmatch(r'[0-9a-f]{64}', oid) or not isinstance(size, int) or size < 0:
-                objects.append(
-                    {'oid': oid, 'size': size or 0, 'error': {'code': 422, 'message': 'Invalid oid or size'}}
-                )
+        for obj in _field(body, 'objects', list) or []:
+            obj = obj if isinstance(obj, dict) else {}
+            oid, size = obj.get('oid'), obj.get('size')
+            if (
+                not isinstance(oid, str)
+                or not SHA256.match(oid)
+                or type(size) is not int
+                or not 0 <= size <= MAX_UPLOAD
+            ):
+                error = {'code': 422, 'message': f'Expected a sha256 oid and a size of 0 to {MAX_UPLOAD} bytes'}
+                objects.append({'oid': str(oid), 'size': size if type(size) is int else 0, 'error': error})
             elif self.hub.store.has_lfs(repo_type, repo_id, oid):
                 objects.append({'oid': oid, 'size': size})  # no "actions": already uploaded here
             else:
                 ticket = self.hub.issue_upload_ticket(repo_type, repo_id, oid, size)
                 href = f'{self.base_url}/lfs-upload/{ticket}'
-                objects.append(
-                    {
-                        'oid': oid,
-                        'size': size,
-                        'authenticated': True,
-                        'actions': {'upload': {'href': href, 'expires_in': 3600}},
-                    }
-                )
+                upload = {'href': href, 'expires_in': int(self.hub.ticket_ttl)}
+                objects.append({'oid': oid, 'size': size, 'authenticated': True, 'actions': {'upload': upload}})
         self._json({'transfer': 'basic', 'objects': objects, 'hash_algo': 'sha256'})
 
     def _lfs_put(self, ticket: str) -> None:
@@ -627,21 +780,15 @@ class HubHandler(BaseHTTPRequestHandler):
         if target is None:
             raise _Reply(404, 'Unknown or expired upload URL: request a new one from the LFS batch API')
         repo_type, repo_id, oid, size = target
-        self._body_read = True
-        self.hub.store.put_stream(self._body_chunks(), oid, size)
-        self.hub.store.link_lfs(repo_type, repo_id, oid)
+        if self.body.length is not None and self.body.length != size:  # refused before a byte is read
+            raise _Reply(
+                400, f'LFS object {oid} was announced as {size} bytes; this upload declares {self.body.length}'
+            )
+        # a chunked upload is refused at the first chunk (or byte) past the announced size
+        chunks = self._body_chunks(size, f'The upload of LFS object {oid}')
+        self.hub.store.put_lfs(repo_type, repo_id, chunks, oid, size)
         self.hub.close_upload_ticket(ticket)  # reusable until it succeeds: the client retries a broken PUT
         self._send(200)
-
-
-def _read_exact(stream, size: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    left = size
-    while left > 0:
-        chunk = stream.read(min(chunk_size, left))
-        if not chunk:
-            raise ConnectionError(f'connection closed with {left} of {size} body bytes unread')
-        left -= len(chunk)
-        yield chunk
 
 
 def _file_json(path: str, f: FileEntry) -> dict:

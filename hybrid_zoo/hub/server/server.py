@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
+import sys
 import threading
+import time
 from collections import deque
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from hybrid_zoo.hub.server.handler import HubHandler
-from hybrid_zoo.hub.server.store import Store
+from .handler import HubHandler
+from .store import Store
+
+logger = logging.getLogger(__name__)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -33,6 +38,14 @@ class _HTTPServer(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request, client_address) -> None:
+        """What escaped a handler goes to the log (socketserver would print a traceback on stderr)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client went away mid-reply: its business
+            logger.debug('connection from %s ended: %s', client_address[0], exc)
+        else:
+            logger.exception('request from %s failed', client_address[0])
+
     def drop_connections(self) -> None:
         """Cut open keep-alive connections, so a stopped server really stops answering."""
         with self._conn_lock:
@@ -52,6 +65,12 @@ class HubServer:
         port: TCP port; 0 picks a free one (see :attr:`url`).
         tokens: ``{token: user}`` or ``{token: (user, role)}`` with role ``'write'`` (default) or ``'read'``.
         orgs: ``{org: [member, ...]}``; members may write to the org's namespace.
+        timeout: Seconds a connection may sit idle or stall mid-request before the server drops it.
+        ticket_ttl: Seconds an LFS upload URL stays valid (the batch reply's ``expires_in``).
+
+    Raises:
+        DataDirError: ``data_dir`` is not a writable folder, or another server uses it.
+        OSError: The address cannot be bound (the port is in use, say).
 
     Example:
         >>> with HubServer(tmp_dir, tokens={'hf_alice': 'alice'}) as hub:  # doctest: +SKIP
@@ -66,17 +85,24 @@ class HubServer:
         port: int = 0,
         tokens: dict[str, str | tuple[str, str]] | None = None,
         orgs: dict[str, list[str]] | None = None,
+        timeout: float = 60.0,
+        ticket_ttl: float = 3600.0,
     ):
         self.store = Store(data_dir)
+        self.timeout, self.ticket_ttl = timeout, ticket_ttl
         self.tokens: dict[str, tuple[str, str]] = {
             t: (u, 'write') if isinstance(u, str) else (u[0], u[1]) for t, u in (tokens or {}).items()
         }
         self.orgs = {org: list(members) for org, members in (orgs or {}).items()}
-        self._tickets: dict[str, tuple[str, str, str, int]] = {}
+        self._tickets: dict[str, tuple[tuple[str, str, str, int], float]] = {}  # ticket -> (target, expiry)
         self._lock = threading.Lock()
         # (method, path) of recent requests, for tests and debugging; bounded for long-running servers
         self.requests: deque[tuple[str, str]] = deque(maxlen=100_000)
-        self._httpd = _HTTPServer((host, port), self)
+        try:
+            self._httpd = _HTTPServer((host, port), self)
+        except BaseException:
+            self.store.close()
+            raise
         self._thread: threading.Thread | None = None
         self._serving = False
 
@@ -95,19 +121,33 @@ class HubServer:
             self.requests.append((method, path))
 
     def issue_upload_ticket(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
-        """A secret upload URL, like the Hub's pre-signed storage URLs (the PUT carries no token)."""
+        """A secret upload URL, like the Hub's pre-signed storage URLs (the PUT carries no token).
+
+        It expires after ``ticket_ttl`` seconds, and when its repo is deleted; it is never logged.
+        """
         ticket = secrets.token_urlsafe(24)
+        now = time.monotonic()
         with self._lock:
-            self._tickets[ticket] = (repo_type, repo_id, oid, size)
+            for old in [t for t, (_, expiry) in self._tickets.items() if expiry <= now]:
+                del self._tickets[old]
+            self._tickets[ticket] = ((repo_type, repo_id, oid, size), now + self.ticket_ttl)
         return ticket
 
     def upload_target(self, ticket: str) -> tuple[str, str, str, int] | None:
+        """``(repo_type, repo_id, oid, size)`` of a valid ticket; None if unknown or expired."""
         with self._lock:
-            return self._tickets.get(ticket)
+            target, expiry = self._tickets.get(ticket, (None, 0.0))
+            return target if expiry > time.monotonic() else None
 
     def close_upload_ticket(self, ticket: str) -> None:
         with self._lock:
             self._tickets.pop(ticket, None)
+
+    def drop_upload_tickets(self, repo_type: str, repo_id: str) -> None:
+        """Invalidate the upload URLs of a repo (it is being deleted)."""
+        with self._lock:
+            for ticket in [t for t, (target, _) in self._tickets.items() if target[:2] == (repo_type, repo_id)]:
+                del self._tickets[ticket]
 
     def start(self) -> HubServer:
         """Serve from a daemon thread; returns at once, ready for requests."""
@@ -123,7 +163,7 @@ class HubServer:
         self._httpd.serve_forever()
 
     def stop(self) -> None:
-        """Stop accepting, cut open connections and release the port."""
+        """Stop accepting, cut open connections, release the port and the data folder."""
         if self._serving:  # shutdown() waits for a serve_forever loop, so only ask a running one
             self._httpd.shutdown()
             self._serving = False
@@ -131,6 +171,7 @@ class HubServer:
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.store.close()
 
     def __enter__(self) -> HubServer:
         return self.start()

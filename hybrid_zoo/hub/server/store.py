@@ -7,29 +7,40 @@ Layout under ``data_dir``::
     repos/<type>s/<ns>/<name>/refs.json    {"heads": {branch: commit}, "tags": {...}, "prs": {...}}
     repos/<type>s/<ns>/<name>/commits/<commit>.json   one immutable file per commit
     repos/<type>s/<ns>/<name>/lfs/<sha256>             LFS objects uploaded to this repo
+    objects/tmp/                           uploads in progress and blobs of commits not yet accepted
+    lock                                   held (``flock``) by the one server that uses this folder
 
 A commit becomes visible only when ``refs.json`` is replaced (``os.replace`` is atomic), after its
 blobs and its commit file are on disk: a crash or a dropped upload leaves unreferenced files, never a
-half-written revision. LFS objects are linked per repo because a blob in the shared store proves
+half-written revision. A blob enters ``objects/`` only once verified: an upload once its size and sha256
+match, a commit's files once the commit is accepted (they wait in ``objects/tmp`` until then, and a
+restart clears that folder). LFS objects are linked per repo because a blob in the shared store proves
 nothing about who may reference it: a repo may commit an LFS pointer only to content uploaded to it.
+
+Like every module of the server, this one imports only the standard library (``card.py`` adds PyYAML) and
+its sibling modules, so the server can run without the model package's torch and timm
+(``hybrid_zoo_cli/hub_server.py``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
-import re
 import secrets
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hybrid_zoo.atomic import write_json_atomic
+from .names import SHA1, SHA256, InvalidName, check_path, check_ref_name, check_repo_id
+
+logger = logging.getLogger(__name__)
 
 REPO_TYPES = ('model', 'dataset', 'space')
 # The Hub decides "lfs" from .gitattributes and a content sample; these are its default patterns
@@ -59,9 +70,6 @@ LFS_SUFFIXES = (
 )
 LFS_MIN_SIZE = 10 * 1024 * 1024
 GITATTRIBUTES = ''.join(f'*{suffix} filter=lfs diff=lfs merge=lfs -text\n' for suffix in LFS_SUFFIXES)
-_NAME = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$')
-_SHA256 = re.compile(r'^[0-9a-f]{64}$')
-_SHA1 = re.compile(r'^[0-9a-f]{40}$')
 
 
 class StoreError(Exception):
@@ -70,6 +78,30 @@ class StoreError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
+
+
+class DataDirError(Exception):
+    """The data folder cannot be used: not a folder, not writable, or in use by another server."""
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Readers see the old file or the new one, never half of one.
+
+    The same protocol as ``hybrid_zoo.atomic``, repeated here because importing any ``hybrid_zoo`` module
+    imports the model package (torch and timm), which the server does not need.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f, indent=2)
+            f.write('\n')
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def now_iso() -> str:
@@ -91,17 +123,11 @@ def wants_lfs(path: str, size: int, sample: bytes = b'') -> bool:
     return path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE or b'\0' in sample
 
 
-def check_repo_id(repo_id: str) -> None:
-    parts = repo_id.split('/')
-    if len(parts) != 2 or not all(_NAME.match(p) and '..' not in p and '--' not in p for p in parts):
-        raise StoreError(400, f"Invalid repo id {repo_id!r}: expected 'namespace/name'")
-
-
-def check_path(path: str) -> str:
-    parts = path.split('/')
-    if not path or path.startswith('/') or any(p in ('', '.', '..') for p in parts) or parts[0] == '.git':
-        raise StoreError(400, f'Invalid path in repo: {path!r}')
-    return path
+def _checked(check, *args) -> str:
+    try:
+        return check(*args)
+    except InvalidName as e:
+        raise StoreError(400, str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -161,41 +187,135 @@ class Op:
     lfs: bool = False
 
 
+@dataclass
+class StagedBlob:
+    """Content of a commit waiting in ``objects/tmp`` until the commit is accepted (``tmp`` None: stored already)."""
+
+    sha256: str
+    size: int
+    git_oid: str
+    tmp: Path | None = field(default=None, compare=False)
+
+
 class Store:
-    """Repos, revisions and blobs of one server. Thread-safe; one server process per ``data_dir``."""
+    """Repos, revisions and blobs of one server. Thread-safe; one server process per ``data_dir``, enforced.
+
+    Args:
+        data_dir: The store's folder; created if missing.
+
+    Raises:
+        DataDirError: ``data_dir`` is not a folder that can be written, or another server holds its lock
+            (two servers on one folder would each acknowledge commits and then overwrite each other's refs).
+    """
 
     def __init__(self, data_dir: str | os.PathLike):
         self.root = Path(data_dir)
-        (self.root / 'objects' / 'tmp').mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()  # serialises ref updates; blobs and commit files are immutable
+        try:
+            (self.root / 'objects' / 'tmp').mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.root / 'lock', 'a+')  # held until close()
+        except OSError as e:
+            raise DataDirError(
+                f'--data-dir {str(self.root)!r} must be a folder this user can write: {e.strerror}'
+            ) from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise DataDirError(
+                f'--data-dir {str(self.root)!r} is in use by another hub server (it holds {self.root / "lock"}); '
+                'stop that one or choose another folder'
+            ) from None
+        self._clean_debris()
+
+    def close(self) -> None:
+        """Release the data folder (another server may then open it)."""
+        if not self._lock_file.closed:
+            self._lock_file.close()  # closing the file releases the flock
+
+    def _clean_debris(self) -> None:
+        """Remove what a killed server left: partial uploads, staged blobs, half-created or half-deleted repos."""
+        for tmp in (self.root / 'objects' / 'tmp').iterdir():
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
+        for repo in self.root.glob('repos/*/*/*'):
+            if not (repo / 'repo.json').is_file():
+                logger.info('removing %s: a repo whose create or delete was interrupted', repo)
+                shutil.rmtree(repo, ignore_errors=True)
+                continue
+            for folder in (repo, repo / 'commits'):  # temp files of interrupted atomic writes
+                for debris in folder.glob('.*'):
+                    debris.unlink(missing_ok=True)
 
     # ---- blobs -------------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
         return self.root / 'objects' / sha256[:2] / sha256
 
     def has_blob(self, sha256: str) -> bool:
-        return bool(_SHA256.match(sha256)) and self.blob_path(sha256).is_file()
+        return bool(SHA256.match(sha256)) and self.blob_path(sha256).is_file()
 
     def put_bytes(self, data: bytes) -> str:
-        sha256 = hashlib.sha256(data).hexdigest()
-        if not self.has_blob(sha256):
-            self.put_stream([data], sha256, len(data))
-        return sha256
+        """Store ``data`` at once (the server's own content, such as the default ``.gitattributes``)."""
+        blob = self.stage_bytes(data)
+        self._publish(blob)
+        return blob.sha256
 
-    def put_stream(self, chunks: Iterable[bytes], sha256: str, size: int) -> None:
-        """Store streamed content that must hash to ``sha256``; nothing is kept if it does not or breaks off."""
+    def stage_bytes(self, data: bytes) -> StagedBlob:
+        """Write a commit's file to ``objects/tmp``; it enters the store only if :meth:`commit` accepts the commit."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        blob = StagedBlob(sha256, len(data), git_blob_oid(data))
+        if not self.has_blob(sha256):
+            fd, tmp = tempfile.mkstemp(dir=self.root / 'objects' / 'tmp')
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
+            blob.tmp = Path(tmp)
+        return blob
+
+    def discard(self, blobs: Iterable[StagedBlob]) -> None:
+        """Drop staged blobs that no commit took (a refused commit stores nothing)."""
+        for blob in blobs:
+            if blob.tmp is not None:
+                blob.tmp.unlink(missing_ok=True)
+                blob.tmp = None
+
+    def _publish(self, blob: StagedBlob) -> None:
+        if blob.tmp is not None:
+            self.blob_path(blob.sha256).parent.mkdir(exist_ok=True)
+            os.replace(blob.tmp, self.blob_path(blob.sha256))
+            blob.tmp = None
+
+    def put_lfs(self, repo_type: str, repo_id: str, chunks: Iterable[bytes], sha256: str, size: int) -> None:
+        """Store an LFS upload to a repo; nothing is kept unless it is exactly ``size`` bytes hashing to ``sha256``.
+
+        Reading stops at the first byte past ``size``; the repo must still exist when the upload completes.
+        """
         fd, tmp = tempfile.mkstemp(dir=self.root / 'objects' / 'tmp')
         digest, n = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, 'wb') as f:
                 for chunk in chunks:
-                    digest.update(chunk)
                     n += len(chunk)
+                    if n > size:
+                        raise StoreError(
+                            400, f'Upload is larger than the {size} bytes declared for LFS object {sha256}'
+                        )
+                    digest.update(chunk)
                     f.write(chunk)
             if n != size or digest.hexdigest() != sha256:
-                raise StoreError(400, f'Uploaded content does not match: expected sha256 {sha256} and {size} bytes')
-            self.blob_path(sha256).parent.mkdir(exist_ok=True)
-            os.replace(tmp, self.blob_path(sha256))
+                raise StoreError(
+                    400,
+                    f'Uploaded content does not match: expected sha256 {sha256} and {size} bytes, '
+                    f'got sha256 {digest.hexdigest()} and {n} bytes',
+                )
+            with self._lock:
+                if self.repo_meta(repo_type, repo_id) is None:
+                    raise StoreError(
+                        404, f'Repository not found: {repo_id} (deleted during the upload)', 'RepoNotFound'
+                    )
+                self._publish(StagedBlob(sha256, size, '', Path(tmp)))
+                self._link_lfs(repo_type, repo_id, sha256)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -221,7 +341,7 @@ class Store:
 
     # ---- repos -------------------------------------------------------------------------------
     def _dir(self, repo_type: str, repo_id: str) -> Path:
-        check_repo_id(repo_id)  # every path under repos/ is built here: no '..' can walk out of the store
+        _checked(check_repo_id, repo_id)  # every path under repos/ is built here: no '..' can walk out of the store
         return self.root / 'repos' / f'{repo_type}s' / repo_id
 
     def repo_meta(self, repo_type: str, repo_id: str) -> dict | None:
@@ -255,7 +375,9 @@ class Store:
 
     def set_private(self, repo_type: str, repo_id: str, private: bool) -> None:
         with self._lock:
-            meta = self.repo_meta(repo_type, repo_id) or {}
+            meta = self.repo_meta(repo_type, repo_id)
+            if meta is None:
+                raise StoreError(404, f'Repository not found: {repo_id}', 'RepoNotFound')
             meta['private'] = private
             write_json_atomic(self._dir(repo_type, repo_id) / 'repo.json', meta)
 
@@ -285,18 +407,20 @@ class Store:
         return Commit(commit_id, parents, title, message, author, date, files)
 
     def resolve(self, repo_type: str, repo_id: str, revision: str) -> str | None:
-        """Commit id of a branch, tag, ``refs/heads|tags|pr/...`` name or full commit id; None if unknown."""
+        """Commit id of a full commit id, ``refs/heads|tags|pr/...`` name, branch or tag; None if unknown.
+
+        A full commit id comes first, as in git (``gitrevisions``): pinning ``revision=<sha>`` must give that
+        commit whatever refs exist (ref names that look like commit ids are refused, but older stores may hold one).
+        """
+        if SHA1.match(revision) and (self._dir(repo_type, repo_id) / 'commits' / f'{revision}.json').is_file():
+            return revision
         refs = self.refs(repo_type, repo_id)
         for prefix, kind in (('refs/heads/', 'heads'), ('refs/tags/', 'tags'), ('refs/pr/', 'prs')):
             if revision.startswith(prefix):
                 return refs[kind].get(revision[len(prefix) :])
         if revision in refs['heads']:
             return refs['heads'][revision]
-        if revision in refs['tags']:
-            return refs['tags'][revision]
-        if _SHA1.match(revision) and (self._dir(repo_type, repo_id) / 'commits' / f'{revision}.json').is_file():
-            return revision
-        return None
+        return refs['tags'].get(revision)
 
     def history(self, repo_type: str, repo_id: str, commit_id: str) -> list[Commit]:
         """First-parent history, newest first."""
@@ -307,13 +431,13 @@ class Store:
             commit_id = commit.parents[0] if commit.parents else ''
         return out
 
-    def link_lfs(self, repo_type: str, repo_id: str, sha256: str) -> None:
+    def _link_lfs(self, repo_type: str, repo_id: str, sha256: str) -> None:
         marker = self._dir(repo_type, repo_id) / 'lfs' / sha256
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
 
     def has_lfs(self, repo_type: str, repo_id: str, sha256: str) -> bool:
-        return bool(_SHA256.match(sha256)) and (self._dir(repo_type, repo_id) / 'lfs' / sha256).is_file()
+        return bool(SHA256.match(sha256)) and (self._dir(repo_type, repo_id) / 'lfs' / sha256).is_file()
 
     def commit(
         self,
@@ -327,11 +451,15 @@ class Store:
         author: str,
         parent_commit: str | None = None,
         create_pr: bool = False,
+        staged: Iterable[StagedBlob] = (),
     ) -> tuple[Commit, int | None]:
         """Apply ``ops`` on top of branch (or PR ref) ``revision``; returns the commit and the new PR number.
 
-        Every blob the ops name must already be stored; the ref moves last, so a failure leaves no trace.
+        A regular file's blob is either stored already or one of ``staged``; an LFS file must have been uploaded
+        to this repo. Every op is checked before anything is stored, staged blobs enter the store only once the
+        commit is accepted, and the ref moves last: a refused or failed commit leaves no trace.
         """
+        staged = {blob.sha256: blob for blob in staged}
         with self._lock:
             refs = self.refs(repo_type, repo_id)
             if revision.startswith('refs/pr/'):
@@ -347,12 +475,15 @@ class Store:
                 )
             if parent_commit is not None and parent_commit != head:
                 raise StoreError(412, f'A commit has happened since {parent_commit}: {revision} is at {head}')
-            files = dict(self.read_commit(repo_type, repo_id, head).files)
+            files: dict[str, FileEntry | Op] = dict(self.read_commit(repo_type, repo_id, head).files)
             for op in ops:
+                _checked(check_path, op.path)
                 if op.kind == 'add':
                     if op.lfs and not self.has_lfs(repo_type, repo_id, op.sha256):
                         raise StoreError(422, f'LFS object {op.sha256} of {op.path!r} was not uploaded to {repo_id}')
-                    files[op.path] = self.entry_for(op.sha256, op.lfs)
+                    if not op.lfs and op.sha256 not in staged and not self.has_blob(op.sha256):
+                        raise StoreError(422, f'The content of {op.path!r} ({op.sha256}) was not sent with the commit')
+                    files[op.path] = op  # its entry is made once the blobs are in place
                 elif op.kind == 'delete':
                     if files.pop(op.path, None) is None:
                         raise StoreError(404, f"A file with this name doesn't exist: {op.path}", 'EntryNotFound')
@@ -363,7 +494,10 @@ class Store:
                         raise StoreError(404, f"A folder with this name doesn't exist: {op.path}", 'EntryNotFound')
                     for p in gone:
                         del files[p]
-            commit = self._new_commit((head,), files, title, message, author)
+            for blob in staged.values():
+                self._publish(blob)
+            entries = {p: self._entry(f, staged) if isinstance(f, Op) else f for p, f in files.items()}
+            commit = self._new_commit((head,), entries, title, message, author)
             self._save_commit(repo_type, repo_id, commit)
             pr_num = None
             if create_pr:
@@ -374,8 +508,17 @@ class Store:
             self._save_refs(repo_type, repo_id, refs)
             return commit, pr_num
 
+    def _entry(self, op: Op, staged: dict[str, StagedBlob]) -> FileEntry:
+        blob = staged.get(op.sha256)
+        if blob is not None and not op.lfs:
+            return FileEntry(blob.sha256, blob.size, blob.git_oid, False)
+        return self.entry_for(op.sha256, op.lfs)
+
     def set_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_id: str | None) -> None:
-        """Create (``commit_id``) or delete (None) a branch (``heads``) or tag (``tags``)."""
+        """Create (``commit_id``) or delete (None) a branch (``heads``) or tag (``tags``).
+
+        New names must pass :func:`check_ref_name` (git's rules, and never a name that looks like a commit id).
+        """
         with self._lock:
             refs = self.refs(repo_type, repo_id)
             what = 'Branch' if kind == 'heads' else 'Tag'
@@ -384,8 +527,6 @@ class Store:
                     raise StoreError(404, f'{what} {name!r} does not exist', 'RevisionNotFound')
             elif name in refs[kind]:
                 raise StoreError(409, f'{what} {name!r} already exists')
-            elif not re.fullmatch(r'[A-Za-z0-9._/-]+', name) or name.startswith('refs/'):
-                raise StoreError(400, f'Invalid {what.lower()} name {name!r}')
             else:
-                refs[kind][name] = commit_id
+                refs[kind][_checked(check_ref_name, name, what.lower())] = commit_id
             self._save_refs(repo_type, repo_id, refs)
