@@ -16,8 +16,26 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
+def _file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, 'w')`` would give: the existing file's, else 0o666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    umask = 0o022
+    try:
+        with open('/proc/self/status') as f:  # reading the umask without setting it (os.umask is process-wide)
+            umask = next((int(line.split()[1], 8) for line in f if line.startswith('Umask:')), umask)
+    except OSError:
+        pass
+    return 0o666 & ~umask
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a file so that readers see the old one or the new one, never half of one."""
+    """Write a file so that readers see the old one or the new one, never half of one.
+
+    The file gets the permissions a plain write would give (``mkstemp`` alone would make it private, 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
@@ -26,6 +44,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -112,5 +131,32 @@ def recover_dir(dst: str | os.PathLike) -> Path:
     return dst
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Embedded default data
+def remove_debris(dst: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted writes of ``dst`` left beside it; returns the paths removed.
+
+    That is the ``.<name>.tmp-*`` folders of ``temp_dir_beside``, the temporary files of ``write_atomic``
+    (``.<name>.`` and eight characters) and a ``.<name>.old`` that ``replace_dir`` did not get to delete. An
+    interrupted replacement is first put back (``recover_dir``), so ``.<name>.old`` goes only when ``dst`` exists.
+    Call it only where no other process is writing ``dst``.
+    """
+    dst = recover_dir(dst)
+    removed = []
+    if not dst.parent.is_dir():
+        return removed
+    prefix = f'.{dst.name}.'
+    for path in dst.parent.iterdir():
+        if not path.name.startswith(prefix):
+            continue
+        rest = path.name[len(prefix) :]
+        if rest.startswith('tmp-') and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif rest == 'old' and dst.exists() and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif len(rest) == 8 and path.is_file() and not path.is_symlink():  # tempfile.mkstemp's random suffix
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    if removed:
+        logger.info('removed %s (left by an interrupted write of %s)', [p.name for p in removed], dst)
+    return removed

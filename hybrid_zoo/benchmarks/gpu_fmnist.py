@@ -42,9 +42,9 @@ from hybrid_zoo.benchmarks.compare import RECIPES, Recipe, per_model, ranking_st
 from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models import MODEL_NAMES
-from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
-from hybrid_zoo.train.data import DataError, _read_idx, fashion_mnist_available, model_data_config
+from hybrid_zoo.train.data import DataError, fashion_mnist_available, model_data_config, read_idx
 from hybrid_zoo.train.evaluate import Predictions, classification_metrics, create_model
 
 _log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def load_arrays(source_dir: str | os.PathLike, train_samples: int | None, test_s
     out = {}
     rng = np.random.default_rng(seed)
     for split, prefix, n in (('train', 'train', train_samples), ('test', 't10k', test_samples)):
-        x = _read_idx(source / f'{prefix}-images-idx3-ubyte.gz')
-        y = _read_idx(source / f'{prefix}-labels-idx1-ubyte.gz').astype(np.int64)
+        x = read_idx(source / f'{prefix}-images-idx3-ubyte.gz')
+        y = read_idx(source / f'{prefix}-labels-idx1-ubyte.gz').astype(np.int64)
         if n:
             idx = np.sort(rng.permutation(len(x))[:n])
             x, y = x[idx], y[idx]

@@ -23,25 +23,14 @@ import os
 import numpy as np
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..labels import FASHION_MNIST_CLASSES
+
 HUB_ORG = 'hybrid-zoo'
 # One HEAD request, no retries: long enough for a slow Hub, short enough to fail fast against a dead endpoint.
 PREFLIGHT_TIMEOUT_S = 5.0
 # what timm's ``load_state_dict_from_hf`` fetches for a cfg without ``hf_hub_filename``, in its order
 WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 
-# label order of the original release: https://github.com/zalandoresearch/fashion-mnist#labels
-FASHION_MNIST_CLASSES = (
-    'T-shirt/top',
-    'Trouser',
-    'Pullover',
-    'Dress',
-    'Coat',
-    'Sandal',
-    'Shirt',
-    'Sneaker',
-    'Bag',
-    'Ankle boot',
-)
 
 # The trainer's data config for a grayscale model (``data.model_data_config``): the ImageNet mean/std of the
 # untagged cfg, averaged over the channels, computed the same way.

@@ -5,6 +5,25 @@ the embedded datasets, evaluation and plots.
 and its command line live in ``hybrid_zoo_cli.train`` (no torch there, so ``--help`` is instant).
 """
 
-from .loop import NonFiniteLossError, ResumeMismatchError, TrainConfig, fit, main
+from hybrid_zoo_cli.train import TrainConfigError
 
-__all__ = ['NonFiniteLossError', 'ResumeMismatchError', 'TrainConfig', 'fit', 'main']
+from .loop import (
+    CheckpointError,
+    NonFiniteLossError,
+    OutputDirError,
+    ResumeMismatchError,
+    TrainConfig,
+    fit,
+    main,
+)
+
+__all__ = [
+    'CheckpointError',
+    'NonFiniteLossError',
+    'OutputDirError',
+    'ResumeMismatchError',
+    'TrainConfig',
+    'TrainConfigError',
+    'fit',
+    'main',
+]

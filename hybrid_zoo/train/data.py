@@ -20,10 +20,11 @@ import glob
 import gzip
 import logging
 import os
+import re
 import shutil
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,11 @@ import numpy as np
 import torch
 
 from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
-from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
+from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
 from hybrid_zoo_cli.data import EMBEDDED_CACHE, FASHION_MNIST_DIR, build_parser  # noqa: F401 (re-exported)
 
 logger = logging.getLogger('hybrid_zoo.train.data')  # not __name__: that is '__main__' under python -m
 
-DIGITS_CLASSES = tuple(str(i) for i in range(10))
 # names tried, in order, when no validation split is given; never 'test': the validation split picks the checkpoint
 VAL_SPLIT_CANDIDATES = ('validation', 'valid', 'val')
 _TEST_SPLIT_NAMES = ('test', 'testing')
@@ -47,10 +47,25 @@ _LABEL_NAMES = ('label', 'labels', 'target', 'targets', 'class', 'fine_label', '
 
 
 class DataError(ValueError):
-    """A dataset that cannot be used as asked; the message says what was expected and what was found."""
+    """A dataset that cannot be used as asked; the message says what was expected and what was found.
+
+    Raised in a DataLoader worker, it reaches the main process re-created by torch with the worker's whole traceback
+    as its message; the message is cut back to the original one line (the traceback stays in ``worker_traceback``).
+    """
+
+    def __init__(self, message: str = '', *args: Any) -> None:
+        self.worker_traceback = None
+        name = type(self).__name__
+        if isinstance(message, str) and message.startswith(f'Caught {name} in DataLoader worker'):
+            # the traceback ends with the line '<module>.DataError: <original message>'
+            matches = list(re.finditer(rf'^(?:[\w.]+\.)?{name}: ', message, flags=re.MULTILINE))
+            last = matches[-1] if matches else None
+            if last is not None:
+                self.worker_traceback, message = message, message[last.end() :].rstrip()
+        super().__init__(message, *args)
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST container format: big-endian header, then raw uint8 data)."""
     with gzip.open(path, 'rb') as f:
         raw = f.read()
@@ -109,8 +124,8 @@ def prepare_fashion_mnist(out_dir: str | os.PathLike, source_dir: str | os.PathL
         )
     splits = {}
     for split, prefix in (('train', 'train'), ('test', 't10k')):
-        images = _read_idx(source_dir / f'{prefix}-images-idx3-ubyte.gz')  # (N, 28, 28)
-        labels = _read_idx(source_dir / f'{prefix}-labels-idx1-ubyte.gz')  # (N,)
+        images = read_idx(source_dir / f'{prefix}-images-idx3-ubyte.gz')  # (N, 28, 28)
+        labels = read_idx(source_dir / f'{prefix}-labels-idx1-ubyte.gz')  # (N,)
         splits[split] = _class_dataset(images, labels, FASHION_MNIST_CLASSES)
     dd = DatasetDict(splits)
     save_dataset(dd, out_dir)
@@ -214,16 +229,16 @@ def open_dataset(
     if path.is_dir():
         recover_dir(path)
         if _is_saved_dataset(path):
-            loaded = datasets.load_from_disk(str(path))
+            loaded = _local(source, lambda: datasets.load_from_disk(str(path)), path)
         else:
-            loaded = datasets.load_dataset(str(path), name=config)
+            loaded = _local(source, lambda: datasets.load_dataset(str(path), name=config))
     elif path.is_file():
-        loaded = _load_parquet(source, [str(path)], by_name=False)
+        loaded = _local(source, lambda: _load_parquet(source, [str(path)], by_name=False))
     elif _has_glob(source):
         files = sorted(f for f in glob.glob(str(path), recursive=True) if os.path.isfile(f))
         if not files:
             raise DataError(f'no such folder/file: {source} (the pattern matches no file)')
-        loaded = _load_parquet(source, files, by_name=True)
+        loaded = _local(source, lambda: _load_parquet(source, files, by_name=True))
     elif looks_like_path(source):
         raise DataError(
             f'no such folder/file: {source} (expected an existing save_to_disk folder, imagefolder directory or '
@@ -234,6 +249,35 @@ def open_dataset(
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({'train': loaded})
     return loaded, source
+
+
+def _local(source: str, load, saved: Path | None = None):
+    """``load()`` of local files, its errors as one ``DataError`` line (an empty split is named as such)."""
+    try:
+        return load()
+    except DataError:
+        raise
+    except (IndexError, KeyError, ValueError, TypeError, OSError) as e:
+        empty = _empty_saved_splits(saved) if saved is not None else []
+        if empty:
+            raise DataError(
+                f'dataset {source} has empty split(s) {empty} (0 rows), which datasets cannot load; remove them or '
+                'give them rows'
+            ) from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        hint = ' (an empty split?)' if 'corresponds to no data' in first else ''
+        raise DataError(f'cannot load dataset {source}: {type(e).__name__}: {first}{hint}') from e
+
+
+def _empty_saved_splits(path: Path) -> list[str]:
+    """Splits of a ``save_to_disk`` folder that hold no data files (``load_from_disk`` fails on them)."""
+    import json
+
+    try:
+        names = json.loads((path / 'dataset_dict.json').read_text())['splits']
+        return [n for n in names if not json.loads((path / n / 'state.json').read_text()).get('_data_files')]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _has_glob(source: str) -> bool:
@@ -366,22 +410,49 @@ def detect_columns(features, image_column: str | None = None, label_column: str 
 
 @dataclass
 class Split:
-    """Rows of one split of a HF dataset: ``rows`` index into ``dataset`` (so errors can name the original row)."""
+    """Rows of one split of a HF dataset: ``rows`` index into ``dataset`` (so errors can name the original row).
+
+    ``label_map`` (when set) turns the split's stored class indices into the training split's: a validation
+    ``ClassLabel`` that lists the same names in another order is read by name, not by index.
+    """
 
     dataset: Any
     rows: np.ndarray
     name: str
     image_column: str
     label_column: str
+    label_map: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def labels(self) -> np.ndarray:
-        """The label of every row, as int64."""
+        """The label of every row, as int64, in the training split's class order.
+
+        Raises:
+            DataError: a row without a label (``None``), naming the first such row.
+        """
         # slicing the whole (indices-aware) table: indexing by column name iterates row by row in datasets 5
-        column = self.dataset.select_columns([self.label_column]).with_format('numpy')[:][self.label_column]
-        return np.asarray(column, dtype=np.int64)[self.rows]
+        column = np.asarray(self.dataset.select_columns([self.label_column]).with_format('numpy')[:][self.label_column])
+        if column.dtype.kind in 'fO':  # a None among numbers comes out as NaN (floats) or None (objects)
+            missing = np.isnan(column) if column.dtype.kind == 'f' else np.array([v is None for v in column], bool)
+            bad = np.flatnonzero(missing[self.rows])
+            if bad.size:
+                raise DataError(
+                    f'split {self.name!r} has rows without a label: row {int(self.rows[bad[0]])} has label None '
+                    f'({bad.size} such rows); every row needs a class label'
+                )
+        return map_labels(column.astype(np.int64)[self.rows], self.label_map)
+
+
+def map_labels(labels: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
+    """``label_map[labels]`` for labels inside the map; others (e.g. -1, unlabelled) stay for ``check_labels``."""
+    if label_map is None:
+        return labels
+    labels = np.array(labels, dtype=np.int64, copy=True)
+    inside = (labels >= 0) & (labels < len(label_map))
+    labels[inside] = label_map[labels[inside]]
+    return labels
 
 
 @dataclass
@@ -420,22 +491,92 @@ class DataSpec:
         }
 
 
-def _encode_labels(dd, splits: list[str], label_column: str) -> tuple[Any, list[str] | None]:
-    """Label names from a ``ClassLabel``; string labels become a ``ClassLabel`` (sorted names); ints have none."""
+def _label_kind(feature: Any) -> str | None:
     from datasets import ClassLabel, Value
 
-    feat = dd[splits[0]].features[label_column]
-    if isinstance(feat, ClassLabel):
-        return dd, list(feat.names)
-    if isinstance(feat, Value) and feat.dtype in ('string', 'large_string'):
-        names = sorted({v for s in splits for v in dd[s].unique(label_column)})
+    if isinstance(feature, ClassLabel):
+        return 'ClassLabel'
+    if isinstance(feature, Value) and feature.dtype in ('string', 'large_string'):
+        return 'string'
+    if isinstance(feature, Value) and 'int' in feature.dtype:
+        return 'integer'
+    return None
+
+
+def _encode_labels(
+    dd, splits: list[str], label_column: str
+) -> tuple[Any, list[str] | None, dict[str, np.ndarray | None]]:
+    """Class names and per-split label maps.
+
+    Names come from the first split's ``ClassLabel``; another split whose ``ClassLabel`` lists the same names in
+    another order gets a map to the first split's order (it is read by name, with a warning). String labels become
+    a ``ClassLabel`` (sorted names over all splits). Integer labels have no names.
+
+    Returns:
+        ``(dd, names or None, {split: label map or None})``.
+
+    Raises:
+        DataError: label types that differ between splits, a split naming classes the first split lacks, a string
+            label that is ``None``, a label column of another type.
+    """
+    from datasets import ClassLabel
+
+    features = {s: dd[s].features[label_column] for s in splits}
+    kinds = {s: _label_kind(f) for s, f in features.items()}
+    maps: dict[str, np.ndarray | None] = dict.fromkeys(splits)
+    for s, kind in kinds.items():
+        if kind is None:
+            raise DataError(
+                f'label column {label_column!r} of split {s!r} has type {features[s]}; expected ClassLabel, integer '
+                'or string labels'
+            )
+    if len(set(kinds.values())) > 1:
+        listing = ', '.join(f'{s!r}: {kinds[s]}' for s in splits)
+        raise DataError(
+            f'label column {label_column!r} has different types across splits ({listing}); expected one type in '
+            "every split, e.g. cast_column('label', ClassLabel(names=[...])) on each"
+        )
+    kind, first = kinds[splits[0]], splits[0]
+    if kind == 'ClassLabel':
+        names = list(features[first].names)
+        for s in splits[1:]:
+            other = list(features[s].names)
+            if other == names:
+                continue
+            unknown = [n for n in other if n not in names]
+            if unknown or len(set(other)) != len(other):
+                raise DataError(
+                    f'split {s!r} names its classes {other}, split {first!r} names them {names}: '
+                    f'{unknown or "duplicate names"} cannot be matched to a training class; expected the same '
+                    'class names in every split'
+                )
+            maps[s] = np.array([names.index(n) for n in other], dtype=np.int64)
+            logger.warning(
+                'split %r lists its class names in another order than split %r (%s vs %s): its labels are read by '
+                'name and remapped to the training order',
+                s,
+                first,
+                other,
+                names,
+            )
+        return dd, names, maps
+    if kind == 'string':
+        values = set()
+        for s in splits:
+            unique = dd[s].unique(label_column)
+            if None in unique:
+                column = dd[s].select_columns([label_column]).with_format('arrow')[:][label_column]
+                row = column.to_pylist().index(None)
+                raise DataError(
+                    f'split {s!r} has rows without a label: row {row} has label None; every row needs a class label'
+                )
+            values.update(unique)
+        names = sorted(values)
         class_label = ClassLabel(names=names)
         for s in splits:
             dd[s] = dd[s].cast_column(label_column, class_label)
-        return dd, names
-    if isinstance(feat, Value) and ('int' in feat.dtype):
-        return dd, None
-    raise DataError(f'label column {label_column!r} has type {feat}; expected ClassLabel, integer or string labels')
+        return dd, names, maps
+    return dd, None, maps
 
 
 def check_labels(split: Split, num_classes: int, source: str) -> None:
@@ -548,9 +689,12 @@ def load_train_val(
     splits = [train_split] + ([val_split] if val_split else [])
     for s in splits:
         detect_columns(dd[s].features, image_column, label_column)  # the val split must have the same columns
+    for s in splits:
+        if len(dd[s]) == 0:
+            raise DataError(f'split {s!r} of {source} is empty (0 rows); expected images to train and validate on')
     dd = _prepare_columns(dd, image_column)
-    dd, label_names = _encode_labels(dd, splits, label_column)
-    parts = [Split(dd[s], np.arange(len(dd[s])), s, image_column, label_column) for s in splits]
+    dd, label_names, maps = _encode_labels(dd, splits, label_column)
+    parts = [Split(dd[s], np.arange(len(dd[s])), s, image_column, label_column, maps[s]) for s in splits]
 
     int_labels = label_names is None
     if int_labels:
@@ -577,8 +721,7 @@ def load_train_val(
             )
     else:
         tr_rows, va_rows, stratified = carve_validation(train, n, val_fraction, seed)
-        train = Split(train.dataset, tr_rows, train_split, image_column, label_column)
-        val = Split(train.dataset, va_rows, train_split, image_column, label_column)
+        train, val = replace(train, rows=tr_rows), replace(train, rows=va_rows)
         val_name = f'{train_split}[val {val_fraction:g}, seed {seed}]'
         val_source = (
             f'validation carved from {train_split}, {val_fraction * 100:g}%, '
@@ -689,8 +832,10 @@ def load_eval_split(
     if split not in dd:
         raise DataError(f'dataset {source} has no split {split!r}; it has splits {list(dd)}')
     image_column, label_column = detect_columns(dd[split].features, image_column, label_column)
+    if len(dd[split]) == 0:
+        raise DataError(f'split {split!r} of {source} is empty (0 rows); expected images to evaluate on')
     dd = _prepare_columns(datasets.DatasetDict({split: dd[split]}), image_column)
-    dd, names = _encode_labels(dd, [split], label_column)
+    dd, names, _ = _encode_labels(dd, [split], label_column)
     part = Split(dd[split], np.arange(len(dd[split])), split, image_column, label_column)
     part.rows = _subset(part.rows, max_samples, seed)
     return part, names, _display_name(source)
@@ -709,19 +854,35 @@ def to_model_mode(image, in_chans: int):
     """Convert a PIL image to what a model with ``in_chans`` channels eats: ``L`` for 1, ``RGB`` for 3.
 
     Transparent images are composited onto white first: the colour under fully transparent pixels is arbitrary
-    (often black), and a plain ``convert('RGB')`` would expose it.
+    (often black), and a plain ``convert('RGB')`` would expose it. Deep grayscale images (32-bit ``I``, every 16-bit
+    ``I;16*`` byte order, float ``F``) have their own range stretched to 0..255 rather than clipped at 255 (so a
+    constant image becomes black). A float image with NaN or infinite pixels is refused (``DataError``; the dataset
+    wraps it in an error naming the row) rather than guessed at. Modes Pillow cannot convert directly (``LAB`` to
+    ``L``, for one) go through ``RGB``.
+
+    Raises:
+        DataError: NaN or infinite pixels.
     """
     from PIL import Image
 
+    target = 'L' if in_chans == 1 else 'RGB'
     if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
         rgba = image.convert('RGBA')
         image = Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba)
-    elif image.mode in ('I', 'I;16', 'I;16B', 'F'):
-        # 16-bit / float grayscale: scale the actual range to 8 bits rather than clipping at 255
-        arr = np.asarray(image, dtype=np.float32)
+    elif image.mode in ('I', 'F') or image.mode.startswith('I;16'):
+        arr = np.asarray(image, dtype=np.float64)  # (H, W); numpy reads each byte order
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise DataError(
+                f'{int((~finite).sum())} of {arr.size} pixels of this {image.mode} image are NaN or infinite; '
+                'expected finite pixel values (clean or drop the image)'
+            )
         lo, hi = float(arr.min()), float(arr.max())
         image = Image.fromarray(np.uint8(np.round((arr - lo) * (255.0 / max(hi - lo, 1e-12)))), mode='L')
-    return image.convert('L' if in_chans == 1 else 'RGB')
+    try:
+        return image.convert(target)
+    except ValueError:  # no direct conversion (e.g. LAB -> L): through RGB, which every mode converts to
+        return image.convert('RGB').convert(target)
 
 
 def model_data_config(model: torch.nn.Module, img_size: int | None = None, in_chans: int | None = None) -> dict:
@@ -791,18 +952,34 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return len(self.split)
 
     def _read_error(self, row: int, e: Exception) -> DataError:
+        reason = (str(e).strip().splitlines() or [''])[0]
+        path = self._image_path(row)
+        where = f' (file {path})' if path else ''
         return DataError(
-            f'cannot read or transform the image in row {row} of split {self.split.name!r} of {self.source}: '
-            f'{type(e).__name__}: {e}'
+            f'cannot read or transform the image in row {row}{where} of split {self.split.name!r} of '
+            f'{self.source}: {type(e).__name__}: {reason}'
         )
+
+    def _image_path(self, row: int) -> str | None:
+        """The file the image of ``row`` came from, when the dataset recorded one (imagefolder does)."""
+        try:
+            column = self.split.dataset.select_columns([self.split.image_column]).with_format('arrow')
+            value = column[row][self.split.image_column].to_pylist()[0]
+        except Exception:  # only used to improve an error message
+            return None
+        return value.get('path') if isinstance(value, dict) else None
+
+    def _label(self, y: Any) -> int:
+        y = int(y)
+        return int(map_labels(np.array([y]), self.split.label_map)[0]) if self.split.label_map is not None else y
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         row = int(self.split.rows[i])
         try:
             ex = self.data[row]
         except Exception as e:
-            raise self._read_error(row, e) from e
-        return ex['pixel_values'], int(ex['label'])
+            raise self._read_error(row, e) from None  # the message says it all; no worker-traceback chain
+        return ex['pixel_values'], self._label(ex['label'])
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         rows = [int(self.split.rows[i]) for i in indices]
@@ -810,7 +987,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             batch = self.data[rows]
         except Exception:
             return [self[i] for i in indices]  # one at a time, to find and name the bad row
-        return list(zip(batch['pixel_values'], (int(y) for y in batch['label']), strict=True))
+        return list(zip(batch['pixel_values'], (self._label(y) for y in batch['label']), strict=True))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

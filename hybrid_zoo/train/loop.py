@@ -8,11 +8,20 @@ and trackers; ``datasets`` holds the data.
 
 Output directory::
 
-    <output_dir>/checkpoints/last/   accelerate save_state + meta.json, replaced atomically every epoch
-    <output_dir>/checkpoints/best/   the same, for the best validation top-1 so far
-    <output_dir>/metrics.jsonl       one JSON line per epoch
-    <output_dir>/model/              Hub-ready: config.json (timm save_for_hf), model.safetensors, results.json,
-                                     train_args.json, training_curves.png, confusion_matrix.png
+    <output_dir>/.hybrid_zoo_run.json  marks the folder as a run of this trainer (written before anything else)
+    <output_dir>/checkpoints/last/     accelerate save_state + meta.json + manifest.json (sha256 of every file),
+                                       replaced atomically every epoch
+    <output_dir>/checkpoints/best/     the same, for the best validation top-1 so far
+    <output_dir>/metrics.jsonl         one JSON line per epoch, rewritten atomically (the checkpoint keeps a copy)
+    <output_dir>/model/                Hub-ready: config.json (timm save_for_hf), model.safetensors, results.json,
+                                       train_args.json, training_curves.png, confusion_matrix.png
+
+What the trainer may delete is its own: a non-empty output folder without the marker (or a checkpoint of ours) is
+refused, files it did not write in ``model/`` or a checkpoint folder are refused at start (and carried over, never
+deleted, when the folder is replaced), and the debris of interrupted writes (``.model.tmp-*``, ``.best.tmp-*``, ...)
+is removed at start. A resumed run must use the options of the run that wrote the checkpoint (``RESUME_MUST_MATCH``),
+and its checkpoint must match the sha256 manifest written when it was saved; ``checkpoints/best`` is repaired from
+``last`` when a kill came between writing the two.
 
 ``TrainConfig`` holds every option; it and the command line generated from its fields live in ``hybrid_zoo_cli.train``
 (no torch, so ``--help`` starts at once) and are re-exported here.
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -36,7 +46,8 @@ from typing import Any
 
 import torch
 
-from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
+from hybrid_zoo.atomic import recover_dir, remove_debris, replace_dir, temp_dir_beside, write_atomic, write_json_atomic
+from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
 from hybrid_zoo.train.data import (
     DataError,
     ImageClassificationDataset,
@@ -44,7 +55,8 @@ from hybrid_zoo.train.data import (
     model_data_config,
 )
 from hybrid_zoo.train.evaluate import (
-    UnknownModelError,
+    ModelLoadError,
+    UnknownModelError,  # noqa: F401 (fit raises it; re-exported)
     _cpu_only_multiprocess,
     _fresh_accelerator,
     classification_metrics,
@@ -54,11 +66,36 @@ from hybrid_zoo.train.evaluate import (
     predict,
     resolve_model_source,
 )
-from hybrid_zoo_cli.train import KeyValueAction, TrainConfig, build_parser, config_from_args  # noqa: F401 (re-exported)
+from hybrid_zoo_cli.train import (  # noqa: F401 (re-exported)
+    RESUME_MAY_CHANGE,
+    RESUME_MUST_MATCH,
+    KeyValueAction,
+    TrainConfig,
+    TrainConfigError,
+    build_parser,
+    config_from_args,
+)
 
 logger = logging.getLogger('hybrid_zoo.train.loop')  # not __name__: that is '__main__' under python -m
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: meta.json records the config and the history, manifest.json the sha256 of every file
+MANIFEST = 'manifest.json'
+RUN_MARKER = '.hybrid_zoo_run.json'
+MODEL_FILES = frozenset(
+    {
+        'config.json',
+        'model.safetensors',
+        'results.json',
+        'train_args.json',
+        'training_curves.png',
+        'confusion_matrix.png',
+    }
+)
+# what accelerate's save_state writes (names only; used for checkpoints that have no manifest)
+_ACCELERATE_FILE = re.compile(
+    r'(pytorch_model|model|optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.(bin|safetensors)|random_states_\d+\.pkl|'
+    r'custom_checkpoint_\d+\.pkl|scaler\.pt|meta\.json'
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,7 +103,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 class ResumeMismatchError(ValueError):
-    """A checkpoint made for another model or other data."""
+    """A checkpoint made for another model, other data or other training options."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is corrupt, changed since it was saved, or holds files the trainer did not write."""
+
+
+class OutputDirError(ValueError):
+    """An output folder holding files this trainer did not write, which a run would replace."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -74,14 +119,27 @@ class ResumeMismatchError(ValueError):
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
-    """The model to train: ``cfg.model`` (random init) or ``cfg.pretrained`` weights, sized for the data."""
+    """The model to train: ``cfg.model`` (random init) or ``cfg.pretrained`` weights, sized for the data.
+
+    Raises:
+        TrainConfigError: constructor arguments (``--model-kwargs``, drop rates) the model does not accept.
+    """
     import_plugins()
     name, pretrained = resolve_model_source(cfg.model, cfg.pretrained)
     kwargs = dict(cfg.model_kwargs, num_classes=num_classes)
     for key in ('in_chans', 'drop_rate', 'drop_path_rate'):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
-    model = create_model(name, pretrained=pretrained, img_size=cfg.img_size, **kwargs)
+    try:
+        model = create_model(name, pretrained=pretrained, img_size=cfg.img_size, **kwargs)
+    except (TypeError, ValueError) as e:
+        if type(e) not in (TypeError, ValueError):  # the loader's own errors (unknown model, bad weights) say enough
+            raise
+        reason = (str(e).strip().splitlines() or [''])[0]
+        raise TrainConfigError(  # a constructor refusing an argument (or its value)
+            f'cannot build {name} with {kwargs} (from --model-kwargs {cfg.model_kwargs}, --in-chans, --drop-rate, '
+            f'--drop-path-rate): {type(e).__name__}: {reason}; expected arguments its constructor accepts'
+        ) from e
     if pretrained and name.startswith(('hf-hub:', 'local-dir:')) and model_name(model) != cfg.model:
         logger.info('architecture %r comes from %s (--model %r ignored)', model_name(model), name, cfg.model)
     if cfg.grad_checkpointing:
@@ -89,6 +147,28 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def check_input_size(model: torch.nn.Module, data_cfg: dict, arch: str) -> None:
+    """One forward pass of a blank image at the training size, so a size the model cannot take fails now, in a line.
+
+    Raises:
+        TrainConfigError: the model rejects the input size (e.g. ``--img-size 16`` for a model that needs 32).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *data_cfg['input_size']))  # (1, C, H, W)
+    except (RuntimeError, ValueError, AssertionError, IndexError) as e:
+        size = 'x'.join(map(str, data_cfg['input_size'][1:]))
+        reason = (str(e).strip().splitlines() or [''])[0]
+        raise TrainConfigError(
+            f'{arch} cannot take {size} px inputs (--img-size): {type(e).__name__}: {reason}; expected a size the '
+            'model accepts (its default is in its pretrained_cfg input_size)'
+        ) from e
+    finally:
+        model.train(was_training)
 
 
 def build_transforms(cfg: TrainConfig, data_cfg: dict) -> tuple[Any, Any]:
@@ -130,15 +210,223 @@ def build_loss(cfg: TrainConfig, num_classes: int) -> tuple[Any, torch.nn.Module
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# The output folder and its checkpoints
 
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + '\n')
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_run_dir(out: Path) -> bool:
+    """Whether ``out`` was written by this trainer: its marker, or (runs older than the marker) a checkpoint's meta."""
+    if (out / RUN_MARKER).is_file():
+        return True
+    for name in ('last', 'best', '.last.old', '.best.old'):
+        meta = _read_json(out / 'checkpoints' / name / 'meta.json')
+        if isinstance(meta, dict) and isinstance(meta.get('format'), int) and 'num_updates' in meta:
+            return True
+    return False
+
+
+def _checkpoint_files(folder: Path) -> dict[str, Path]:
+    """Every file below a checkpoint folder, by its path relative to it (``/``-separated)."""
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob('*')) if p.is_file() or p.is_symlink()}
+
+
+def _owned_checkpoint_files(folder: Path) -> set[str] | None:
+    """The files the trainer wrote into a checkpoint folder (from its manifest), ``None`` when it has none."""
+    manifest = _read_json(folder / MANIFEST)
+    if isinstance(manifest, dict) and isinstance(manifest.get('files'), dict):
+        return set(manifest['files']) | {MANIFEST}
+    return None
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Files in ``model/`` and the checkpoint folders of a run folder that the trainer did not write."""
+    foreign = []
+    model = out / 'model'
+    if model.is_dir():
+        foreign += [f'model/{p.name}' for p in sorted(model.iterdir()) if p.name not in MODEL_FILES]
+    for name in ('last', 'best'):
+        folder = out / 'checkpoints' / name
+        if not folder.is_dir():
+            continue
+        owned = _owned_checkpoint_files(folder)
+        for rel in _checkpoint_files(folder):
+            ours = rel in owned if owned is not None else bool(_ACCELERATE_FILE.fullmatch(rel))
+            if not ours:
+                foreign.append(f'checkpoints/{name}/{rel}')
+    return foreign
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse (``OutputDirError``) an output folder where a run would replace or delete files it did not write.
+
+    A new, empty or marked folder (``RUN_MARKER``, or a checkpoint of ours) is accepted, unless its ``model/`` or
+    checkpoint folders hold files the trainer did not write (they are named).
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputDirError(f'--output-dir {out} is a file; expected a folder (new, empty, or one of our runs)')
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if not _is_run_dir(out):
+        shown = ', '.join(entries[:8]) + (f', ... ({len(entries)} entries)' if len(entries) > 8 else '')
+        raise OutputDirError(
+            f'--output-dir {out} is not empty and is not a hybrid_zoo training run (no {RUN_MARKER}, no checkpoint): '
+            f'it holds {shown}. A run writes model/, checkpoints/ and metrics.jsonl there, replacing what has those '
+            'names, so it is refused: choose a new or empty folder'
+        )
+    foreign = _foreign_files(out)
+    if foreign:
+        pickles = (
+            ' (--resume unpickles what accelerate loads from a checkpoint folder, so it refuses files it cannot vouch '
+            'for: resume only from folders you trust)'
+            if any(f.startswith('checkpoints/') for f in foreign)
+            else ''
+        )
+        raise OutputDirError(
+            f'{out} is a training run, but these files in it were not written by the trainer: {foreign[:10]}'
+            f"{' ...' if len(foreign) > 10 else ''}. model/ and the checkpoint folders are the trainer's, replaced "
+            f'as a whole by a run{pickles}, so it is refused: move those files elsewhere, or choose another '
+            '--output-dir'
+        )
+
+
+def prepare_output_dir(out: Path) -> None:
+    """Mark ``out`` as ours, and clear what interrupted writes left (main process, before anything else is written).
+
+    Interrupted folder replacements are put back (``recover_dir``); ``.model.tmp-*``, ``.best.tmp-*``, ``.last.tmp``,
+    ``.<name>.old`` leftovers and ``write_atomic`` temporary files are removed.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_MARKER).is_file():
+        write_json_atomic(out / RUN_MARKER, {'written_by': 'hybrid_zoo.train', 'format': CHECKPOINT_FORMAT})
+    ckpt = out / 'checkpoints'
+    for dst in (out / 'model', ckpt / 'last', ckpt / 'best', out / 'metrics.jsonl', out / RUN_MARKER):
+        remove_debris(dst)
+    if (ckpt / '.last.tmp').is_dir():  # save_checkpoint's fixed-name staging folder
+        shutil.rmtree(ckpt / '.last.tmp')
+        logger.info('removed %s (left by an interrupted checkpoint save)', ckpt / '.last.tmp')
+
+
+def _publish_dir(tmp: Path, dst: Path, owned: set[str] | frozenset[str] | None) -> None:
+    """``replace_dir(tmp, dst)``, carrying over (never deleting) entries of the old ``dst`` not in ``owned``.
+
+    ``owned``: top-level names the trainer writes into ``dst`` (``None``: everything there is ours). The carried
+    entries are hard links (or copies) in ``tmp``, so a kill before the swap still leaves the originals in place.
+    """
+    if dst.is_dir() and owned is not None:
+        for entry in sorted(dst.iterdir()):
+            if entry.name in owned or (tmp / entry.name).exists():
+                continue
+            logger.warning('%s was not written by the trainer: kept in the new %s', entry, dst.name)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, tmp / entry.name, copy_function=_link_or_copy, symlinks=True)
+            else:
+                _link_or_copy(str(entry), str(tmp / entry.name))
+    replace_dir(tmp, dst)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and sha256 of every file of a finished checkpoint folder in ``manifest.json``."""
+    files = {
+        rel: {'size': p.stat().st_size, 'sha256': _sha256(p)}
+        for rel, p in _checkpoint_files(folder).items()
+        if rel != MANIFEST
+    }
+    _write_json(folder / MANIFEST, {'format': 1, 'files': files})
+
+
+def _ways_out(path: Path) -> str:
+    best = path.parent / 'best'
+    options = []
+    if path.name != 'best' and (best / 'meta.json').is_file():
+        options.append(f'resume from the best checkpoint instead (--resume {best}; it rewinds to its epoch)')
+    options.append('start afresh in another folder (--output-dir elsewhere, without --resume)')
+    return 'Ways out: ' + '; or '.join(options) + '.'
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Check a checkpoint folder against the manifest written when it was saved; returns its ``meta.json``.
+
+    ``--resume`` unpickles files accelerate wrote (optimizer, RNG, EMA state), so anything the trainer cannot vouch
+    for is refused before accelerate opens a file: a file not in the manifest, a missing one, or one whose size or
+    sha256 differ (truncated, corrupt or replaced). The manifest guards against accidents, not against someone who
+    can rewrite it: resume only from folders you trust.
+
+    Raises:
+        CheckpointError: naming the file, and the ways out (``checkpoints/best`` or a fresh start).
+    """
+    meta = _read_json(path / 'meta.json')
+    manifest = _read_json(path / MANIFEST)
+    if not (isinstance(manifest, dict) and isinstance(manifest.get('files'), dict)):
+        if isinstance(meta, dict) and meta.get('format', 0) < CHECKPOINT_FORMAT and not (path / MANIFEST).exists():
+            raise CheckpointError(
+                f'{path} was written by an older hybrid_zoo (checkpoint format {meta.get("format")}, expected '
+                f'{CHECKPOINT_FORMAT}): it has no manifest and no record of its options, so it cannot be verified '
+                'or resumed. Start afresh in another folder (--output-dir elsewhere, without --resume).'
+            )
+        state = 'missing' if not (path / MANIFEST).exists() else 'corrupt (not the JSON the trainer writes)'
+        raise CheckpointError(
+            f'checkpoint {path}: {MANIFEST} is {state}, so the folder cannot be verified. {_ways_out(path)}'
+        )
+    expected = manifest['files']
+    on_disk = _checkpoint_files(path)
+    unknown = sorted(set(on_disk) - set(expected) - {MANIFEST})
+    if unknown:
+        raise CheckpointError(
+            f'checkpoint {path} holds files the trainer did not write when it saved it: {unknown}. --resume '
+            'unpickles what accelerate loads from that folder, so it refuses files it cannot vouch for: move them '
+            'out (and resume only from folders you trust)'
+        )
+    missing = sorted(set(expected) - set(on_disk))
+    if missing:
+        raise CheckpointError(f'checkpoint {path} lacks {missing}, which it had when saved. {_ways_out(path)}')
+    for rel, p in on_disk.items():
+        if rel == MANIFEST:
+            continue
+        want = expected[rel]
+        size = p.stat().st_size
+        if size != want.get('size') or _sha256(p) != want.get('sha256'):
+            how = f'{size} bytes instead of {want.get("size")}' if size != want.get('size') else 'another sha256'
+            raise CheckpointError(
+                f'checkpoint file {p} is corrupt or was changed since it was saved ({how}). {_ways_out(path)}'
+            )
+    if not isinstance(meta, dict) or meta.get('format') != CHECKPOINT_FORMAT:
+        raise CheckpointError(f'checkpoint {path}: meta.json is unreadable or of another format. {_ways_out(path)}')
+    return meta
+
+
 def save_checkpoint(accelerator, root: Path, name: str, meta: dict) -> Path:
-    """``save_state`` into a temporary sibling folder on every process, then publish it as ``root/name`` atomically."""
+    """``save_state`` into a temporary sibling folder on every process, then publish it as ``root/name`` atomically.
+
+    The main process adds ``meta.json`` and the sha256 manifest before the folder is published.
+    """
     final = root / name
     tmp = root / f'.{name}.tmp'  # one fixed name, so every process writes into the same folder
     if accelerator.is_main_process:
@@ -149,24 +437,48 @@ def save_checkpoint(accelerator, root: Path, name: str, meta: dict) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / 'meta.json', meta)
-        replace_dir(tmp, final)
+        write_manifest(tmp)
+        _publish_dir(tmp, final, _owned_checkpoint_files(final) if final.is_dir() else None)
     accelerator.wait_for_everyone()
     return final
 
 
 def _copy_checkpoint(src: Path, dst: Path) -> None:
-    """Publish a copy of ``src`` as ``dst``; hard links suffice because checkpoint files are never rewritten in place."""
+    """Publish a copy of ``src`` as ``dst``.
+
+    A real copy, not hard links: ``best`` is the way out when a file of ``last`` is damaged in place (a bad disk, a
+    truncating copy), and a hard link would share the damage.
+    """
     tmp = temp_dir_beside(dst)
     tmp.rmdir()
+    shutil.copytree(src, tmp)
+    _publish_dir(tmp, dst, _owned_checkpoint_files(dst) if dst.is_dir() else None)
 
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
 
-    shutil.copytree(src, tmp, copy_function=link)
-    replace_dir(tmp, dst)
+def repair_best(ckpt_root: Path, source: Path, meta: dict) -> None:
+    """Make ``checkpoints/best`` hold the epoch ``meta['best_epoch']`` names, copying ``source`` when it is that epoch.
+
+    A kill after ``last`` of an improving epoch was published and before ``best`` was copied leaves ``best`` an epoch
+    behind; ``last`` (or the folder resumed from) is then that best epoch, and the copy is redone.
+    """
+    best = ckpt_root / 'best'
+    want = meta['best_epoch']
+    have = _read_json(best / 'meta.json')
+    have = have.get('epoch') if isinstance(have, dict) else None
+    if have == want or not want:
+        return
+    holds = f'epoch {have}' if have is not None else 'no checkpoint'
+    if meta['epoch'] == want:
+        logger.warning(
+            '%s holds %s, but the best epoch is %d (a run stopped before copying it): copying it from %s',
+            best,
+            holds,
+            want,
+            source,
+        )
+        _copy_checkpoint(source, best)
+    else:
+        logger.warning('%s holds %s, not the best epoch %d, which is no longer on disk', best, holds, want)
 
 
 def find_resume_checkpoint(cfg: TrainConfig) -> Path | None:
@@ -185,8 +497,21 @@ def find_resume_checkpoint(cfg: TrainConfig) -> Path | None:
     return path
 
 
-def check_resumable(path: Path, meta: dict, expected: dict) -> None:
-    """Refuse (``ResumeMismatchError``) a checkpoint whose model, classes, channels, EMA or data differ from this run."""
+def _comparable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))  # tuples and lists alike, as meta.json stores them
+
+
+def check_resumable(path: Path, meta: dict, expected: dict, config: dict | None = None) -> None:
+    """Refuse (``ResumeMismatchError``) a checkpoint made for another model, other data or other options.
+
+    Args:
+        path: The checkpoint folder.
+        meta: Its ``meta.json``.
+        expected: This run's ``model``, ``num_classes``, ``in_chans``, ``ema``, ``dataset`` identity and (optional)
+            ``world_size``.
+        config: This run's resolved options (``dataclasses.asdict``); those in ``RESUME_MUST_MATCH`` must equal
+            the checkpoint's ``meta['config']``.
+    """
     problems = []
     for key in ('model', 'num_classes', 'in_chans', 'ema'):
         if meta.get(key) != expected[key]:
@@ -194,10 +519,26 @@ def check_resumable(path: Path, meta: dict, expected: dict) -> None:
     for key, value in expected['dataset'].items():
         if meta.get('dataset', {}).get(key) != value:
             problems.append(f'dataset {key}: checkpoint {meta.get("dataset", {}).get(key)!r}, this run {value!r}')
+    if config is not None:
+        saved = meta.get('config', {})
+        for key in RESUME_MUST_MATCH:
+            if key in ('model', 'num_classes', 'in_chans', 'ema'):
+                continue  # compared above
+            if _comparable(saved.get(key)) != _comparable(config[key]):
+                flag = '--' + key.replace('_', '-')
+                problems.append(f'{flag}: checkpoint {saved.get(key)!r}, this run {config[key]!r}')
+    if 'world_size' in expected and meta.get('world_size') not in (None, expected['world_size']):
+        problems.append(
+            f'processes: checkpoint {meta["world_size"]}, this run {expected["world_size"]} (the global batch and the '
+            'schedule depend on it)'
+        )
     if problems:
         raise ResumeMismatchError(
             f'refusing to resume from {path}: it was made for a different run ({"; ".join(problems)}). '
-            'Use the same --model and data as that run, or a new --output-dir to start afresh.'
+            f'Use the options of that run (meta.json in {path} lists them under "config"); only '
+            f'{", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE if k not in ("resume", "dataset"))} '
+            'may change. To train on with other options, start a new run in another --output-dir (with '
+            '--pretrained <this run>/model to start from its weights).'
         )
 
 
@@ -243,6 +584,19 @@ def _check_finite(run: _Run, loss: torch.Tensor, epoch: int, step: int) -> None:
         )
 
 
+def _forward(run: _Run, x: torch.Tensor) -> torch.Tensor:
+    try:
+        return run.model(x)
+    except ValueError as e:
+        if 'Expected more than 1 value per channel' not in str(e):
+            raise
+        raise TrainConfigError(
+            f'--batch-size {run.cfg.batch_size}: with {x.shape[0]} image(s) per process a BatchNorm layer of '
+            f'{run.cfg.model} sees a single value per channel (a 1x1 map at this --img-size), which it cannot '
+            'normalise in training; expected --batch-size 2 or more (or a larger --img-size)'
+        ) from e
+
+
 def train_one_epoch(run: _Run, epoch: int, bar) -> dict:
     """One pass over the training data; returns the mean loss, throughput and time of the epoch."""
     acc, cfg = run.accelerator, run.cfg
@@ -257,7 +611,7 @@ def train_one_epoch(run: _Run, epoch: int, bar) -> dict:
         if run.mixup is not None:
             x, y = run.mixup(x, y)  # y: (B,) int -> (B, num_classes) soft targets
         with acc.accumulate(run.model):
-            loss = run.loss_fn(run.model(x), y)
+            loss = run.loss_fn(_forward(run, x), y)
             _check_finite(run, loss, epoch, step)
             acc.backward(loss)
             if acc.sync_gradients and cfg.clip_grad:
@@ -316,17 +670,41 @@ def _epoch_record(epoch: int, train: dict, val: dict, ema: dict | None, seconds:
 
 
 def _read_metrics(path: Path, upto_epoch: int, last_record: dict | None) -> list[dict]:
-    """Epoch records up to the resumed epoch (a killed run may have logged one more, or one fewer)."""
+    """Epoch records up to the resumed epoch (a killed run may have logged one more, or one fewer).
+
+    A line that is not a JSON record (a torn last line, an edit) is skipped with a warning.
+    """
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
+        for number, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
                 rec = json.loads(line)
-                if rec.get('epoch', 0) <= upto_epoch:
-                    records.append(rec)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict) or not isinstance(rec.get('epoch'), int):
+                logger.warning('%s line %d is not an epoch record (cut short?): skipped: %.80r', path, number, line)
+                continue
+            if rec['epoch'] <= upto_epoch:
+                records.append(rec)
     if last_record and not any(r['epoch'] == last_record['epoch'] for r in records):
         records.append(last_record)
     return records
+
+
+def _resume_history(path: Path, meta: dict) -> list[dict]:
+    """The epoch records of a resumed run: the checkpoint's copy, which survives a cut or emptied ``metrics.jsonl``."""
+    logged = _read_metrics(path, meta['epoch'], None)
+    kept = meta.get('history') or logged
+    lost = sorted({r['epoch'] for r in kept} - {r['epoch'] for r in logged})
+    if lost:
+        logger.warning('%s lacks epoch(s) %s (cut short or emptied): restored from the checkpoint', path, lost)
+    return [dict(r) for r in kept if r['epoch'] <= meta['epoch']]
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    write_atomic(path, ''.join(json.dumps(r) + '\n' for r in history))
 
 
 def _tracker_config(cfg: TrainConfig) -> dict:
@@ -363,7 +741,7 @@ def export_model(run: _Run, spec, data_cfg: dict, final: dict, results: dict, hi
     plot_confusion_matrix(
         final['confusion_matrix'], run.label_names, tmp / 'confusion_matrix.png', f'{title} ({spec.val_split})'
     )
-    replace_dir(tmp, dst)
+    _publish_dir(tmp, dst, MODEL_FILES)
     return dst
 
 
@@ -382,7 +760,12 @@ def fit(cfg: TrainConfig) -> dict:
     Raises:
         DataError: unusable data (missing columns, labels outside the classes, an unreadable image).
         UnknownModelError: a model name timm does not know.
-        ResumeMismatchError: ``cfg.resume`` points at a checkpoint of another model or other data.
+        TrainConfigError: options the model cannot take (``--model-kwargs``, ``--img-size``, a batch of 1 with
+            BatchNorm).
+        OutputDirError: ``output_dir`` holds files this trainer did not write.
+        ResumeMismatchError: ``cfg.resume`` points at a checkpoint of another model, other data or other options
+            (``RESUME_MUST_MATCH``).
+        CheckpointError: the checkpoint to resume is corrupt, changed since it was saved, or holds unknown files.
         NonFiniteLossError: the loss became NaN/inf; the last good checkpoint is kept.
     """
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -406,9 +789,10 @@ def fit(cfg: TrainConfig) -> dict:
     )
     if cfg.mixed_precision == 'fp16' and acc.device.type == 'cpu':
         logger.warning('fp16 autocast does nothing on CPU (training stays fp32); use bf16 or no')
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        if cfg.batch_size % 2:
-            raise ValueError(f'mixup/cutmix need an even --batch-size, got {cfg.batch_size}')
+    with acc.main_process_first():  # before anything is written: refuse a folder of other files, then mark it ours
+        check_output_dir(out)
+        if acc.is_main_process:
+            prepare_output_dir(out)
     set_seed(cfg.seed)
 
     with acc.main_process_first():  # the main process prepares/downloads and caches first
@@ -428,9 +812,19 @@ def fit(cfg: TrainConfig) -> dict:
         )
     model = build_model(cfg, spec.num_classes)
     data_cfg = model_data_config(model, cfg.img_size, cfg.in_chans)
-    in_chans = data_cfg['input_size'][0]
+    in_chans, height, width = data_cfg['input_size']
     arch = model_name(model)
-    cfg = dataclasses.replace(cfg, num_classes=spec.num_classes, in_chans=in_chans, output_dir=str(out))
+    check_input_size(model, data_cfg, arch)
+    # what this run actually uses, as train_args.json and the checkpoints record it
+    cfg = dataclasses.replace(
+        cfg,
+        model=arch,
+        num_classes=spec.num_classes,
+        in_chans=in_chans,
+        img_size=height if height == width else cfg.img_size,
+        mixed_precision=acc.mixed_precision,
+        output_dir=str(out),
+    )
     meta_base = {
         'format': CHECKPOINT_FORMAT,
         'model': arch,
@@ -445,8 +839,12 @@ def fit(cfg: TrainConfig) -> dict:
     if resume_dir is None and (out / 'checkpoints' / 'last' / 'meta.json').is_file():
         logger.warning('%s holds a checkpoint; starting afresh replaces it (--resume auto continues it)', out)
     if resume_dir is not None:
-        resume_meta = json.loads((resume_dir / 'meta.json').read_text())
-        check_resumable(resume_dir, resume_meta, meta_base)
+        resume_meta = verify_checkpoint(resume_dir)
+        expected = {**meta_base, 'world_size': acc.num_processes}
+        check_resumable(resume_dir, resume_meta, expected, dataclasses.asdict(cfg))
+        if acc.is_main_process:
+            repair_best(out / 'checkpoints', resume_dir, resume_meta)
+        acc.wait_for_everyone()
 
     train_tf, eval_tf = build_transforms(cfg, data_cfg)
     loader_kwargs = {
@@ -497,14 +895,19 @@ def fit(cfg: TrainConfig) -> dict:
     metrics_path = out / 'metrics.jsonl'
     history: list[dict] = []
     if resume_meta is not None:
-        acc.load_state(str(resume_dir))  # weights, optimizer, scheduler, EMA, RNG of every process
+        try:
+            acc.load_state(str(resume_dir))  # weights, optimizer, scheduler, EMA, RNG of every process
+        except Exception as e:  # verified files that still do not load: say which folder and what to do
+            reason = (str(e).strip().splitlines() or [''])[0]
+            raise CheckpointError(
+                f'cannot load checkpoint {resume_dir}: {type(e).__name__}: {reason}. {_ways_out(resume_dir)}'
+            ) from e
         run.epoch, run.num_updates = resume_meta['epoch'], resume_meta['num_updates']
         run.best_top1, run.best_epoch = resume_meta['best_top1'], resume_meta['best_epoch']
-        history = _read_metrics(metrics_path, run.epoch, resume_meta.get('record'))
+        history = _resume_history(metrics_path, resume_meta)
         logger.info('resumed from %s at epoch %d (update %d)', resume_dir, run.epoch, run.num_updates)
     if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(''.join(json.dumps(r) + '\n' for r in history))
+        _write_metrics(metrics_path, history)
     if cfg.log_with:
         acc.init_trackers(out.name, config=_tracker_config(cfg))
 
@@ -552,14 +955,15 @@ def fit(cfg: TrainConfig) -> dict:
             'best_top1': run.best_top1,
             'best_epoch': run.best_epoch,
             'record': record,
+            'history': history,  # metrics.jsonl can be cut or emptied by a kill or a hand; this copy resumes
             'world_size': acc.num_processes,
+            'config': dataclasses.asdict(cfg),
         }
         last = save_checkpoint(acc, ckpt_root, 'last', meta)
         if improved and acc.is_main_process:
-            _copy_checkpoint(last, ckpt_root / 'best')
+            _copy_checkpoint(last, ckpt_root / 'best')  # a kill before this is repaired on resume (repair_best)
         if acc.is_main_process:
-            with metrics_path.open('a') as f:
-                f.write(json.dumps(record) + '\n')
+            _write_metrics(metrics_path, history)
         if cfg.log_with:
             acc.log({k: v for k, v in record.items() if k != 'epoch'}, step=run.epoch)
         logger.info(
@@ -651,7 +1055,16 @@ def main(argv: list[str] | None = None) -> int:
         datasets.disable_progress_bars()
     try:
         result = fit(cfg)
-    except (DataError, UnknownModelError, ResumeMismatchError, NonFiniteLossError) as e:
+    except (
+        DataError,
+        ModelLoadError,  # UnknownModelError is one
+        PretrainedWeightsNotFoundError,
+        TrainConfigError,
+        OutputDirError,
+        ResumeMismatchError,
+        CheckpointError,
+        NonFiniteLossError,
+    ) as e:
         logger.error('%s', e)
         return 2
     if rank0:

@@ -1,4 +1,5 @@
-"""Training-curve and confusion-matrix figures (PNG), drawn without a display (no pyplot state is kept)."""
+"""Training-curve and confusion-matrix figures (PNG), drawn without a display (no pyplot state is kept) and written
+atomically (a reader never sees half a PNG)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from hybrid_zoo.atomic import write_figure_atomic
 
 
 def _figure(width: float, height: float):
@@ -51,7 +54,7 @@ def plot_training_curves(history: Sequence[dict], path: str | os.PathLike, title
         ax_acc.set_title(f'final val top-1 {history[-1]["val_top1"]:.2f}%')
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=120)
+    write_figure_atomic(fig, path, dpi=120)
     return Path(path)
 
 
@@ -99,5 +102,5 @@ def plot_confusion_matrix(
                     color = 'white' if rates[i, j] > 0.5 else 'black'
                     ax.text(j, i, str(int(counts[i, j])), ha='center', va='center', color=color, fontsize=8)
     ax.set_title(title or 'confusion matrix (colour: share of the true class)')
-    fig.savefig(path, dpi=120)
+    write_figure_atomic(fig, path, dpi=120)
     return Path(path)

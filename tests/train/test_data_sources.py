@@ -144,7 +144,7 @@ def test_missing_paths_fail_at_once(tmp_path):
         './no_such_folder',
         str(tmp_path / 'missing'),
         '~/no_such_folder_hz',
-        'data/fashion_mnist/train',
+        'data/no_such_dataset_hz/train',  # not data/fashion_mnist: the embedded cache may hold it
         'train.parquet',
         str(tmp_path / '*.parquet'),
     ):

@@ -122,7 +122,11 @@ def test_demo_tests_on_the_split_that_chose_nothing(tmp_path, digits, monkeypatc
     """The demo validates (picks the weights) on rows carved from train; its headline is the whole test split."""
     from hybrid_zoo import demo
 
-    monkeypatch.setattr(data, 'prepare_default', lambda cache: ('digits', str(digits)))
+    def digits_only(cache):
+        return 'digits', str(digits)
+
+    monkeypatch.setattr(data, 'prepare_default', digits_only)
+    monkeypatch.setattr(demo, 'prepare_default', digits_only, raising=False)  # when demo imports it by name
     argv = ['--model', 'test_convnext', '--epochs', '1', '--train-samples', '64', '--img-size', '32']
     assert demo.main(argv + ['--batch-size', '16', '--workers', '0', '--output-dir', str(tmp_path)]) == 0
     summary = json.loads((tmp_path / 'demo_summary.json').read_text())
