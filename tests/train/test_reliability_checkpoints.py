@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hybrid_zoo.train import checkpoints as C
 from hybrid_zoo.train import data
 from hybrid_zoo.train import loop as T
 
@@ -96,7 +97,7 @@ def test_replacing_a_folder_carries_over_files_that_appeared_during_the_run(tmp_
     tmp = tmp_path / '.model.tmp-x'
     tmp.mkdir()
     (tmp / 'config.json').write_text('new')
-    T._publish_dir(tmp, dst, T.MODEL_FILES)
+    C.publish_dir(tmp, dst, C.MODEL_FILES)
     assert (dst / 'config.json').read_text() == 'new' and (
         dst / 'late.txt'
     ).read_text() == 'added while the run trained'
@@ -108,7 +109,7 @@ def test_replacing_a_folder_carries_over_files_that_appeared_during_the_run(tmp_
 
 def test_kill_before_best_copy_and_before_export_are_repaired_on_resume(tmp_path, digits, monkeypatch):
     out = tmp_path / 'run'
-    real_validate, real_replace = T.validate, T.replace_dir
+    real_validate, real_replace = T.validate, C.replace_dir
 
     def rising(run):  # every epoch improves, so epoch 2 must be copied to best/
         metrics, ema = real_validate(run)
@@ -124,7 +125,7 @@ def test_kill_before_best_copy_and_before_export_are_repaired_on_resume(tmp_path
         return real_replace(tmp, dst)
 
     monkeypatch.setattr(T, 'validate', rising)
-    monkeypatch.setattr(T, 'replace_dir', killed)
+    monkeypatch.setattr(C, 'replace_dir', killed)
     with pytest.raises(RuntimeError, match='killed'):
         T.fit(T.config_from_args(_argv(digits, out, '--epochs', 2)))
     ckpt = out / 'checkpoints'
@@ -136,7 +137,7 @@ def test_kill_before_best_copy_and_before_export_are_repaired_on_resume(tmp_path
             raise RuntimeError('killed')
         return real_replace(tmp, dst)
 
-    monkeypatch.setattr(T, 'replace_dir', killed_export)
+    monkeypatch.setattr(C, 'replace_dir', killed_export)
     with pytest.raises(RuntimeError, match='killed'):
         T.fit(T.config_from_args(_argv(digits, out, '--epochs', 2, '--resume', 'auto')))
     assert list(out.glob('.model.tmp-*'))
