@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import json
 import logging
 import os
 import re
@@ -28,8 +29,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Image as HFImage
+from datasets.data_files import DataFilesDict, get_data_patterns
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from timm.data import resolve_data_config
 
 from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
 from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
@@ -83,8 +94,6 @@ def fashion_mnist_available(source_dir: str | os.PathLike = FASHION_MNIST_DIR) -
 
 
 def _class_dataset(images: np.ndarray, labels: np.ndarray, names: tuple[str, ...]):
-    from datasets import ClassLabel, Dataset, Features
-    from datasets import Image as HFImage
 
     features = Features({'image': HFImage(), 'label': ClassLabel(names=list(names))})
     # datasets encodes each (H, W) uint8 array as a grayscale PNG
@@ -114,7 +123,6 @@ def prepare_fashion_mnist(out_dir: str | os.PathLike, source_dir: str | os.PathL
     Returns:
         The ``DatasetDict`` with splits ``train`` and ``test``.
     """
-    from datasets import DatasetDict
 
     source_dir = Path(source_dir)
     if not fashion_mnist_available(source_dir):
@@ -147,9 +155,6 @@ def prepare_digits(out_dir: str | os.PathLike, test_fraction: float = 0.2, seed:
     Returns:
         The ``DatasetDict`` with splits ``train`` and ``test``.
     """
-    from datasets import DatasetDict
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (N, 8, 8)
@@ -221,7 +226,6 @@ def open_dataset(
         DataError: a path that does not exist (at once, never tried as a Hub id), files of another format, or a Hub
             dataset that does not exist or cannot be reached (one line, no retries).
     """
-    import datasets
 
     if source == 'default':
         _, source = prepare_default(embedded_cache)
@@ -271,7 +275,6 @@ def _local(source: str, load, saved: Path | None = None):
 
 def _empty_saved_splits(path: Path) -> list[str]:
     """Splits of a ``save_to_disk`` folder that hold no data files (``load_from_disk`` fails on them)."""
-    import json
 
     try:
         names = json.loads((path / 'dataset_dict.json').read_text())['splits']
@@ -299,7 +302,6 @@ def looks_like_path(source: str) -> bool:
 
 def _load_parquet(source: str, files: list[str], by_name: bool):
     """Parquet files as a ``DatasetDict``; ``by_name``: split them by file name as ``datasets`` does for a folder."""
-    import datasets
 
     others = [f for f in files if not f.endswith('.parquet')]
     if others:
@@ -316,7 +318,6 @@ def _parquet_splits(source: str, files: list[str]) -> dict[str, list[str]]:
     ``data/*.parquet`` matching ``train-0.parquet`` and ``test-0.parquet`` gives ``{'train': [...], 'test': [...]}``
     (merging them would train on the test images). A file no split claims, or one claimed twice, is refused.
     """
-    from datasets.data_files import DataFilesDict, get_data_patterns
 
     files = [os.path.abspath(f) for f in files]
     base = os.path.commonpath([os.path.dirname(f) for f in files])
@@ -339,9 +340,6 @@ def _parquet_splits(source: str, files: list[str]) -> dict[str, list[str]]:
 
 def _load_hub_dataset(source: str, config: str | None):
     """``load_dataset`` of a Hub id; one clear line (no retry storm) when it does not exist or cannot be reached."""
-    import datasets
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 
     if not datasets.config.HF_HUB_OFFLINE:  # offline, load_dataset reads the local cache
         try:
@@ -379,8 +377,6 @@ def detect_columns(features, image_column: str | None = None, label_column: str 
     Raises:
         DataError: naming the columns the dataset has when a column is missing.
     """
-    from datasets import ClassLabel, Value
-    from datasets import Image as HFImage
 
     columns = {name: type(feat).__name__ for name, feat in features.items()}
 
@@ -492,7 +488,6 @@ class DataSpec:
 
 
 def _label_kind(feature: Any) -> str | None:
-    from datasets import ClassLabel, Value
 
     if isinstance(feature, ClassLabel):
         return 'ClassLabel'
@@ -519,7 +514,6 @@ def _encode_labels(
         DataError: label types that differ between splits, a split naming classes the first split lacks, a string
             label that is ``None``, a label column of another type.
     """
-    from datasets import ClassLabel
 
     features = {s: dd[s].features[label_column] for s in splits}
     kinds = {s: _label_kind(f) for s, f in features.items()}
@@ -602,7 +596,6 @@ def _subset(rows: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
 
 def _is_image_struct(feature: Any) -> bool:
     """An encoded-image struct (``{'bytes': binary, 'path': string}``) that lacks the ``Image()`` feature type."""
-    from datasets import Value
 
     bytes_feature = feature.get('bytes') if isinstance(feature, dict) else None
     return (
@@ -618,8 +611,6 @@ def _prepare_columns(dd, image_column: str):
     Raises:
         DataError: an image column of any other type (arrays, numbers), before the first batch rather than in it.
     """
-    from datasets import Image as HFImage
-    from datasets import Value
 
     for s in dd:
         feature = dd[s].features[image_column]
@@ -767,7 +758,6 @@ def carve_validation(split: Split, num_classes: int, fraction: float, seed: int)
     Returns:
         ``(train rows, validation rows, stratified)``, rows sorted.
     """
-    from datasets import ClassLabel, Dataset, Features, Value
 
     if not 0.0 < fraction < 1.0:
         raise DataError(f'--val-fraction must be between 0 and 1 (exclusive), got {fraction}')
@@ -821,7 +811,6 @@ def load_eval_split(
     Returns:
         ``(split, class names from the dataset or None, display name)``.
     """
-    import datasets
 
     if isinstance(dataset, datasets.Dataset):
         dd, source = datasets.DatasetDict({split: dataset}), dataset.info.dataset_name or 'dataset'
@@ -863,7 +852,6 @@ def to_model_mode(image, in_chans: int):
     Raises:
         DataError: NaN or infinite pixels.
     """
-    from PIL import Image
 
     target = 'L' if in_chans == 1 else 'RGB'
     if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
@@ -892,7 +880,6 @@ def model_data_config(model: torch.nn.Module, img_size: int | None = None, in_ch
     the 3-element normalisation would silently broadcast a grayscale image to 3 channels, and RandAugment's fill
     colour would be an RGB tuple. For 1 channel the mean and std become their averages.
     """
-    from timm.data import resolve_data_config
 
     in_chans = in_chans or getattr(model, 'in_chans', None) or _first_conv_in_channels(model) or 3
     if in_chans not in (1, 3):

@@ -42,7 +42,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import save_for_hf
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import temp_dir_beside, write_atomic
 from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
@@ -84,6 +93,7 @@ from hybrid_zoo.train.evaluate import (
     predict,
     resolve_model_source,
 )
+from hybrid_zoo.train.plotting import plot_confusion_matrix, plot_training_curves
 from hybrid_zoo_cli.train import (  # noqa: F401 (re-exported)
     RESUME_MAY_CHANGE,
     RESUME_MUST_MATCH,
@@ -160,7 +170,6 @@ def check_input_size(model: torch.nn.Module, data_cfg: dict, arch: str) -> None:
 
 def build_transforms(cfg: TrainConfig, data_cfg: dict) -> tuple[Any, Any]:
     """timm train and eval transforms for the model's data config."""
-    from timm.data import create_transform
 
     aa = 'rand-n1-mstd101-inc1-p1.0' if cfg.aa == 'trivialaugment' else cfg.aa
     train_tf = create_transform(
@@ -178,8 +187,6 @@ def build_transforms(cfg: TrainConfig, data_cfg: dict) -> tuple[Any, Any]:
 
 def build_loss(cfg: TrainConfig, num_classes: int) -> tuple[Any, torch.nn.Module]:
     """``(mixup or None, training loss)``, chosen as timm's train.py does; label smoothing moves into mixup."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(
@@ -372,9 +379,6 @@ def _tag(dataset_name: str) -> str:
 
 def export_model(run: _Run, spec, data_cfg: dict, final: dict, results: dict, history: list[dict]) -> Path:
     """Write ``<output_dir>/model``: timm ``save_for_hf`` files, results, args and plots; published atomically."""
-    from timm.models import save_for_hf
-
-    from hybrid_zoo.train.plotting import plot_confusion_matrix, plot_training_curves
 
     net = (
         run.ema.module
@@ -444,10 +448,6 @@ def fit(cfg: TrainConfig) -> dict:
 
 def _setup(cfg: TrainConfig) -> _Setup:
     """Accelerator, output folder, data, model, optimizer, schedule, EMA; the resumed state when resuming."""
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from timm.utils import ModelEmaV3
 
     import_plugins()
     out = cfg.resolved_output_dir()
@@ -590,7 +590,6 @@ def _setup(cfg: TrainConfig) -> _Setup:
 
 def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
     """The epochs left (up to ``--stop-after-epoch``), a checkpoint after each; the last validation metrics."""
-    from tqdm.auto import tqdm
 
     run = s.run
     cfg, acc, out, history = run.cfg, run.accelerator, run.out, s.history
@@ -743,8 +742,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if rank0 else logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
     )
     if not rank0:
-        import datasets
-
         datasets.disable_progress_bars()
     try:
         result = fit(cfg)

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import ConfusionMatrixDisplay
 
 from hybrid_zoo.atomic import write_figure_atomic
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
 
     # a bare Figure renders through the Agg canvas: no GUI backend, no global pyplot figure to leak
     return Figure(figsize=(width, height), layout='constrained')
@@ -31,7 +33,6 @@ def plot_training_curves(history: Sequence[dict], path: str | os.PathLike, title
     Returns:
         ``path``.
     """
-    from matplotlib.ticker import MaxNLocator
 
     fig = _figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -77,7 +78,6 @@ def plot_confusion_matrix(
     Returns:
         ``path``.
     """
-    from sklearn.metrics import ConfusionMatrixDisplay
 
     counts = np.asarray(matrix)
     n = len(label_names)
