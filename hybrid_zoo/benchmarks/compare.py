@@ -19,6 +19,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import torch
 from datasets import DatasetDict, load_from_disk
 from safetensors import safe_open
 from tqdm.auto import tqdm
@@ -29,6 +30,7 @@ from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.hub.client import push
+from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
 from hybrid_zoo.train.data import prepare_fashion_mnist
 from hybrid_zoo.train.evaluate import create_model, evaluate
@@ -64,6 +66,17 @@ class Recipe:
     cutmix: float = 0.0
     ema: bool = False
     data_seed: int = 0  # the subset is the same for every model and seed
+
+    def create_model(self, name: str, **kwargs) -> torch.nn.Module:
+        """``name`` built for this recipe: ``in_chans`` channels at ``img_size`` px (fixed-size peers such as CoAtNet
+        get their grids for it), one output per Fashion-MNIST class."""
+        return create_model(
+            name, img_size=self.img_size, num_classes=len(FASHION_MNIST_CLASSES), in_chans=self.in_chans, **kwargs
+        )
+
+    def gmacs(self, model: torch.nn.Module) -> float:
+        """GMACs per image of ``model`` at this recipe's input size (attention counted)."""
+        return count_macs(model, (self.in_chans, self.img_size, self.img_size)).gmacs
 
 
 RECIPES: dict[str, Recipe] = {
@@ -144,10 +157,7 @@ def run_one(
     test = evaluate(
         str(out / 'model'), str(dataset_dir), split='test', img_size=recipe.img_size, output_dir=out / 'test', cpu=True
     )
-    # peers with a fixed input size (CoAtNet's grids) are built for the recipe size, as in training
-    net = create_model(
-        model, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans, **(model_kwargs or {})
-    )
+    net = recipe.create_model(model, **(model_kwargs or {}))
     row = {
         'model': model,
         'seed': seed,
@@ -160,7 +170,7 @@ def run_one(
         'train_time_s': final.get('train_time_s'),
         'train_img_per_s': final.get('images_per_s'),
         'params_m': round(count_params(net) / 1e6, 3),
-        'gmacs': round(count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs, 4),
+        'gmacs': round(recipe.gmacs(net), 4),
         'per_class_test': test.get('per_class'),
         'model_dir': str(out / 'model'),
     }

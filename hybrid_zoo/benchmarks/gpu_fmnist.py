@@ -41,11 +41,11 @@ from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.compare import RECIPES, Recipe, per_model, ranking_stable, render, summarize
 from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
-from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.flops import count_params
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models import MODEL_NAMES
 from hybrid_zoo.train.data import DataError, fashion_mnist_available, model_data_config, read_idx
-from hybrid_zoo.train.evaluate import Predictions, classification_metrics, create_model
+from hybrid_zoo.train.evaluate import Predictions, classification_metrics
 
 _log = logging.getLogger(__name__)
 
@@ -143,9 +143,7 @@ def train_one(
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = create_model(
-        name, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans, drop_path_rate=recipe.drop_path_rate
-    )
+    model = recipe.create_model(name, drop_path_rate=recipe.drop_path_rate)
     params_m = count_params(model) / 1e6
     data_cfg = model_data_config(model, recipe.img_size, recipe.in_chans)  # the trainer's normalisation
     mean, std = data_cfg['mean'][0], data_cfg['std'][0]
@@ -312,8 +310,7 @@ def run(
 def model_gmacs(name: str, recipe: Recipe) -> float:
     """GMACs of ``name`` as built for ``recipe`` (counted once per model, on the CPU)."""
 
-    net = create_model(name, img_size=recipe.img_size, num_classes=10, in_chans=recipe.in_chans).eval()
-    return count_macs(net, (recipe.in_chans, recipe.img_size, recipe.img_size)).gmacs
+    return recipe.gmacs(recipe.create_model(name).eval())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from hybrid_zoo.benchmarks.profile_ops import (
     reference_rate,
     shape_ceiling,
 )
-from hybrid_zoo.benchmarks.speed import training_step
+from hybrid_zoo.benchmarks.speed_worker import training_step
 from hybrid_zoo.train.evaluate import create_model
 
 _log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Side-by-side speed benchmark of timm models, ours and any others, in one process tree.
 
-The parent process only schedules and summarises; every measurement runs in a worker subprocess, one per
-(model, round). Rounds are interleaved: round k measures every model once (the machine's reference GEMM
+The parent process only schedules and summarises; every measurement runs in a worker subprocess
+(``speed_worker``), one per (model, round). Rounds are interleaved: round k measures every model once (the machine's reference GEMM
 rates first), odd rounds in reverse order, so drift and position effects hit all models alike.
 
 Why a fresh worker per (model, round) and not one long-lived worker per model: an idle worker that has
@@ -21,8 +21,6 @@ stable and match a long-running inference server.
 from __future__ import annotations
 
 import contextlib
-import copy
-import gc
 import importlib.util
 import json
 import logging
@@ -36,17 +34,25 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+import timm
+import torch
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from hybrid_zoo import __version__
 from hybrid_zoo.atomic import read_json, write_json_atomic
+from hybrid_zoo.benchmarks import speed_report as bench_report
 from hybrid_zoo.benchmarks.peers import PEER_SETS
-from hybrid_zoo.benchmarks.speed_report import REFERENCE, summarise
+from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
+from hybrid_zoo.benchmarks.speed_report import REFERENCE, evaluate_targets, summarise
+from hybrid_zoo.models import MODEL_NAMES
+from hybrid_zoo.models.variants import SIZE_OF
 from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
     LAYOUTS,
     MALLOC_NO_TRIM,
@@ -88,12 +94,8 @@ def exec_with_no_trim(args: Sequence[str]) -> None:
         os.execvpe(sys.executable, [sys.executable, *args], dict(os.environ, **MALLOC_NO_TRIM))
 
 
-_ENV_RECORDED = (*MALLOC_NO_TRIM, 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'KMP_BLOCKTIME')
-
-
 def size_class(name: str) -> str | None:
     """'tiny' / 'small' / 'base' for our nine and the built-in peers, None for other models."""
-    from hybrid_zoo.models.variants import SIZE_OF
 
     if name in SIZE_OF:
         return SIZE_OF[name]
@@ -105,7 +107,6 @@ def resolve_models(models: Sequence[str] = (), *, family: bool = False, peers: S
 
     ``peers`` names sets of :data:`PEER_SETS` or ``'all'``. Duplicates are dropped, first place kept.
     """
-    from hybrid_zoo.models import MODEL_NAMES
 
     names = [*(MODEL_NAMES if family or not models else ()), *models]
     for key in peers:
@@ -152,7 +153,7 @@ class _Workers:
             task, result_path=str(stem.with_suffix('.result.json')), lock_path=self.lock_path and str(self.lock_path)
         )
         stem.with_suffix('.task.json').write_text(json.dumps(task))
-        cmd = [sys.executable, '-m', 'hybrid_zoo.benchmarks.speed', '--worker', str(stem.with_suffix('.task.json'))]
+        cmd = [sys.executable, '-m', 'hybrid_zoo.benchmarks.speed_worker', str(stem.with_suffix('.task.json'))]
         start = time.monotonic()
         proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -299,11 +300,6 @@ def measure(
         scalars per model (see :func:`summarise`), per-round values, the issue's targets evaluated on the
         models measured, and every worker's samples.
     """
-    import timm
-
-    from hybrid_zoo import __version__
-    from hybrid_zoo.benchmarks.speed_report import evaluate_targets
-    from hybrid_zoo.models import MODEL_NAMES
 
     config = config or BenchConfig()
     for module in config.import_modules:
@@ -389,15 +385,11 @@ def _run_tasks(
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, unit='run', desc='bench', file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
 
 def _meta(config: BenchConfig, version: str) -> dict:
-    import torch
-
-    from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
 
     onednn = re.search(r'MKL-DNN (v[\d.]+)', torch.__config__.show())
     meta = machine_meta()
@@ -441,372 +433,17 @@ def _git_commit() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Worker: one (model, round), started as ``python -m hybrid_zoo.benchmarks.speed --worker TASK.json``
-
-
-class _Recorder:
-    """The worker's result file, rewritten after every phase: a killed worker still reports what it measured."""
-
-    def __init__(self, path: str, data: dict) -> None:
-        self.path, self.data = Path(path), dict(data)
-
-    def update(self, **values: Any) -> None:
-        self.data.update(values)
-        write_json_atomic(self.path, self.data)
-
-
-class _Phases:
-    """Seconds spent per worker phase, recorded with the results (where a run's time goes)."""
-
-    def __init__(self, rec: _Recorder) -> None:
-        self.rec, self.last = rec, time.perf_counter()
-        self.rec.data.setdefault('phase_s', {})
-
-    def done(self, name: str) -> None:
-        now = time.perf_counter()
-        self.rec.data['phase_s'][name] = round(now - self.last, 2)
-        self.rec.update()  # on disk now: a native crash in the next phase still shows where it happened
-        self.last = now
-
-
-def _process_age() -> float | None:
-    """Seconds since this process started (Linux), i.e. interpreter start plus the torch / timm imports."""
-    try:
-        with open('/proc/self/stat') as f:
-            start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])  # field 22, starttime
-        with open('/proc/uptime') as f:
-            return round(float(f.read().split()[0]) - start_ticks / os.sysconf('SC_CLK_TCK'), 2)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class _CpuProbe:
-    """Share of the machine's CPU that other processes used during a sample (Linux ``/proc/stat``, else None)."""
-
-    def __init__(self) -> None:
-        self.enabled = os.path.exists('/proc/stat')
-        self.hz = os.sysconf('SC_CLK_TCK') if self.enabled else 100
-        self._start: tuple[int, int, float] | None = None
-
-    @staticmethod
-    def _read() -> tuple[int, int, float]:
-        with open('/proc/stat') as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        own = os.times()
-        return sum(ticks), sum(ticks) - ticks[3] - ticks[4], own.user + own.system
-
-    def start(self) -> None:
-        self._start = self._read() if self.enabled else None
-
-    def stop(self) -> float | None:
-        if self._start is None:
-            return None
-        total, busy, own = (b - a for a, b in zip(self._start, self._read(), strict=True))
-        if total < 10:  # under 10 ticks the clock-tick counts say nothing
-            return None
-        return round(max(0.0, (busy / self.hz - own) / (total / self.hz)), 3)
-
-
-class _Device:
-    """Device, autocast, synchronisation and peak memory for the worker."""
-
-    def __init__(self, config: BenchConfig) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(config.device)
-        self.cuda = self.device.type == 'cuda'
-        self.amp = config.amp
-        if self.cuda:
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-
-    def autocast(self):
-        if self.amp == 'none':
-            return contextlib.nullcontext()
-        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16)
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-
-    def peak_mem_gb(self) -> float:
-        if self.cuda:
-            return self.torch.cuda.max_memory_allocated(self.device) / 1e9
-        import resource  # POSIX only, like the allocator setting this tool is about
-
-        scale = 1 if sys.platform == 'darwin' else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
-
-
-@contextlib.contextmanager
-def _timing_lock(path: str | None):
-    """With several workers at once (``--jobs``), only one of them runs a timed section at a time."""
-    if path is None:
-        yield
-        return
-    import fcntl
-
-    with open(path) as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _timed(fns: dict[str, Callable[[], Any]], warmup: int, iters: int, dev: _Device, probe: _CpuProbe) -> dict:
-    """Warm every function up, then time them in alternating order (ABBA...), so drift hits them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    dev.sync()
-    keys = list(fns)
-    out: dict[str, dict[str, list]] = {k: {'t': [], 'busy': []} for k in keys}
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(iters):
-            for key in keys if i % 2 == 0 else keys[::-1]:
-                probe.start()
-                t0 = time.perf_counter()
-                fns[key]()
-                dev.sync()
-                out[key]['t'].append(time.perf_counter() - t0)
-                out[key]['busy'].append(probe.stop())
-    finally:
-        gc.enable()
-    return out
-
-
-def _create_model(name: str, config: BenchConfig):
-    from hybrid_zoo.factory import create_model
-
-    # img_size reaches only fixed-input-size models (position tables / windows are sized at construction)
-    return create_model(name, img_size=config.img_size, num_classes=config.num_classes)
-
-
-def _deploy(model, config: BenchConfig) -> tuple[Any, bool, str | None]:
-    """The inference model: reparameterized (BN and branches folded) when asked and supported."""
-    from timm.models import reparameterize_model
-
-    hooks = ('fuse', 'reparameterize', 'switch_to_deploy')
-    supported = any(m is not model and any(callable(getattr(m, h, None)) for h in hooks) for m in model.modules())
-    if not (config.reparam and supported):
-        return model, False, None
-    try:
-        return reparameterize_model(model.eval()), True, None
-    except Exception as e:  # a module whose ``fuse`` is not timm's hook (e.g. a submodule named fuse)
-        return model, False, f'{type(e).__name__}: {e}'
-
-
-def _memory_format(layout: str):
-    import torch
-
-    return torch.channels_last if layout == 'channels_last' else torch.contiguous_format
-
-
-def _measure_model(task: dict, config: BenchConfig, rec: _Recorder, dev: _Device) -> None:
-    """Build, count (first round), then time inference, batch-1 latency, compiled inference and a training step."""
-    import torch
-
-    from hybrid_zoo.flops import count_macs, count_params
-
-    probe, lock, phases = _CpuProbe(), task.get('lock_path'), _Phases(rec)
-    torch.manual_seed(0)
-    size = (3, config.img_size, config.img_size)
-    model = _create_model(task['name'], config).eval()
-    if task.get('train_only'):  # the NCHW retry after a crash in the channels_last training step
-        model.to(dev.device)
-        _measure_training(model, config, rec, dev, probe, lock)
-        phases.done('train')
-        return
-    run_model, reparameterized, reparam_error = _deploy(model, config)
-    phases.done('build')
-    if task['count']:
-        macs = count_macs(model, size)
-        run_macs = count_macs(run_model, size) if reparameterized else macs
-        info = {'params': count_params(model), 'gmacs': macs.gmacs, 'attention_gmacs': macs.attention_gmacs}
-        info.update(gmacs_run=run_macs.gmacs, reparameterized=reparameterized, reparam_error=reparam_error)
-        rec.update(info=dict(info, fixed_input_size=bool(model.pretrained_cfg.get('fixed_input_size'))))
-        phases.done('count')
-    model.to(dev.device)
-    run_model.to(dev.device)
-    with _timing_lock(lock):
-        best_net, best_input = _measure_inference(run_model, task, config, rec, dev, probe)
-    phases.done('infer')
-    if task['compile']:
-        _measure_compiled(best_net, best_input, config, rec, dev, probe, lock)
-        phases.done('compile')
-    elif task.get('compile_skipped'):
-        rec.update(compile={'skipped': task['compile_skipped']})
-    del run_model, best_net, best_input
-    if config.train:
-        _measure_training(model, config, rec, dev, probe, lock)
-        phases.done('train')
-
-
-def _forward(net, inp, dev: _Device) -> Callable[[], None]:
-    import torch
-
-    def run() -> None:
-        with torch.inference_mode(), dev.autocast():
-            net(inp)
-
-    return run
-
-
-def _measure_inference(run_model, task: dict, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe):
-    """Both layouts timed in alternation (paired), then latency in the faster one; returns that model and input."""
-    import torch
-
-    size = (3, config.img_size, config.img_size)
-    layouts = list(config.layouts) if task['round'] % 2 == 0 else list(config.layouts)[::-1]
-    x = torch.randn(config.batch_size, *size, device=dev.device)
-    nets = {
-        lay: (run_model if i == 0 else copy.deepcopy(run_model)).to(memory_format=_memory_format(lay))
-        for i, lay in enumerate(layouts)
-    }
-    inputs = {lay: x.contiguous(memory_format=_memory_format(lay)) for lay in layouts}
-    fns = {lay: _forward(nets[lay], inputs[lay], dev) for lay in layouts}
-    infer = _timed(fns, config.warmup, config.iters, dev, probe)
-    best = max(layouts, key=lambda lay: len(infer[lay]['t']) / sum(infer[lay]['t']))
-    latency = None
-    if config.latency:
-        x1 = torch.randn(config.latency_batch_size, *size, device=dev.device)
-        run = _forward(nets[best], x1.contiguous(memory_format=_memory_format(best)), dev)
-        latency = dict(_timed({'b1': run}, config.latency_warmup, config.latency_iters, dev, probe)['b1'], layout=best)
-    rec.update(infer=infer, latency=latency, peak_mem_infer_gb=dev.peak_mem_gb())
-    return nets[best], inputs[best]
-
-
-def _measure_compiled(net, inp, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
-    import torch
-
-    try:
-        compiled = _forward(torch.compile(net), inp, dev)
-        t0 = time.perf_counter()
-        compiled()  # the first call compiles, outside the timing lock
-        dev.sync()
-        compile_s = time.perf_counter() - t0
-        with _timing_lock(lock):
-            timed = _timed({'c': compiled}, config.warmup, config.iters, dev, probe)['c']
-        rec.update(compile=dict(timed, compile_s=compile_s))
-    except Exception as e:  # inductor needs a C++ compiler on CPU; one model failing must not lose the rest
-        rec.update(compile={'error': f'{type(e).__name__}: {e}'[:500]})
-    torch._dynamo.reset()
-
-
-def training_step(model, x, y, autocast: Callable = contextlib.nullcontext) -> Callable[[], None]:
-    """The benchmark's training step on ``(x, y)``: forward, cross-entropy, backward, SGD with momentum.
-
-    A model that returns several outputs in training mode (distillation heads) is scored on the first.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            out = model(x)
-            out = out[0] if isinstance(out, tuple | list) else out
-            loss = F.cross_entropy(out.float(), y)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def _measure_training(model, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
-    """Forward, backward and an SGD step (:func:`training_step`) on the model as built (not reparameterized)."""
-    import torch
-
-    fmt = _memory_format(config.train_layout)
-    model.train().to(memory_format=fmt)
-    x = torch.randn(config.train_batch_size, 3, config.img_size, config.img_size, device=dev.device)
-    x = x.contiguous(memory_format=fmt)
-    y = torch.randint(0, config.num_classes, (config.train_batch_size,), device=dev.device)
-    step = training_step(model, x, y, dev.autocast)
-    with _timing_lock(lock):
-        train = _timed({'train': step}, config.train_warmup, config.train_iters, dev, probe)['train']
-    rec.update(train=dict(train, layout=config.train_layout), peak_mem_train_gb=dev.peak_mem_gb())
-
-
-def _measure_reference(task: dict, config: BenchConfig, rec: _Recorder, dev: _Device) -> None:
-    """The machine's GEMM rates: a channels_last 1x1 conv (oneDNN on CPU) and, for contrast, torch.mm."""
-    import torch
-    from torch import nn
-
-    b, n = config.reference_batch, config.reference_mm_size
-    conv = nn.Conv2d(1024, 1024, 1, bias=False).to(dev.device, memory_format=torch.channels_last).eval()
-    x = torch.randn(b, 1024, 28, 28, device=dev.device).contiguous(memory_format=torch.channels_last)
-    m1, m2 = torch.randn(n, n, device=dev.device), torch.randn(n, n, device=dev.device)
-
-    def run_conv() -> None:
-        with torch.inference_mode(), dev.autocast():
-            conv(x)
-
-    def run_mm() -> None:
-        with torch.inference_mode(), dev.autocast():
-            torch.mm(m1, m2)
-
-    with _timing_lock(task.get('lock_path')):
-        timed = _timed({'conv': run_conv, 'mm': run_mm}, 2, config.reference_iters, dev, _CpuProbe())
-    timed['conv']['flop'] = 2 * b * 28 * 28 * 1024 * 1024
-    timed['mm']['flop'] = 2 * n**3
-    rec.update(reference=timed)
-
-
-def _worker_main(task_path: str) -> int:
-    task = json.loads(Path(task_path).read_text())
-    config = BenchConfig.from_dict(task['config'])
-    import torch
-
-    torch.set_num_threads(config.threads)
-    rec = _Recorder(
-        task['result_path'],
-        {
-            'env': {k: os.environ.get(k) for k in _ENV_RECORDED},
-            'threads': torch.get_num_threads(),
-            'phase_s': {'startup': _process_age()},
-        },
-    )
-    try:
-        import hybrid_zoo  # noqa: F401  registers our models
-
-        for module in config.import_modules:
-            __import__(module)
-        dev = _Device(config)
-        if dev.cuda:
-            rec.update(device_name=torch.cuda.get_device_name(dev.device))
-        measure_fn = _measure_reference if task['name'] == REFERENCE else _measure_model
-        measure_fn(task, config, rec, dev)
-        rec.update(done=True)
-    except Exception as e:
-        traceback.print_exc()
-        rec.update(error=f'{type(e).__name__}: {e}'[:500])
-        return 1
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Command line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['--worker']:
-        return _worker_main(argv[1])
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     missing = [m for m in ('tqdm', 'matplotlib') if importlib.util.find_spec(m) is None]
     if missing:  # checked before measuring: the plot is drawn after a run that may take half an hour
         logger.error('hybrid-zoo bench needs %s: pip install "hybrid_zoo[bench]"', ' and '.join(missing))
         return 2
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from hybrid_zoo.benchmarks import speed_report as bench_report
 
     out_dir = Path(args.out_dir)
     json_path = out_dir / f'{args.name}.json'

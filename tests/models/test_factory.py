@@ -47,7 +47,7 @@ def test_factory_is_core_and_every_tier_uses_it():
     names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or '' for n in top_level if isinstance(n, ast.ImportFrom)]
     assert not [n for n in names if n.startswith(('hybrid_zoo', 'huggingface_hub', 'safetensors'))], names
-    from hybrid_zoo.benchmarks import speed
+    from hybrid_zoo.benchmarks import speed_worker as speed
     from hybrid_zoo.hub import client
     from hybrid_zoo.train import evaluate
     from hybrid_zoo_cli.bench import BenchConfig
