@@ -171,7 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         help='defaults to start from (%(default)s); gpu = ' + ', '.join(f'{k} {v}' for k, v in PRESETS['gpu'].items()),
     )
     g = p.add_argument_group('output')
-    g.add_argument('--out-dir', default='model_cards/results', help='folder for the result files (%(default)s)')
+    g.add_argument(
+        '--results',
+        '--out-dir',
+        dest='out_dir',
+        default='model_cards/results',
+        help='folder for the result files (%(default)s)',
+    )
     g.add_argument('--name', default='bench-cpu', help='file stem: NAME.json, .csv, .md, .png (%(default)s)')
     g.add_argument(
         '--top1-csv',

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         '--bench',
         default=None,
         help="the benchmark's results, whose target ratios the verdicts start from where it has them; a missing "
-        "file means the profile's own (default: model_cards/results/bench-cpu.json)",
+        "file means the profile's own (default: <results>/bench-cpu.json)",
     )
-    p.add_argument('--out', default=None, help='results file (default: model_cards/results/profile-cpu.json)')
+    p.add_argument('--results', default='model_cards/results', help='results folder (default: %(default)s)')
+    p.add_argument('--out', default=None, help='results file (default: <results>/profile-cpu.json)')
     p.add_argument(
         '--report-only',
         action='store_true',

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import timm
 
 from hybrid_zoo.atomic import write_json_atomic
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.models import VARIANTS, list_variants
 from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE, SIZE_OF
@@ -56,7 +57,7 @@ def collect(input_size: Sequence[int] = (3, 224, 224)) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.out = args.out or str(RESULTS_DIR / 'model_stats.json')
+    args.out = args.out or str(Path(args.results) / 'model_stats.json')
     result = collect((3, args.img_size, args.img_size))
     write_json_atomic(args.out, result)
     for name, row in result['models'].items():

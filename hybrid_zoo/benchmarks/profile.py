@@ -50,7 +50,7 @@ from hybrid_zoo.benchmarks.peers import PROFILE_MODELS
 from hybrid_zoo.benchmarks.profile_ops import CATEGORIES, LeafTimers, reference_rate, shape_ceiling
 from hybrid_zoo.benchmarks.profile_report import render, rerender, target_ceilings
 from hybrid_zoo.benchmarks.profile_training import profile_training
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.benchmarks.speed import exec_with_no_trim
 from hybrid_zoo.flops import count_macs
 from hybrid_zoo.train.evaluate import create_model
@@ -134,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.models = args.models or list(PROFILE_MODELS)
-    args.bench = args.bench or str(RESULTS_DIR / 'bench-cpu.json')
-    args.out = args.out or str(RESULTS_DIR / 'profile-cpu.json')
+    args.bench = args.bench or str(Path(args.results) / 'bench-cpu.json')
+    args.out = args.out or str(Path(args.results) / 'profile-cpu.json')
     if args.report_only:  # nothing measured: no allocator setting needed
         out = Path(args.out)
         rerender(out, Path(args.bench))
