@@ -484,7 +484,7 @@ def check_safetensors(path: str | os.PathLike, *, name: str | None = None, sha25
             f'{label} is not a valid safetensors file ({size} bytes): {e}. It is truncated or corrupted; '
             're-export it (timm.models.save_for_hf(..., safe_serialization=True)) or download it again.'
         ) from None
-    if sha256 is not None and _sha256(path) != sha256:
+    if sha256 is not None and sha256_file(path) != sha256:
         raise CorruptWeightsError(
             f'{label} ({size} bytes) does not match its recorded sha256 {sha256}: the file is corrupted; '
             'download it again (force_download=True).'
@@ -598,14 +598,15 @@ def _verify(path: Path, label: str, pickle: bool) -> dict[str, torch.dtype]:
     blob = path.resolve().name
     sha256 = blob if re.fullmatch(r'[0-9a-f]{64}', blob) else None
     if pickle:
-        if sha256 is not None and _sha256(path) != sha256:
+        if sha256 is not None and sha256_file(path) != sha256:
             raise CorruptWeightsError(f'{label} does not match its recorded sha256 {sha256}: download it again')
     else:
         check_safetensors(path, name=label, sha256=sha256)
     return scan_weights(path, name=label, pickle=pickle)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):

@@ -7,7 +7,6 @@ a checkpoint against its manifest before Accelerate unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_zoo.atomic import recover_dir, remove_debris, replace_dir, temp_dir_beside, write_json_atomic
+from hybrid_zoo.factory import sha256_file
 from hybrid_zoo_cli.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
 
 logger = logging.getLogger('hybrid_zoo.train.loop')
@@ -184,18 +184,10 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst, follow_symlinks=False)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path) -> None:
     """Record the size and sha256 of every file of a finished checkpoint folder in ``manifest.json``."""
     files = {
-        rel: {'size': p.stat().st_size, 'sha256': _sha256(p)}
+        rel: {'size': p.stat().st_size, 'sha256': sha256_file(p)}
         for rel, p in _checkpoint_files(folder).items()
         if rel != MANIFEST
     }
@@ -252,7 +244,7 @@ def verify_checkpoint(path: Path) -> dict:
             continue
         want = expected[rel]
         size = p.stat().st_size
-        if size != want.get('size') or _sha256(p) != want.get('sha256'):
+        if size != want.get('size') or sha256_file(p) != want.get('sha256'):
             how = f'{size} bytes instead of {want.get("size")}' if size != want.get('size') else 'another sha256'
             raise CheckpointError(
                 f'checkpoint file {p} is corrupt or was changed since it was saved ({how}). {ways_out(path)}'
