@@ -81,6 +81,8 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     'cpu64': Recipe(),
+    # the architecture yardstick (issue 12): attention at stride 16 sees a 6x6 map (4x4 at 64 px), stride 8 12x12
+    'yard96': Recipe(name='yard96', img_size=96, train_samples=6000, epochs=5),
     'smoke': Recipe(name='smoke', img_size=32, train_samples=400, epochs=1, batch_size=32),
     'long64': Recipe(
         name='long64',

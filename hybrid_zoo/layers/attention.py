@@ -12,9 +12,10 @@ from .fold import fold_bn_before, fold_scale_after
 
 
 @register_notrace_function  # a layout branch torch.fx cannot trace; kept as one graph leaf
-def heads_to_map(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B, nh, N, hd) -> (B, C, H, W) in the memory format of ``like`` (B, C, H, W)."""
+def heads_to_map(x: torch.Tensor, like: torch.Tensor, channels: int | None = None) -> torch.Tensor:
+    """(B, nh, N, hd) -> (B, nh * hd, H, W) in the memory format of ``like`` (B, C, H, W)."""
     B, C, H, W = like.shape
+    C = channels or C
     x = x.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, nh, N, hd) -> (B, N, C) -> (B, C, H, W)
     if not like.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous()  # the permute leaves channels_last strides; keep NCHW models NCHW
@@ -29,48 +30,77 @@ class Attention(nn.Module):
     at stride 8 affordable. All projections are 1x1 convs; in channels_last memory the q/k/v token
     views are free and the only copy is the output transpose. No position bias tables: the model
     runs at any input size.
+
+    ``attn_dim`` (default ``dim``) is the width attention works in: q, k and v are projected from all
+    ``dim`` channels down to ``attn_dim`` channels split into ``num_heads`` heads (default
+    ``attn_dim // head_dim``), and ``proj`` maps them back to ``dim``. A narrow single head (SHViT,
+    https://arxiv.org/abs/2401.16456, attends on a channel subset; here the subset is a learned projection)
+    makes attention a few large GEMMs instead of many small ones.
     """
 
-    def __init__(self, dim: int, head_dim: int = 32, kv_reduction: int = 1, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        head_dim: int = 32,
+        kv_reduction: int = 1,
+        attn_dim: int | None = None,
+        num_heads: int | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        if dim % head_dim:
-            raise ValueError(f'dim ({dim}) must be a multiple of head_dim ({head_dim})')
-        self.num_heads = dim // head_dim
-        self.head_dim = head_dim
-        self.q = nn.Conv2d(dim, dim, 1, **dd)
+        attn_dim = attn_dim or dim
+        if num_heads is None and attn_dim % head_dim:
+            raise ValueError(f'attention width ({attn_dim}) must be a multiple of head_dim ({head_dim})')
+        num_heads = num_heads or attn_dim // head_dim
+        if num_heads < 1 or attn_dim % num_heads:
+            raise ValueError(
+                f'attention width {attn_dim} must split into whole heads: got head_dim {head_dim}, num_heads {num_heads}'
+            )
+        self.num_heads = num_heads
+        self.head_dim = attn_dim // num_heads
+        self.q = nn.Conv2d(dim, attn_dim, 1, **dd)
         if kv_reduction > 1:
             self.kv_pool = ConvNorm(dim, dim, kv_reduction, stride=kv_reduction, padding=0, groups=dim, **dd)
         else:
             self.kv_pool = nn.Identity()
-        self.kv = nn.Conv2d(dim, 2 * dim, 1, **dd)
-        self.proj = nn.Conv2d(dim, dim, 1, **dd)
+        self.kv = nn.Conv2d(dim, 2 * attn_dim, 1, **dd)
+        self.proj = nn.Conv2d(attn_dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         nh, hd = self.num_heads, self.head_dim
-        q = self.q(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, C), N = H * W
-        q = q.reshape(B, H * W, nh, hd).transpose(1, 2)  # (B, N, C) -> (B, nh, N, hd)
-        kv = self.kv(self.kv_pool(x)).flatten(2).transpose(1, 2)  # (B, 2C, h, w) -> (B, M, 2C), M = h * w
-        k, v = kv.reshape(B, -1, 2, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, M, 2C) -> 2 x (B, nh, M, hd)
+        q = self.q(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, A), N = H * W, A = nh * hd
+        q = q.reshape(B, H * W, nh, hd).transpose(1, 2)  # (B, N, A) -> (B, nh, N, hd)
+        kv = self.kv(self.kv_pool(x)).flatten(2).transpose(1, 2)  # (B, 2A, h, w) -> (B, M, 2A), M = h * w
+        k, v = kv.reshape(B, -1, 2, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, M, 2A) -> 2 x (B, nh, M, hd)
         attn = F.scaled_dot_product_attention(q, k, v)  # (B, nh, N, hd)
-        return self.proj(heads_to_map(attn, x))
+        return self.proj(heads_to_map(attn, x, nh * hd))
 
 
 class ConvFFN(nn.Module):
-    """1x1 expand -> depthwise 3x3 -> GELU -> 1x1 project: (B, C, H, W) -> (B, C, H, W).
+    """1x1 expand -> [depthwise 3x3] -> GELU -> 1x1 project: (B, C, H, W) -> (B, C, H, W).
 
-    The depthwise conv gives the attention block's FFN local mixing (PVTv2, CMT).
+    The depthwise conv on the wide hidden layer (``dw=True``, PVTv2, CMT) gives the FFN local mixing; without it
+    (``dw=False``) the FFN is two GEMMs with GELU straight after ``fc1``, and the block's residual depthwise
+    position encoding is its only local mixing.
     """
 
     def __init__(
-        self, dim: int, mlp_ratio: float = 4.0, act_layer: type[nn.Module] = nn.GELU, device=None, dtype=None
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        dw: bool = True,
+        device=None,
+        dtype=None,
     ) -> None:
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
-        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd) if dw else nn.Identity()
         self.act = act_layer()
         self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
 
@@ -96,6 +126,9 @@ class AttnBlock(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         ls_init_value: float = 1e-6,
         drop_path: float = 0.0,
+        attn_dim: int | None = None,
+        num_heads: int | None = None,
+        ffn_dw: bool = True,
         device=None,
         dtype=None,
     ) -> None:
@@ -103,11 +136,13 @@ class AttnBlock(nn.Module):
         super().__init__()
         self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
         self.norm1 = nn.BatchNorm2d(dim, **dd)
-        self.attn = Attention(dim, head_dim=head_dim, kv_reduction=kv_reduction, **dd)
+        self.attn = Attention(
+            dim, head_dim=head_dim, kv_reduction=kv_reduction, attn_dim=attn_dim, num_heads=num_heads, **dd
+        )
         self.ls1 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.BatchNorm2d(dim, **dd)
-        self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, **dd)
+        self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, dw=ffn_dw, **dd)
         self.ls2 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -40,6 +40,13 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) 
         )
 
 
+def attention_width(width: int, attn_ratio: float) -> int:
+    """Channels attention works in for a stage of ``width`` channels: ``attn_ratio * width``, a multiple of 16."""
+    if not 0 < attn_ratio <= 1:
+        raise ValueError(f'attn_ratio must be in (0, 1], got {attn_ratio}')
+    return width if attn_ratio == 1 else max(16, round(width * attn_ratio / 16) * 16)
+
+
 class ConvFormerStage(nn.Module):
     """Optional 3x3 stride-2 conv + BN downsampling, then blocks: (B, C_in, H, W) -> (B, C, H / s, W / s)."""
 
@@ -57,6 +64,10 @@ class ConvFormerStage(nn.Module):
         ls_init_value: float = 1e-6,
         drop_path_rates: Sequence[float] = (),
         conv_kernel_size: int = 7,
+        attn_ratio: float = 1.0,
+        attn_heads: int = 0,
+        ffn_dw: bool = True,
+        attn_every: int = 1,
         device=None,
         dtype=None,
     ) -> None:
@@ -65,16 +76,29 @@ class ConvFormerStage(nn.Module):
         self.grad_checkpointing = False
         self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2, **dd) if downsample else nn.Identity()
         dpr = list(drop_path_rates) or [0.0] * depth
-        if attention:
-            blocks = [
-                AttnBlock(out_chs, head_dim, kv_reduction, mlp_ratio, act_layer, ls_init_value, dpr[i], **dd)
-                for i in range(depth)
-            ]
-        else:
-            blocks = [
-                ConvBlock(out_chs, mlp_ratio, conv_kernel_size, act_layer, ls_init_value, drop_path=dpr[i], **dd)
-                for i in range(depth)
-            ]
+        attn_dim = attention_width(out_chs, attn_ratio)
+        blocks = []
+        for i in range(depth):
+            # in an attention stage every attn_every-th block, counted from the stage's last, has attention
+            if attention and (depth - 1 - i) % attn_every == 0:
+                block = AttnBlock(
+                    out_chs,
+                    head_dim,
+                    kv_reduction,
+                    mlp_ratio,
+                    act_layer,
+                    ls_init_value,
+                    dpr[i],
+                    attn_dim=attn_dim,
+                    num_heads=attn_heads or None,
+                    ffn_dw=ffn_dw,
+                    **dd,
+                )
+            else:
+                block = ConvBlock(
+                    out_chs, mlp_ratio, conv_kernel_size, act_layer, ls_init_value, drop_path=dpr[i], **dd
+                )
+            blocks.append(block)
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +122,11 @@ class ConvFormerFusion(nn.Module):
         ls_init_value: initial layer scale.
         act_layer: activation name understood by ``timm.layers.get_act_layer``.
         conv_kernel_size: depthwise kernel of the conv blocks (odd; 7 in every registered variant).
+        attn_ratio: attention works in ``attn_ratio`` x the stage width (a multiple of 16); 1 = the full width.
+        attn_heads: heads of that width (0 = width // head_dim); 1 with a small ``attn_ratio`` is SHViT's single head.
+        ffn_dw: a depthwise 3x3 inside the attention blocks' 4x-wide FFN (v1) or none.
+        attn_every: in attention stages, every ``attn_every``-th block (counted from each stage's last) has
+            attention and the others are conv blocks (NextViT / iFormer interleaving); 1 = all.
         device, dtype: where and in which dtype every parameter and buffer is created (``device='meta'``
             builds without memory, ``dtype=torch.bfloat16`` a bf16 model), as ``timm.create_model`` passes them.
     """
@@ -118,6 +147,10 @@ class ConvFormerFusion(nn.Module):
         ls_init_value: float = 1e-6,
         act_layer: str = 'gelu',
         conv_kernel_size: int = 7,
+        attn_ratio: float = 1.0,
+        attn_heads: int = 0,
+        ffn_dw: bool = True,
+        attn_every: int = 1,
         device=None,
         dtype=None,
     ) -> None:
@@ -127,6 +160,8 @@ class ConvFormerFusion(nn.Module):
             raise ValueError(f'fusion must be one of {list(FIRST_ATTENTION_STAGE)}, got {fusion!r}')
         if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
             raise ValueError(f'conv_kernel_size must be a positive odd number, got {conv_kernel_size}')
+        if attn_every < 1 or attn_heads < 0:
+            raise ValueError(f'attn_every must be >= 1 and attn_heads >= 0, got {attn_every} and {attn_heads}')
         if len(widths) != 4 or len(depths) != 4 or len(kv_reductions) != 4:
             raise ValueError(f'expected 4 widths, depths and kv_reductions, got {widths}, {depths}, {kv_reductions}')
         act = get_act_layer(act_layer)
@@ -162,6 +197,10 @@ class ConvFormerFusion(nn.Module):
                     ls_init_value=ls_init_value,
                     drop_path_rates=dpr[i].tolist(),
                     conv_kernel_size=conv_kernel_size,
+                    attn_ratio=attn_ratio,
+                    attn_heads=attn_heads,
+                    ffn_dw=ffn_dw,
+                    attn_every=attn_every,
                     **dd,
                 )
             )

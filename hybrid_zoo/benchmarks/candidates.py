@@ -1,0 +1,74 @@
+"""Architecture v2 candidates: each design change as data, registered as timm models only when imported.
+
+``import hybrid_zoo.benchmarks.candidates`` registers ``<architecture>__<arm>`` for every arm below (for example
+``convformer_tiny__sha``), so the speed benchmark times them like any model
+(``hybrid-zoo bench --import hybrid_zoo.benchmarks.candidates --models ...``) and ``hybrid-zoo compare`` prices
+them on the yardstick (``--model-kwargs``, from :func:`arm_kwargs`). Each arm keeps its architecture's GMACs within
+5% of v1 by deepening stage 3 (the saved FLOPs come back as the 1x1-conv GEMMs of extra blocks).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from timm.models import register_model
+
+from hybrid_zoo.flops import count_macs
+from hybrid_zoo.models.convformer_fusion import _create
+from hybrid_zoo.models.model import ConvFormerFusion
+from hybrid_zoo.models.variants import VARIANTS
+
+# arm -> the design change
+ARMS: dict[str, dict] = {
+    # the depthwise 3x3 taken out of the attention blocks' 4x-wide FFN (GELU straight after fc1)
+    'nodw': {'ffn_dw': False},
+    # SHViT-style attention: one head on a quarter of the channels
+    'sha': {'attn_ratio': 0.25, 'attn_heads': 1},
+    'sha_nodw': {'attn_ratio': 0.25, 'attn_heads': 1, 'ffn_dw': False},
+    # NextViT / iFormer interleaving: attention in every second block of the attention stages, conv blocks between
+    'alt2': {'attn_every': 2},
+    'alt2_nodw': {'attn_every': 2, 'ffn_dw': False},
+    # early placement only: keys/values pooled 4x (not 2x) at stride 8
+    'kv4': {'kv_reductions': (1, 4, 1, 1)},
+}
+SEP = '__'
+
+
+@functools.cache
+def arm_kwargs(architecture: str, arm: str) -> dict:
+    """Constructor kwargs of ``arm`` applied to a registered v1 ``architecture``, FLOP-matched.
+
+    The stage-3 depth is the shallowest (v1's or deeper) whose GMACs at 224 px (attention counted) are within 5% of v1's.
+    """
+    cfg = VARIANTS[architecture]
+    kwargs = {**cfg.kwargs(), **ARMS[arm]}
+    ref = _gmacs(cfg.kwargs())
+    for extra in range(0, 9):
+        depths = (*cfg.depths[:2], cfg.depths[2] + extra, cfg.depths[3])
+        if abs(_gmacs({**kwargs, 'depths': depths}) / ref - 1) < 0.05:
+            return {**ARMS[arm], 'depths': depths}
+    raise ValueError(f'{architecture} {arm}: no stage-3 depth up to +8 blocks matches the GMACs of v1 within 5%')
+
+
+def _gmacs(kwargs: dict) -> float:
+    return count_macs(ConvFormerFusion(**kwargs).eval(), (3, 224, 224)).gmacs
+
+
+def _entrypoint(architecture: str, arm: str):
+    def create(pretrained: bool = False, **kwargs):
+        return _create(
+            architecture,
+            pretrained=False,
+            **dict(VARIANTS[architecture].kwargs(), **arm_kwargs(architecture, arm), **kwargs),
+        )
+
+    create.__name__ = create.__qualname__ = f'{architecture}{SEP}{arm}'
+    return create
+
+
+CANDIDATES: tuple[str, ...] = tuple(
+    f'{a}{SEP}{arm}' for a in VARIANTS for arm in ARMS if arm != 'kv4' or VARIANTS[a].fusion == 'early'
+)
+for _n in CANDIDATES:
+    _a, _arm = _n.split(SEP)
+    globals()[_n] = register_model(_entrypoint(_a, _arm))
