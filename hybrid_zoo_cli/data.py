@@ -14,6 +14,7 @@ from pathlib import Path
 FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')  # Debian package dataset-fashion-mnist
 EMBEDDED_CACHE = 'data'  # where --dataset default is prepared; never a user's data folder
 PREPARE_CHOICES = ('all', 'fashion-mnist', 'digits', 'default')
+SHARD_FORMATS = ('parquet', 'webdataset')
 DATA_DIR_REFUSED = (
     '--data-dir is not an option of this command (in timm it is the dataset root): give your own data with '
     '--dataset FOLDER (an imagefolder directory, a save_to_disk folder, parquet files or a Hub id org/name); '
@@ -67,4 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f'folder with the Fashion-MNIST IDX .gz files (default: {FASHION_MNIST_DIR})',
     )
     parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset even if its folder already exists')
+    g = parser.add_argument_group(
+        'shards (for streaming)',
+        'With --shards, each dataset is also written as sharded files that datasets streams, with a dataset card '
+        'holding the class names and split sizes: <out-dir>/<name>-<format>/ (README.md, data/<split>-0000i-of-000n.*). '
+        'hybrid-zoo train --streaming --dataset FOLDER_OR_REPO reads them.',
+    )
+    g.add_argument('--shards', choices=SHARD_FORMATS, help='write parquet or webdataset (.tar) shards')
+    g.add_argument('--shard-size', type=int, default=1000, help='examples per shard (default: %(default)s)')
+    g.add_argument(
+        '--source',
+        metavar='DATASET',
+        help='shard this dataset instead of the embedded ones: an imagefolder directory, a save_to_disk folder, '
+        'parquet files or a Hub id (what --dataset of hybrid-zoo train takes)',
+    )
+    g.add_argument(
+        '--push-to',
+        metavar='ORG/NAME',
+        help='push the shard folder as a dataset repo to the Hub ($HF_ENDPOINT, token from $HF_TOKEN or the login)',
+    )
+    g.add_argument('--private', action='store_true', help='create the pushed dataset repo private')
     return parser

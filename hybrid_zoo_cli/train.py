@@ -87,6 +87,20 @@ class TrainConfig:
         f'{EMBEDDED_CACHE}); nothing else is ever written into a data folder',
         'data',
     )
+    streaming: bool = option(
+        False,
+        'stream the data instead of loading it whole (datasets streaming=True): parquet or webdataset shards from a '
+        'Hub dataset repo or a local folder, read as training goes, each process reading its own shards. Chosen '
+        'automatically for webdataset (.tar) shards',
+        'data',
+    )
+    samples_per_epoch: int | None = option(
+        None,
+        'streamed data: examples per epoch, all processes together (default: the train split size from the '
+        'dataset card, less the validation share)',
+        'data',
+    )
+    shuffle_buffer: int = option(10_000, 'streamed data: examples in the shuffle buffer of each data slot', 'data')
     workers: int = option(2, 'DataLoader worker processes per training process (0 = load in the main process)', 'data')
 
     # augmentation and regularisation
@@ -170,6 +184,12 @@ class TrainConfig:
         'later with --resume auto (time-sliced or preemptible jobs)',
         'run',
     )
+    checkpoint_every: int | None = option(
+        None,
+        'streamed data: also checkpoint every N optimizer updates within an epoch (checkpoints/last), so a killed '
+        'run resumes from that sample with --resume auto',
+        'run',
+    )
     log_with: str | None = option(
         None, 'also log to Accelerate trackers: tensorboard, wandb, mlflow, ... or all', 'run'
     )
@@ -213,6 +233,9 @@ class TrainConfig:
         for name in ('eval_batch_size', 'max_train_samples', 'max_val_samples', 'img_size', 'num_classes'):
             positive_int(name, optional=True)
         positive_int('stop_after_epoch', optional=True)
+        for name in ('samples_per_epoch', 'checkpoint_every'):
+            positive_int(name, optional=True)
+        positive_int('shuffle_buffer')
         need(isinstance(self.workers, int) and self.workers >= 0, 'workers', 'an integer >= 0')
         need(self.in_chans in (None, 1, 3), 'in_chans', '1 (grayscale) or 3 (RGB)')
         need(self.mixed_precision in (None, 'no', 'bf16', 'fp16'), 'mixed_precision', "'no', 'bf16' or 'fp16'")
@@ -280,6 +303,9 @@ RESUME_MUST_MATCH = (
     'label_column',
     'max_train_samples',
     'max_val_samples',
+    'streaming',
+    'samples_per_epoch',
+    'shuffle_buffer',
     # augmentation and regularisation
     'no_aug',
     'scale',
@@ -324,6 +350,7 @@ RESUME_MAY_CHANGE = (
     'output_dir',
     'resume',
     'stop_after_epoch',
+    'checkpoint_every',
     'log_with',
     'cpu',
 )

@@ -300,7 +300,7 @@ def repair_best(ckpt_root: Path, source: Path, meta: dict) -> None:
     if have == want or not want:
         return
     holds = f'epoch {have}' if have is not None else 'no checkpoint'
-    if meta['epoch'] == want:
+    if meta['epoch'] == want and not meta.get('position'):  # a mid-epoch checkpoint is past the best epoch
         logger.warning(
             '%s holds %s, but the best epoch is %d (a run stopped before copying it): copying it from %s',
             best,

@@ -985,11 +985,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     out, fm_dir = Path(args.out_dir), Path(args.fashion_mnist_dir)
+    if args.source and not args.shards:
+        logger.error('--source %s needs --shards parquet|webdataset (it converts a dataset into shards)', args.source)
+        return 2
+    if args.push_to and not args.shards:
+        logger.error(
+            '--push-to %s needs --shards parquet|webdataset (what is pushed is the shard folder)', args.push_to
+        )
+        return 2
+    if args.shard_size < 1:
+        logger.error('--shard-size must be an integer >= 1, got %d', args.shard_size)
+        return 2
     which = args.which
     if which == 'default':
         which = 'fashion-mnist' if fashion_mnist_available(fm_dir) else 'digits'
     jobs = []
-    if which in ('fashion-mnist', 'all'):
+    if args.source:
+        pass
+    elif which in ('fashion-mnist', 'all'):
         if which == 'all' and not fashion_mnist_available(fm_dir):
             logger.warning(
                 'Fashion-MNIST skipped: its IDX files are not in %s (apt-get install -y dataset-fashion-mnist, or '
@@ -998,16 +1011,46 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             jobs.append(('fashion_mnist', lambda path: prepare_fashion_mnist(path, fm_dir)))
-    if which in ('digits', 'all'):
+    if not args.source and which in ('digits', 'all'):
         jobs.append(('digits', prepare_digits))
     try:
         written = [_prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]
+        if args.shards:
+            sources = [args.source] if args.source else written
+            written = [_write_shard_folder(src, out, args) for src in sources]
     except DataError as e:
         logger.error('%s', e)
         return 2
     for path in written:
         print(path)
     return 0
+
+
+def _write_shard_folder(source: str, out: Path, args) -> str:
+    """``source`` as ``args.shards`` shards in ``<out>/<name>-<format>``, pushed as a dataset repo when asked."""
+    from hybrid_zoo.train.shards import write_shards
+
+    dd, display = open_dataset(source)
+    first = next(iter(dd.values()))
+    image_column, label_column = detect_columns(first.features)
+    dd = _prepare_columns(dd, image_column)
+    if not isinstance(first.features[label_column], ClassLabel):
+        dd = dd.class_encode_column(label_column)
+    name = _display_name(display).replace('/', '_')
+    folder = write_shards(
+        dd, out / f'{name}-{args.shards}', args.shards, args.shard_size, name, image_column, label_column
+    )
+    if args.push_to:
+        api = HfApi()
+        api.create_repo(args.push_to, repo_type='dataset', private=args.private, exist_ok=True)
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=args.push_to,
+            repo_type='dataset',
+            commit_message=f'{args.shards} shards of {name} (hybrid-zoo prepare-data)',
+        )
+        logger.info('pushed %s to the dataset repo %s (%s)', folder, args.push_to, constants.ENDPOINT)
+    return str(folder)
 
 
 if __name__ == '__main__':

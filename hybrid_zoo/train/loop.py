@@ -94,6 +94,7 @@ from hybrid_zoo.train.evaluate import (
     resolve_model_source,
 )
 from hybrid_zoo.train.plotting import plot_confusion_matrix, plot_training_curves
+from hybrid_zoo.train.streaming import StreamBatches, describe_slots, open_stream, samples_per_epoch, wants_streaming
 from hybrid_zoo_cli.train import (  # noqa: F401 (re-exported)
     RESUME_MAY_CHANGE,
     RESUME_MUST_MATCH,
@@ -223,6 +224,8 @@ class _Run:
     loss_fn: torch.nn.Module
     label_names: list[str]
     out: Path
+    save_position: Any = None  # streamed data: saves a mid-epoch checkpoint at a position (--checkpoint-every)
+    resume_position: dict | None = None  # streamed data: where in its epoch a resumed run continues
     epoch: int = 0
     num_updates: int = 0
     best_top1: float = -1.0
@@ -259,39 +262,66 @@ def _forward(run: _Run, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_one_epoch(run: _Run, epoch: int, bar) -> dict:
-    """One pass over the training data; returns the mean loss, throughput and time of the epoch."""
-    acc, cfg = run.accelerator, run.cfg
+    """One pass over the training data; returns the mean loss, throughput and time of the epoch.
+
+    A resumed stream (``run.resume_position``) continues the epoch from the checkpointed micro-batch, with the loss
+    sum, image count and time of the part already done, so the epoch's record equals an uninterrupted one.
+    """
+    acc, cfg, loader = run.accelerator, run.cfg, run.train_loader
     run.model.train()
-    run.train_loader.set_epoch(epoch)  # the sampler's order is a function of (seed, epoch): resumable
-    loss_sum = torch.zeros((), device=acc.device)
-    steps, images, lr_sum = 0, 0, 0.0
-    start = time.perf_counter()
-    for step, (x, y) in enumerate(run.train_loader):
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if run.mixup is not None:
-            x, y = run.mixup(x, y)  # y: (B,) int -> (B, num_classes) soft targets
-        with acc.accumulate(run.model):
-            loss = run.loss_fn(_forward(run, x), y)
-            _check_finite(run, loss, epoch, step)
-            acc.backward(loss)
-            if acc.sync_gradients and cfg.clip_grad:
-                acc.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
-            run.optimizer.step()  # a no-op on accumulation steps (Accelerate's optimizer wrapper)
-            run.optimizer.zero_grad()
-        if acc.sync_gradients:
-            lr_sum += run.optimizer.param_groups[0]['lr']  # the lr this update used
-            run.num_updates += 1
-            run.scheduler.step_update(num_updates=run.num_updates)
-            if run.ema is not None:
-                run.ema.update(acc.unwrap_model(run.model), step=run.num_updates)
-        loss_sum += loss.detach()
-        steps += 1
-        batch = x.shape[0] * acc.num_processes
-        images += batch
-        bar.update(batch)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{run.optimizer.param_groups[0]["lr"]:.2e}', refresh=False)
+    loader.set_epoch(epoch)  # the order is a function of (seed, epoch): resumable
+    pos = run.resume_position if run.resume_position and run.resume_position['epoch'] == epoch else None
+    run.resume_position = None
+    loss_sum = torch.full((), pos['loss_sum'] if pos else 0.0, device=acc.device)
+    steps, images, lr_sum = (pos['steps'], pos['images'], pos['lr_sum']) if pos else (0, 0, 0.0)
+    start = time.perf_counter() - (pos['seconds'] if pos else 0.0)
+    if pos:
+        loader.skip = steps
+    try:
+        for step, (x, y) in enumerate(loader, start=steps):
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if run.mixup is not None:
+                x, y = run.mixup(x, y)  # y: (B,) int -> (B, num_classes) soft targets
+            with acc.accumulate(run.model):
+                loss = run.loss_fn(_forward(run, x), y)
+                _check_finite(run, loss, epoch, step)
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.clip_grad:
+                    acc.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+                run.optimizer.step()  # a no-op on accumulation steps (Accelerate's optimizer wrapper)
+                run.optimizer.zero_grad()
+            loss_sum += loss.detach()
+            steps += 1
+            batch = x.shape[0] * acc.num_processes
+            images += batch
+            bar.update(batch)
+            if acc.sync_gradients:
+                lr_sum += run.optimizer.param_groups[0]['lr']  # the lr this update used
+                run.num_updates += 1
+                run.scheduler.step_update(num_updates=run.num_updates)
+                if run.ema is not None:
+                    run.ema.update(acc.unwrap_model(run.model), step=run.num_updates)
+                every = cfg.checkpoint_every
+                if run.save_position and every and run.num_updates % every == 0 and steps < len(loader):
+                    run.save_position(
+                        {
+                            'epoch': epoch,
+                            'steps': steps,
+                            # the mean over processes: each adds its own rest to it, and the epoch's mean comes out
+                            'loss_sum': acc.reduce(loss_sum.clone(), reduction='mean').item(),
+                            'images': images,
+                            'lr_sum': lr_sum,
+                            'seconds': time.perf_counter() - start,
+                        }
+                    )
+            if step % 10 == 0:
+                bar.set_postfix(
+                    loss=f'{loss.item():.3f}', lr=f'{run.optimizer.param_groups[0]["lr"]:.2e}', refresh=False
+                )
+    finally:
+        if pos:
+            loader.skip = 0
     elapsed = time.perf_counter() - start
     mean_loss = acc.reduce(loss_sum, reduction='mean').item() / max(steps, 1)
     return {
@@ -470,21 +500,52 @@ def _setup(cfg: TrainConfig) -> _Setup:
             prepare_output_dir(out)
     set_seed(cfg.seed)
 
-    with acc.main_process_first():  # the main process prepares/downloads and caches first
-        train_split, val_split, spec = load_train_val(
-            cfg.dataset,
-            config=cfg.dataset_config,
-            train_split=cfg.train_split,
-            val_split=cfg.val_split,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed,
-            image_column=cfg.image_column,
-            label_column=cfg.label_column,
-            num_classes=cfg.num_classes,
-            max_train_samples=cfg.max_train_samples,
-            max_val_samples=cfg.max_val_samples,
-            embedded_cache=cfg.embedded_cache,
+    streaming = cfg.streaming or wants_streaming(cfg.dataset)
+    if not streaming:
+        for name in ('checkpoint_every', 'samples_per_epoch'):
+            if getattr(cfg, name):
+                flag = '--' + name.replace('_', '-')
+                raise TrainConfigError(
+                    f'{flag} {getattr(cfg, name)} needs --streaming (map-style data checkpoints and '
+                    'counts epochs by the whole split)'
+                )
+    elif cfg.max_train_samples:
+        raise TrainConfigError(
+            f'--max-train-samples {cfg.max_train_samples} is for map-style data; a stream is never held whole: set '
+            'the epoch with --samples-per-epoch N'
         )
+    stream = None
+    with acc.main_process_first():  # the main process prepares/downloads and caches first
+        if streaming:
+            stream = open_stream(
+                cfg.dataset,
+                config=cfg.dataset_config,
+                train_split=cfg.train_split,
+                val_split=cfg.val_split,
+                val_fraction=cfg.val_fraction,
+                seed=cfg.seed,
+                image_column=cfg.image_column,
+                label_column=cfg.label_column,
+                num_classes=cfg.num_classes,
+                max_val_samples=cfg.max_val_samples,
+                embedded_cache=cfg.embedded_cache,
+            )
+            train_split, val_split, spec = None, stream.val, stream.spec
+        else:
+            train_split, val_split, spec = load_train_val(
+                cfg.dataset,
+                config=cfg.dataset_config,
+                train_split=cfg.train_split,
+                val_split=cfg.val_split,
+                val_fraction=cfg.val_fraction,
+                seed=cfg.seed,
+                image_column=cfg.image_column,
+                label_column=cfg.label_column,
+                num_classes=cfg.num_classes,
+                max_train_samples=cfg.max_train_samples,
+                max_val_samples=cfg.max_val_samples,
+                embedded_cache=cfg.embedded_cache,
+            )
     model = build_model(cfg, spec.num_classes)
     data_cfg = model_data_config(model, cfg.img_size, cfg.in_chans)
     in_chans, height, width = data_cfg['input_size']
@@ -499,6 +560,8 @@ def _setup(cfg: TrainConfig) -> _Setup:
         img_size=height if height == width else cfg.img_size,
         mixed_precision=acc.mixed_precision,
         output_dir=str(out),
+        streaming=streaming,
+        samples_per_epoch=samples_per_epoch(stream, cfg.samples_per_epoch, cfg.val_fraction) if stream else None,
     )
     meta_base = {
         'format': CHECKPOINT_FORMAT,
@@ -517,6 +580,12 @@ def _setup(cfg: TrainConfig) -> _Setup:
         resume_meta = verify_checkpoint(resume_dir)
         expected = {**meta_base, 'world_size': acc.num_processes}
         check_resumable(resume_dir, resume_meta, expected, dataclasses.asdict(cfg))
+        was = (resume_meta.get('config') or {}).get('workers')
+        if resume_meta.get('position') and was is not None and was != cfg.workers:
+            raise ResumeMismatchError(
+                f'{resume_dir} stopped inside an epoch of streamed data read by --workers {was}; the order of the '
+                f'examples depends on it: resume with --workers {was} (got {cfg.workers})'
+            )
         if acc.is_main_process:
             repair_best(out / 'checkpoints', resume_dir, resume_meta)
         acc.wait_for_everyone()
@@ -527,13 +596,6 @@ def _setup(cfg: TrainConfig) -> _Setup:
         'persistent_workers': cfg.workers > 0,
         'pin_memory': acc.device.type == 'cuda',
     }
-    train_loader = torch.utils.data.DataLoader(
-        ImageClassificationDataset(train_split, train_tf, in_chans, spec.name),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,  # mixup needs even batches; equal batches keep the ranks in step
-        **loader_kwargs,
-    )
     val_loader = torch.utils.data.DataLoader(
         ImageClassificationDataset(val_split, eval_tf, in_chans, spec.name),
         batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
@@ -543,12 +605,43 @@ def _setup(cfg: TrainConfig) -> _Setup:
     optimizer = create_optimizer_v2(
         model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, layer_decay=cfg.layer_decay
     )
-    model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
-    if len(train_loader) == 0:
-        raise DataError(
-            f'the train split has {spec.num_train} rows: not one full batch of {cfg.batch_size} per process '
-            f'({acc.num_processes} processes); lower --batch-size'
+    if stream is not None:  # each process reads its own data slots: not split again by Accelerate
+        train_loader = StreamBatches(
+            stream,
+            train_tf,
+            in_chans,
+            cfg.batch_size,
+            cfg.seed,
+            acc.process_index,
+            acc.num_processes,
+            cfg.grad_accum_steps,
+            cfg.samples_per_epoch,
+            cfg.workers,
+            cfg.shuffle_buffer,
+            acc.device,
         )
+        model, optimizer, val_loader = acc.prepare(model, optimizer, val_loader)
+        logger.info(
+            'streaming: %d examples per epoch in %d data slots (%s), %d micro-batches per slot',
+            cfg.samples_per_epoch,
+            train_loader.num_slots,
+            describe_slots(stream.num_shards, train_loader.num_slots),
+            train_loader.steps,
+        )
+    else:
+        train_loader = torch.utils.data.DataLoader(
+            ImageClassificationDataset(train_split, train_tf, in_chans, spec.name),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=True,  # mixup needs even batches; equal batches keep the ranks in step
+            **loader_kwargs,
+        )
+        model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
+        if len(train_loader) == 0:
+            raise DataError(
+                f'the train split has {spec.num_train} rows: not one full batch of {cfg.batch_size} per process '
+                f'({acc.num_processes} processes); lower --batch-size'
+            )
     updates_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum_steps)  # len() is per process after prepare
     scheduler, num_epochs = create_scheduler_v2(
         optimizer,
@@ -579,6 +672,7 @@ def _setup(cfg: TrainConfig) -> _Setup:
             ) from e
         run.epoch, run.num_updates = resume_meta['epoch'], resume_meta['num_updates']
         run.best_top1, run.best_epoch = resume_meta['best_top1'], resume_meta['best_epoch']
+        run.resume_position = resume_meta.get('position')
         history = _resume_history(metrics_path, resume_meta)
         logger.info('resumed from %s at epoch %d (update %d)', resume_dir, run.epoch, run.num_updates)
     if acc.is_main_process:
@@ -608,9 +702,10 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
         acc.device,
     )
     images_per_epoch = len(train_loader) * cfg.batch_size * acc.num_processes
+    done_in_epoch = run.resume_position['images'] if run.resume_position else 0
     bar = tqdm(
         total=num_epochs * images_per_epoch,
-        initial=run.epoch * images_per_epoch,
+        initial=run.epoch * images_per_epoch + done_in_epoch,
         unit='img',
         unit_scale=True,
         dynamic_ncols=True,
@@ -619,6 +714,26 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
     stop_at = min(num_epochs, cfg.stop_after_epoch or num_epochs)
     final, final_ema = None, None
     ckpt_root = out / 'checkpoints'
+
+    def save_position(position: dict) -> None:  # a mid-epoch checkpoint of a stream: 'last' only, never 'best'
+        meta = {
+            **meta_base,
+            'epoch': run.epoch,
+            'num_updates': run.num_updates,
+            'best_top1': run.best_top1,
+            'best_epoch': run.best_epoch,
+            'record': history[-1] if history else None,
+            'history': history,
+            'world_size': acc.num_processes,
+            'config': dataclasses.asdict(cfg),
+            'position': position,
+        }
+        save_checkpoint(acc, ckpt_root, 'last', meta)
+        logger.info(
+            'checkpoint at epoch %d, micro-batch %d (update %d)', run.epoch + 1, position['steps'], run.num_updates
+        )
+
+    run.save_position = save_position
     for epoch in range(run.epoch, stop_at):
         bar.set_description(f'epoch {epoch + 1}/{num_epochs}')
         epoch_start = time.perf_counter()

@@ -1,0 +1,437 @@
+"""Streamed training data: sharded datasets read as they train, split over processes, resumable to the sample.
+
+``open_stream`` opens any dataset as a ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``): a
+Hub dataset repo or a local folder of parquet / webdataset (``.tar``) shards with a dataset card (``hybrid-zoo
+prepare-data --shards`` writes one), a glob of such files, or a ``save_to_disk`` folder (streamed through
+``to_iterable_dataset``). Images stay encoded until a DataLoader worker decodes and augments them with timm's
+transforms.
+
+**Validation** is a named split (``--val-split``, or validation/valid/val when the dataset has one), else carved
+from the train stream by a hash of each example (its image bytes, label and ``--seed``): an example is held out
+when the hash falls below ``--val-fraction``, on every process, in every epoch, whatever the shard order, so train
+and validation never share an example. The validation examples (at most ``--max-val-samples``, default
+``DEFAULT_STREAM_VAL_SAMPLES``) are read once at start into memory and evaluated like map-style data.
+
+**Who reads what.** The global batch of one optimizer update is made of ``S = processes x --grad-accum-steps``
+micro-batches; micro-batch ``j`` of process ``r`` comes from data slot ``r * A + j``, and slot ``k`` is
+``split_dataset_by_node(stream, k, S)``: whole shards per slot when the shard count is a multiple of ``S``, else
+every ``S``-th example. So a run on 2 machines and a run on 1 process with ``--grad-accum-steps 2`` build the
+same global batches from the same examples. Within a slot, the shards are spread over the slot's DataLoader
+workers by ``datasets`` (workers are capped at the slot's shard count), and each epoch shuffles the shard order and
+a ``--shuffle-buffer`` of examples with the seed ``--seed + epoch``. An epoch is ``--samples-per-epoch`` examples
+(default: the train split's size from the dataset card, less the validation share); a slot whose shards run dry
+first starts another pass over them with a new shuffle.
+
+**Exact resume.** A stream's position is the number of micro-batches each slot has delivered in the current
+epoch. Every example's augmentation is seeded by (seed, epoch, slot, worker, position), and DataLoader workers
+hand out batches in turn, so on resume each worker re-reads and drops (without decoding) the examples it had
+delivered and continues with the same examples and the same augmentation: weights end equal to an uninterrupted
+run, with any number of workers, as long as ``--workers`` stays the same (the order depends on it; a resume with
+another count is refused). ``datasets``' own ``IterableDataset.state_dict()`` is not used because a resumed
+shuffle buffer starts empty (its documented limit), which would change the order.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import itertools
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
+from datasets import Image as HFImage
+from datasets.distributed import split_dataset_by_node
+
+from hybrid_zoo.train.data import (
+    VAL_SPLIT_CANDIDATES,
+    DataError,
+    DataSpec,
+    Split,
+    _is_image_struct,
+    _is_saved_dataset,
+    detect_columns,
+    looks_like_path,
+    prepare_default,
+    to_model_mode,
+)
+
+logger = logging.getLogger('hybrid_zoo.train.streaming')
+
+# a folder: every example a stream delivers is also listed there, one file per (epoch, slot, worker), as
+# "<position> <example hash>" lines (which shards each process read: the multi-machine test checks it with this)
+AUDIT_ENV = 'HYBRID_ZOO_STREAM_AUDIT'
+DEFAULT_STREAM_VAL_SAMPLES = 10_000  # validation examples read into memory when --max-val-samples is not given
+DEFAULT_SHUFFLE_BUFFER = 10_000
+_HASH_BINS = 1 << 32
+_SHARD_SUFFIXES = {'.parquet': 'parquet', '.tar': 'webdataset'}
+
+
+@dataclass
+class Stream:
+    """An opened stream: the train split (images still encoded), the validation rows, and what they are."""
+
+    train: IterableDataset
+    val: Split
+    spec: DataSpec
+    num_shards: int
+    train_examples: int | None  # examples in the train split before the validation carve (from the card), if known
+    carved: bool
+
+
+def _open(source: str, config: str | None, embedded_cache: str) -> tuple[Any, str, str]:
+    """(IterableDatasetDict, display name, path or None): any supported source, streamed."""
+    if source == 'default':
+        name, path = prepare_default(embedded_cache)
+        return _from_saved(Path(path)), name, path
+    path = Path(source).expanduser()
+    if path.is_dir() and _is_saved_dataset(path):
+        return _from_saved(path), path.name, str(path)
+    if path.is_dir():
+        return load_dataset(str(path), name=config, streaming=True), path.name, str(path)
+    if path.is_file() or any(c in source for c in '*?['):
+        files = sorted(glob.glob(str(path))) if not path.is_file() else [str(path)]
+        kinds = {_SHARD_SUFFIXES.get(Path(f).suffix) for f in files}
+        if not files or None in kinds or len(kinds) != 1:
+            raise DataError(
+                f'{source}: expected parquet (.parquet) or webdataset (.tar) shard files of one kind, got '
+                f'{[os.path.basename(f) for f in files[:5]] or "no file"}'
+            )
+        return load_dataset(kinds.pop(), data_files={'train': files}, streaming=True), Path(files[0]).parent.name, None
+    if looks_like_path(source):
+        raise DataError(f'no such folder or file: {source}')
+    try:
+        return load_dataset(source, name=config, streaming=True), source, None
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f'cannot stream dataset {source!r}: {first}') from e
+
+
+def _from_saved(path: Path):
+    """A ``save_to_disk`` folder as streams of 16 shards per split (``to_iterable_dataset``)."""
+    dd = load_from_disk(str(path))
+    dd = dd if isinstance(dd, DatasetDict) else DatasetDict({'train': dd})
+    return datasets.IterableDatasetDict(
+        {s: d.to_iterable_dataset(num_shards=min(16, max(1, len(d)))) for s, d in dd.items()}
+    )
+
+
+def _raw(ds: IterableDataset, image_column: str) -> IterableDataset:
+    """The image column kept encoded ({bytes, path}): decoding happens in the DataLoader workers."""
+    feature = ds.features[image_column] if ds.features else None
+    if isinstance(feature, HFImage) or _is_image_struct(feature):
+        return ds.cast_column(image_column, HFImage(decode=False))
+    raise DataError(f'image column {image_column!r} has type {feature}; expected an Image() feature')
+
+
+def example_hash(image: dict, label: int, seed: int) -> int:
+    """A 32-bit hash of one example (image bytes or path, label, seed): what the validation carve keys on."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str(seed).encode())
+    h.update(image.get('bytes') or str(image.get('path')).encode())
+    h.update(str(int(label)).encode())
+    return int.from_bytes(h.digest(), 'little') % _HASH_BINS
+
+
+class _Carve:
+    """Picklable filter: True for examples on ``keep`` side of the hash threshold (True = validation)."""
+
+    def __init__(self, image_column: str, label_column: str, fraction: float, seed: int, keep_val: bool):
+        self.image_column, self.label_column = image_column, label_column
+        self.threshold = int(fraction * _HASH_BINS)
+        self.seed, self.keep_val = seed, keep_val
+
+    def __call__(self, ex: dict) -> bool:
+        is_val = example_hash(ex[self.image_column], ex[self.label_column], self.seed) < self.threshold
+        return is_val == self.keep_val
+
+
+def _label_names(ds: IterableDataset, label_column: str, num_classes: int | None) -> list[str]:
+    feature = ds.features[label_column] if ds.features else None
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    if num_classes:
+        return [str(i) for i in range(num_classes)]
+    raise DataError(
+        f'label column {label_column!r} of the stream has type {feature}, without class names; a stream cannot be '
+        'read to the end to count the classes: pass --num-classes N (or give the dataset card ClassLabel names)'
+    )
+
+
+def _split_size(ds: IterableDataset, split: str) -> int | None:
+    splits = ds.info.splits if ds.info else None
+    info = splits.get(split) if splits else None
+    return int(info.num_examples) if info and info.num_examples else None
+
+
+def open_stream(
+    source: str = 'default',
+    *,
+    config: str | None = None,
+    train_split: str = 'train',
+    val_split: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    num_classes: int | None = None,
+    max_val_samples: int | None = None,
+    embedded_cache: str = 'data',
+) -> Stream:
+    """Open ``source`` for streamed training; read its validation rows into memory (see the module docstring).
+
+    Raises:
+        DataError: an unknown source or split, missing columns, a train split that is not sharded enough.
+    """
+    streams, name, path = _open(source, config, embedded_cache)
+    if train_split not in streams:
+        raise DataError(f'dataset {source} has no split {train_split!r}; it has splits {list(streams)}')
+    if val_split is not None and val_split not in streams:
+        raise DataError(f'dataset {source} has no split {val_split!r}; it has splits {list(streams)}')
+    if val_split is None:
+        val_split = next((s for s in VAL_SPLIT_CANDIDATES if s in streams and s != train_split), None)
+    train = streams[train_split]
+    image_column, label_column = detect_columns(train.features, image_column, label_column)
+    label_names = _label_names(train, label_column, num_classes)
+    raw = _raw(train, image_column)
+    cap = max_val_samples or DEFAULT_STREAM_VAL_SAMPLES
+    if val_split is not None:
+        carved = False
+        val_rows = list(itertools.islice(_raw(streams[val_split], image_column), cap))
+        val_source = f'split {val_split!r} (first {len(val_rows)} examples)'
+        if val_split.lower() in ('test', 'testing'):
+            logger.warning('validating on the %r split: its numbers are no held-out test score', val_split)
+    else:
+        carved = True
+        carve = _Carve(image_column, label_column, val_fraction, seed, keep_val=True)
+        val_rows = list(itertools.islice(raw.filter(carve), cap))
+        raw = raw.filter(_Carve(image_column, label_column, val_fraction, seed, keep_val=False))
+        val_source = (
+            f'validation carved from {train_split} by example hash ({val_fraction:.0%}, seed {seed}); '
+            f'the first {len(val_rows)} held-out examples'
+        )
+    if not val_rows:
+        raise DataError(f'no validation examples in {source} ({val_source}); expected at least one')
+    val_ds = Dataset.from_list(
+        [{image_column: r[image_column], label_column: int(r[label_column])} for r in val_rows]
+    ).cast_column(image_column, HFImage())
+    val = Split(val_ds, np.arange(len(val_ds)), val_split or 'carved', image_column, label_column)
+    train_examples = _split_size(train, train_split)
+    spec = DataSpec(
+        name=name,
+        path=path,
+        config=config,
+        train_split=train_split,
+        val_split=val_split or f'{train_split} (carved)',
+        image_column=image_column,
+        label_column=label_column,
+        label_names=label_names,
+        num_train=train_examples or -1,
+        num_val=len(val_ds),
+        val_source=val_source,
+        extra={'streaming': True, 'num_shards': train.num_shards},
+    )
+    logger.info('streaming %s: %s shards in %r, %s', name, train.num_shards, train_split, val_source)
+    return Stream(raw, val, spec, train.num_shards, train_examples, carved)
+
+
+def samples_per_epoch(stream: Stream, requested: int | None, val_fraction: float) -> int:
+    """Examples per epoch: ``requested``, else the train split's size from the card less the validation share."""
+    if requested:
+        return requested
+    if stream.train_examples is None:
+        raise DataError(
+            f'the train split of {stream.spec.name} does not say how many examples it has (no dataset card with '
+            'splits): pass --samples-per-epoch N to define an epoch'
+        )
+    return int(stream.train_examples * (1 - val_fraction)) if stream.carved else stream.train_examples
+
+
+def slot_stream(stream: Stream, slot: int, num_slots: int, seed: int, buffer_size: int) -> IterableDataset:
+    """Data slot ``slot`` of ``num_slots``: the shuffled train stream's share (whole shards when they divide)."""
+    shuffled = stream.train.shuffle(seed=seed, buffer_size=buffer_size)  # shard order and buffer: seed + epoch
+    return split_dataset_by_node(shuffled, rank=slot, world_size=num_slots)
+
+
+def sample_seed(seed: int, epoch: int, slot: int, worker: int, position: int) -> int:
+    """The augmentation seed of one example: a function of where it is in the stream, not of what ran before."""
+    digest = hashlib.blake2b(f'{seed}/{epoch}/{slot}/{worker}/{position}'.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little') % (1 << 63)
+
+
+class StreamSlotDataset(torch.utils.data.IterableDataset):
+    """One data slot for one epoch as ``(pixel_values, label)`` examples, from ``skip_batches`` batches on.
+
+    In a DataLoader with W workers, worker ``w`` delivers batches ``w, w + W, ...``; on resume it drops (undecoded)
+    the examples of the batches it had delivered. Passes repeat (with a new shuffle) until the loop stops reading.
+    """
+
+    def __init__(
+        self,
+        stream: IterableDataset,
+        transform,
+        image_column: str,
+        label_column: str,
+        in_chans: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        slot: int,
+        skip_batches: int = 0,
+    ) -> None:
+        super().__init__()
+        self.stream, self.transform, self.in_chans = stream, transform, in_chans
+        self.image_column, self.label_column = image_column, label_column
+        self.batch_size, self.seed, self.epoch, self.slot, self.skip_batches = (
+            batch_size,
+            seed,
+            epoch,
+            slot,
+            skip_batches,
+        )
+
+    def __iter__(self):
+        from PIL import Image
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
+        position = 0
+        audit = os.environ.get(AUDIT_ENV)
+        audit_file = Path(audit) / f'e{self.epoch}-slot{self.slot}-w{worker}.txt' if audit else None
+        for p in itertools.count():
+            self.stream.set_epoch(self.epoch * 1000 + p)  # shuffle seed = seed + this; passes never repeat an order
+            seen = 0
+            for ex in self.stream:
+                seen += 1
+                position += 1
+                if position <= skip:
+                    continue
+                s = sample_seed(self.seed, self.epoch, self.slot, worker, position)
+                random.seed(s)
+                np.random.seed(s % (1 << 32))
+                torch.manual_seed(s)
+                image = ex[self.image_column]
+                if audit_file is not None:
+                    with audit_file.open('a') as f:
+                        f.write(f'{position} {example_hash(image, ex[self.label_column], 0)}\n')
+                img = Image.open(io.BytesIO(image['bytes'])) if image.get('bytes') else Image.open(image['path'])
+                yield self.transform(to_model_mode(img, self.in_chans)), int(ex[self.label_column])
+            if not seen:
+                raise DataError(
+                    f'data slot {self.slot} (worker {worker}) has no training examples: the stream has fewer shards '
+                    'than processes x --grad-accum-steps x workers need, or the validation carve took them all'
+                )
+
+
+def steps_per_epoch(samples: int, batch_size: int, num_slots: int) -> int:
+    """Micro-batches per slot per epoch (every slot delivers the same number, so processes stay in step)."""
+    steps = samples // (batch_size * num_slots)
+    if steps < 1:
+        raise DataError(
+            f'--samples-per-epoch {samples} is less than one global batch ({batch_size} x {num_slots} slots); expected '
+            f'at least {batch_size * num_slots}'
+        )
+    return steps
+
+
+class StreamBatches:
+    """The train batches of one process, the way the loop reads a DataLoader: ``set_epoch``, ``len``, iteration.
+
+    Micro-batch ``m`` of an epoch comes from this process's slot ``rank * A + m % A``; ``skip`` micro-batches (a
+    resumed position, a multiple of A) are not delivered again. Batches are moved to ``device``.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        transform,
+        in_chans: int,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        num_processes: int,
+        accum: int,
+        samples: int,
+        workers: int,
+        buffer_size: int,
+        device: torch.device,
+    ) -> None:
+        self.num_slots = num_processes * accum
+        self.slots = [rank * accum + j for j in range(accum)]
+        self.streams = {k: slot_stream(stream, k, self.num_slots, seed, buffer_size) for k in self.slots}
+        self.workers = {k: min(workers, self.streams[k].num_shards) for k in self.slots}
+        self.steps = steps_per_epoch(samples, batch_size, self.num_slots)
+        self.stream, self.transform, self.in_chans, self.batch_size = stream, transform, in_chans, batch_size
+        self.seed, self.accum, self.device = seed, accum, device
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps * self.accum
+
+    def _loader(self, slot: int, skip_batches: int) -> torch.utils.data.DataLoader:
+        spec = self.stream.spec
+        data = StreamSlotDataset(
+            self.streams[slot],
+            self.transform,
+            spec.image_column,
+            spec.label_column,
+            self.in_chans,
+            self.batch_size,
+            self.seed,
+            self.epoch,
+            slot,
+            skip_batches,
+        )
+        return torch.utils.data.DataLoader(
+            data, batch_size=self.batch_size, num_workers=self.workers[slot], drop_last=True, persistent_workers=False
+        )
+
+    def __iter__(self):
+        if self.skip % self.accum:
+            raise ValueError(f'a stream resumes at an update boundary: {self.skip} is not a multiple of {self.accum}')
+        done = self.skip // self.accum  # batches each slot has delivered this epoch
+        iters = [iter(self._loader(k, done)) for k in self.slots]
+        try:
+            for _ in range(done, self.steps):
+                for it in iters:
+                    x, y = next(it)
+                    yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        finally:
+            del iters  # shuts the workers down
+
+
+def describe_slots(num_shards: int, num_slots: int) -> str:
+    if num_shards % num_slots == 0:
+        return f'{num_shards // num_slots} whole shard(s) per slot'
+    return f'{num_shards} shards do not divide into {num_slots} slots: each slot keeps every {num_slots}-th example'
+
+
+def wants_streaming(source: str) -> bool:
+    """Whether ``source`` is webdataset (``.tar``) shards, which only stream: local files, a folder, a Hub repo."""
+    path = Path(source).expanduser()
+    if source == 'default':
+        return False
+    if path.is_file() or any(c in source for c in '*?['):
+        return source.endswith('.tar') or any(f.endswith('.tar') for f in glob.glob(str(path)))
+    if path.is_dir():
+        return any(path.rglob('*.tar'))
+    if looks_like_path(source) or datasets.config.HF_HUB_OFFLINE:
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        return any(f.endswith('.tar') for f in HfApi().list_repo_files(source, repo_type='dataset'))
+    except Exception:  # not a reachable Hub dataset: the map-style loader says what is wrong
+        return False
