@@ -31,8 +31,7 @@ PLAN: list[tuple[str, list[tuple[str, str]] | None]] = [
         'hybrid-zoo prepare-data --out data',
         [
             ('--epochs 10', '--epochs 1 ' + ' '.join(QUICK)),
-            ('--img-size 32 \\\n', '--img-size 32 --epochs 1 ' + ' '.join(QUICK) + ' \\\n'),
-            ('--epochs 5', '--epochs 1 ' + ' '.join(QUICK)),
+            ('--epochs 5', '--epochs 1 --samples-per-epoch 64 --max-val-samples 32 --batch-size 8 --workers 0'),
         ],
     ),
     ('hybrid-zoo hub-server --port 8765', [('8765', '{port}'), ('sleep 3', 'sleep 5')]),

@@ -258,6 +258,25 @@ def pretrained_table(results: Path) -> str | None:
     )
 
 
+def loader_throughput_table(results: Path) -> str | None:
+    """Map-style against streamed input throughput (``tools/loader_throughput.py``)."""
+    path = results / 'loader-throughput.json'
+    if not path.exists():
+        return None
+    d = read_json(path)
+    rows = [
+        [arm, f'{v["median"]:.0f}', ', '.join(f'{r:.0f}' for r in v['rounds']), f'{d["ratio_to_map_style"][arm]:.2f}x']
+        for arm, v in d['img_per_s'].items()
+    ]
+    m, setup = d['meta'], d['setup']
+    return _table(['loader', 'img/s (median)', 'rounds', 'vs map-style'], rows) + (
+        f'\n\n{d["data"]}; decode + timm training transform at {setup["img_size"]} px, batch {setup["batch"]}, '
+        f'{setup["workers"]} DataLoader workers, no model, rounds interleaved in one process. Measured {m["date"]} on '
+        f'{m["cpu"]} ({m["threads"]} threads). Source: `model_cards/results/loader-throughput.json` '
+        '(`python tools/loader_throughput.py`).'
+    )
+
+
 def describe_block(results: Path) -> str:
     """``hybrid-zoo describe convformer_small`` at 224 px, as it prints (computed from the model, not measured)."""
 
@@ -283,6 +302,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'kv_ab_table': kv_ab_table,
     'kernel_levers_table': kernel_levers_table,
     'dw_ab_table': dw_ab_table,
+    'loader_throughput': loader_throughput_table,
 }
 
 

@@ -318,7 +318,9 @@ class StreamSlotDataset(torch.utils.data.IterableDataset):
                 s = sample_seed(self.seed, self.epoch, self.slot, worker, position)
                 random.seed(s)
                 np.random.seed(s % (1 << 32))
-                torch.manual_seed(s)
+                torch.default_generator.manual_seed(
+                    s
+                )  # the CPU generator alone: torch.manual_seed also queues GPU seeds
                 image = ex[self.image_column]
                 if audit_file is not None:
                     with audit_file.open('a') as f:
