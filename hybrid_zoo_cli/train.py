@@ -91,7 +91,7 @@ class TrainConfig:
         False,
         'stream the data instead of loading it whole (datasets streaming=True): parquet or webdataset shards from a '
         'Hub dataset repo or a local folder, read as training goes, each process reading its own shards. Chosen '
-        'automatically for webdataset (.tar) shards',
+        'automatically for webdataset (.tar) shards and for Hub dataset repos of more than 8 GiB',
         'data',
     )
     samples_per_epoch: int | None = option(

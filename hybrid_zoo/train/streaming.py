@@ -70,7 +70,7 @@ logger = logging.getLogger('hybrid_zoo.train.streaming')
 # "<position> <example hash>" lines (which shards each process read: the multi-machine test checks it with this)
 AUDIT_ENV = 'HYBRID_ZOO_STREAM_AUDIT'
 DEFAULT_STREAM_VAL_SAMPLES = 10_000  # validation examples read into memory when --max-val-samples is not given
-DEFAULT_SHUFFLE_BUFFER = 10_000
+STREAM_ABOVE_BYTES = 8 << 30  # a Hub dataset repo with more data than this streams unless --streaming is given
 _HASH_BINS = 1 << 32
 _SHARD_SUFFIXES = {'.parquet': 'parquet', '.tar': 'webdataset'}
 
@@ -421,7 +421,8 @@ def describe_slots(num_shards: int, num_slots: int) -> str:
 
 
 def wants_streaming(source: str) -> bool:
-    """Whether ``source`` is webdataset (``.tar``) shards, which only stream: local files, a folder, a Hub repo."""
+    """Whether ``source`` should stream without being asked: webdataset (``.tar``) shards, which only stream (local
+    files, a folder, a Hub repo), or a Hub dataset repo whose data files add up to more than ``STREAM_ABOVE_BYTES``."""
     path = Path(source).expanduser()
     if source == 'default':
         return False
@@ -434,6 +435,14 @@ def wants_streaming(source: str) -> bool:
     try:
         from huggingface_hub import HfApi
 
-        return any(f.endswith('.tar') for f in HfApi().list_repo_files(source, repo_type='dataset'))
+        files = HfApi().dataset_info(source, files_metadata=True, timeout=10).siblings or []
     except Exception:  # not a reachable Hub dataset: the map-style loader says what is wrong
         return False
+    data = [f for f in files if f.rfilename.endswith(('.tar', '.parquet', '.arrow'))]
+    big = sum(f.size or 0 for f in data) > STREAM_ABOVE_BYTES
+    if any(f.rfilename.endswith('.tar') for f in data) or big:
+        logger.info(
+            '%s: webdataset shards or more than %d GiB of data files: streaming', source, STREAM_ABOVE_BYTES >> 30
+        )
+        return True
+    return False

@@ -63,6 +63,16 @@ def test_shard_writer_refuses_labels_without_names(digits, tmp_path):
     assert not (tmp_path / 'x').exists()
 
 
+def test_webdataset_shards_stream_without_being_asked(digits, tmp_path):
+    from hybrid_zoo.train.streaming import wants_streaming
+
+    dd, root = digits
+    wds = write_shards(dd, tmp_path / 'wds', 'webdataset', 500)
+    pq = write_shards(dd, tmp_path / 'pq', 'parquet', 500)
+    assert wants_streaming(str(wds)) and wants_streaming(str(wds / 'data' / '*.tar'))
+    assert not wants_streaming(str(pq)) and not wants_streaming(str(root / 'digits')) and not wants_streaming('default')
+
+
 def _run(args, env=None, **kw):
     return subprocess.run(args, env=env or _env(), capture_output=True, text=True, **kw)
 
