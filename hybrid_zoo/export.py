@@ -211,11 +211,37 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reparam:
         model = reparameterize(model)
     in_chans = model.pretrained_cfg.get('input_size', (3,))[0] if hasattr(model, 'pretrained_cfg') else 3
+    if args.int8:
+        return _export_int8(model, args, in_chans)
     shapes = [(s[0], in_chans, *s[2:]) for s in PARITY_SHAPES]
     path = export_onnx(model, args.output, (in_chans, args.img_size, args.img_size), args.opset, args.exporter)
     diff = onnx_max_abs_diff(model, path, shapes)
     print(json.dumps({'onnx': str(path), 'max_abs_diff_vs_eager': diff, 'shapes': shapes}))
     return 0 if diff < 1e-4 else 1
+
+
+def _export_int8(model: nn.Module, args, in_chans: int) -> int:
+    """``export --int8``: fp32 ONNX, then ONNX Runtime static quantization calibrated on real images."""
+    from hybrid_zoo.deploy import calibration_batches, int8_accuracy, quantize_onnx
+
+    if not args.calibration_dataset:
+        _log.error('--int8 needs --calibration-dataset DATASET: int8 ranges come from real images, not noise')
+        return 2
+    calibration = calibration_batches(model, args.calibration_dataset, args.calibration_split, args.calibration_samples)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32 = export_onnx(model, Path(tmp) / 'fp32.onnx', tuple(calibration[0].shape[1:]), args.opset, args.exporter)
+        path = quantize_onnx(fp32, out, calibration)
+    report = {
+        'onnx_int8': str(path),
+        'file_mb': round(path.stat().st_size / 1e6, 3),
+        'calibration': f'{sum(len(b) for b in calibration)} images of {args.calibration_split}',
+    }
+    if args.evaluate_split:
+        report.update(int8_accuracy(model, path, args.calibration_dataset, args.evaluate_split))
+    print(json.dumps(report))
+    return 0
 
 
 if __name__ == '__main__':

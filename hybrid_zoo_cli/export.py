@@ -26,4 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
         help='measure folding/compile/ONNX parity for these models (none given: the nine) into --results',
     )
     p.add_argument('--results', default='model_cards/results/deploy.json', help='results file for --measure')
+    g = p.add_argument_group(
+        'int8',
+        'Post-training static quantization with ONNX Runtime (QDQ: int8 weights per channel, uint8 activations, '
+        'MinMax calibration on real images); --output is then the int8 ONNX file.',
+    )
+    g.add_argument('--int8', action='store_true', help='write the int8-quantized ONNX model')
+    g.add_argument(
+        '--calibration-dataset',
+        metavar='DATASET',
+        help='images to calibrate on (what hybrid-zoo train --dataset takes); required with --int8',
+    )
+    g.add_argument('--calibration-split', default='train', help='split to calibrate on (default: %(default)s)')
+    g.add_argument('--calibration-samples', type=int, default=256, help='calibration images (default: %(default)s)')
+    g.add_argument(
+        '--evaluate-split',
+        metavar='SPLIT',
+        help='also report fp32 and int8 top-1 on this split of the calibration dataset (e.g. test)',
+    )
     return p

@@ -1,0 +1,213 @@
+"""CPU deployment modes: how users serve a classifier, each built from one eval model and checked against eager.
+
+``build(model, mode, example, calibration)`` returns a :class:`Deployed`: a callable taking a float batch
+``(B, C, H, W)`` and returning logits ``(B, num_classes)`` as a torch tensor, with its build time and its largest
+absolute logit difference from eager PyTorch on ``example``. Modes:
+
+- ``eager``: the model as given (fold it first: ``timm.models.reparameterize_model``), channels_last.
+- ``compiled``: ``torch.compile`` (inductor) with ``torch._inductor.config.freezing = True`` under
+  ``inference_mode``: weights become constants, so BatchNorm, GELU and residual adds fuse into oneDNN convolutions
+  as post-ops. Build time = the first call (compilation).
+- ``onnxruntime``: the model exported to ONNX (``hybrid_zoo.export.export_onnx``, torch.export-based) and run by
+  ONNX Runtime's CPU execution provider with every graph optimization on and its intra-op threads set to torch's.
+- ``int8``: post-training static quantization by ONNX Runtime (QDQ format, int8 weights per channel, uint8
+  activations, MinMax calibration on ``calibration`` batches of real images), run by ONNX Runtime like the fp32
+  export. Why ONNX Runtime's quantizer rather than PyTorch's PT2E flow: PT2E now lives in ``torchao``, a further
+  dependency, and its x86 inductor quantizer needs inductor again at run time; ORT's flow quantizes the same ONNX
+  file users already deploy.
+
+A mode that fails to build raises :class:`DeployError` with the reason; the benchmark lists it, it does not drop it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+MODES = ('eager', 'compiled', 'onnxruntime', 'int8')
+
+
+class DeployError(RuntimeError):
+    """A deployment mode could not be built for a model; the message says which and why."""
+
+
+@dataclass
+class Deployed:
+    mode: str
+    run: Callable[[torch.Tensor], torch.Tensor]
+    build_s: float
+    max_abs_diff: float
+    file_mb: float | None = None  # size of the deployed file (ONNX modes)
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {'pixel_values': x.contiguous().numpy()})[0])
+
+    return run
+
+
+class _Calibration:
+    """ONNX Runtime's ``CalibrationDataReader`` over torch batches."""
+
+    def __init__(self, batches: Iterable[torch.Tensor]):
+        self._it = iter([{'pixel_values': b.contiguous().numpy().astype(np.float32)} for b in batches])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration: Iterable[torch.Tensor]) -> Path:
+    """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations) of an fp32 ONNX file.
+
+    Writes ``dst`` only when complete (a temporary sibling, then a rename).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        pre = Path(tmp) / 'pre.onnx'
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        out = Path(tmp) / 'int8.onnx'
+        quantize_static(
+            str(pre),
+            str(out),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        os.replace(out, dst)
+    return dst
+
+
+def build(
+    model: nn.Module,
+    mode: str,
+    example: torch.Tensor,
+    calibration: Sequence[torch.Tensor] = (),
+    threads: int | None = None,
+    work_dir: str | os.PathLike | None = None,
+) -> Deployed:
+    """``model`` (eval, folded) deployed as ``mode``, checked against eager on ``example`` (B, C, H, W).
+
+    Raises:
+        ValueError: an unknown mode, or int8 without calibration batches.
+        DeployError: the mode cannot be built for this model (the reason is in the message).
+    """
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    if mode == 'int8' and not calibration:
+        raise ValueError('int8 needs calibration batches of real (normalized) images, got none')
+    threads = threads or torch.get_num_threads()
+    model = model.eval().to(memory_format=torch.channels_last)
+    example = example.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = model(example)
+    t0 = time.perf_counter()
+    file_mb = None
+    try:
+        if mode == 'eager':
+
+            def run(x: torch.Tensor) -> torch.Tensor:
+                with torch.inference_mode():
+                    return model(x.contiguous(memory_format=torch.channels_last))
+
+        elif mode == 'compiled':
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(freezing=True):
+                compiled = torch.compile(model)
+                with torch.inference_mode():
+                    compiled(example)  # compiles (with freezing) now, so build_s is the compile time
+
+            def run(x: torch.Tensor) -> torch.Tensor:
+                with torch.inference_mode():
+                    return compiled(x.contiguous(memory_format=torch.channels_last))
+
+        else:
+            from hybrid_zoo.export import export_onnx
+
+            folder = Path(work_dir or tempfile.mkdtemp(prefix='hz-deploy-'))
+            folder.mkdir(parents=True, exist_ok=True)
+            path = export_onnx(
+                model.to(memory_format=torch.contiguous_format), folder / 'model.onnx', tuple(example.shape[1:])
+            )
+            model.to(memory_format=torch.channels_last)
+            if mode == 'int8':
+                path = quantize_onnx(path, folder / 'model.int8.onnx', calibration)
+            file_mb = path.stat().st_size / 1e6
+            run = _ort_session(path, threads)
+        got = run(example)
+    except (ValueError, DeployError):
+        raise
+    except Exception as e:  # a compiler or exporter failure for this model: say which, keep the rest going
+        reason = (re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines() or [''])[0][:300]  # no colour codes
+        raise DeployError(f'{mode} failed: {type(e).__name__}: {reason}') from e
+    build_s = time.perf_counter() - t0
+    diff = (got.float() - expected.float()).abs().max().item()
+    return Deployed(mode, run, build_s, diff, file_mb)
+
+
+def _eval_loader(model: nn.Module, dataset: str, split: str, samples: int | None, batch_size: int = 64):
+    """Batches of ``split`` of ``dataset`` as the model sees them at evaluation (its data config, eval transform)."""
+    from timm.data import create_transform
+
+    from hybrid_zoo.train.data import ImageClassificationDataset, load_eval_split, model_data_config
+
+    part, _, name = load_eval_split(dataset, split, max_samples=samples, seed=0)
+    data_cfg = model_data_config(model)
+    ds = ImageClassificationDataset(part, create_transform(**data_cfg), data_cfg['input_size'][0], name)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+def calibration_batches(model: nn.Module, dataset: str, split: str = 'train', samples: int = 256) -> list[torch.Tensor]:
+    """``samples`` images (a seeded random subset) of ``split``, transformed for ``model``: int8 calibration data."""
+    return [x for x, _ in _eval_loader(model, dataset, split, samples, batch_size=32)]
+
+
+def int8_accuracy(
+    model: nn.Module, int8_onnx: str | os.PathLike, dataset: str, split: str = 'test', samples: int | None = None
+) -> dict:
+    """Top-1 (%) of the fp32 eager model and of its int8 ONNX on ``split``, and how often their top-1 classes agree."""
+    run = _ort_session(Path(int8_onnx), torch.get_num_threads())
+    model = model.eval()
+    correct = {'fp32': 0, 'int8': 0}
+    agree = total = 0
+    for x, y in _eval_loader(model, dataset, split, samples):
+        with torch.inference_mode():
+            a = model(x).argmax(1)
+        b = run(x).argmax(1)
+        correct['fp32'] += int((a == y).sum())
+        correct['int8'] += int((b == y).sum())
+        agree += int((a == b).sum())
+        total += len(y)
+    return {
+        'split': split,
+        'images': total,
+        'fp32_top1': round(100 * correct['fp32'] / total, 3),
+        'int8_top1': round(100 * correct['int8'] / total, 3),
+        'top1_change': round(100 * (correct['int8'] - correct['fp32']) / total, 3),
+        'top1_agreement': round(100 * agree / total, 3),
+    }

@@ -1,0 +1,90 @@
+"""CPU deployment modes (compiled, ONNX Runtime, int8) built from one model and checked against eager; export --int8."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import timm
+import torch
+from timm.models import reparameterize_model
+
+import hybrid_zoo  # noqa: F401
+from hybrid_zoo.deploy import MODES, DeployError, build
+
+SMALL = {'widths': (16, 32, 64, 96), 'depths': (1, 1, 2, 1), 'num_classes': 10}
+
+
+@pytest.fixture(scope='module')
+def folded():
+    torch.manual_seed(0)
+    return reparameterize_model(timm.create_model('convformer_tiny', **SMALL).eval())
+
+
+@pytest.mark.parametrize('mode', ['eager', 'onnxruntime', 'int8', 'compiled'])
+def test_each_mode_matches_eager(folded, mode, tmp_path):
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 64, 64)
+    calibration = [torch.randn(8, 3, 64, 64) for _ in range(4)]
+    deployed = build(folded, mode, x, calibration, threads=1, work_dir=tmp_path)
+    out = deployed.run(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 10)
+    tolerance = {'eager': 0.0, 'compiled': 1e-4, 'onnxruntime': 1e-4, 'int8': 0.05}[mode]
+    assert deployed.max_abs_diff <= tolerance, (mode, deployed.max_abs_diff)
+    assert deployed.build_s >= 0
+    if mode in ('onnxruntime', 'int8'):
+        assert deployed.file_mb > 0
+
+
+def test_int8_file_is_smaller_than_fp32(folded, tmp_path):
+    x = torch.randn(2, 3, 64, 64)
+    fp32 = build(folded, 'onnxruntime', x, threads=1, work_dir=tmp_path / 'a')
+    int8 = build(folded, 'int8', x, [torch.randn(8, 3, 64, 64)], threads=1, work_dir=tmp_path / 'b')
+    assert int8.file_mb < 0.5 * fp32.file_mb
+
+
+def test_bad_requests_say_what_was_expected(folded):
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=re.escape(f'mode must be one of {MODES}')):
+        build(folded, 'tensorrt', x)
+    with pytest.raises(ValueError, match='int8 needs calibration batches'):
+        build(folded, 'int8', x)
+
+
+def test_a_mode_that_cannot_build_raises_deploy_error(tmp_path):
+    class NoExport(torch.nn.Module):
+        def forward(self, x):
+            gram = x.flatten(2) @ x.flatten(2).transpose(1, 2)
+            return torch.linalg.eigvalsh(gram).flatten(1)  # no ONNX operator for it
+
+    with pytest.raises(DeployError, match=r'^onnxruntime failed: ConversionError: [^\x1b]*$'):
+        build(NoExport(), 'onnxruntime', torch.randn(1, 3, 32, 32), work_dir=tmp_path)
+
+
+@pytest.mark.train
+def test_export_int8_calibrates_on_real_images_and_reports_accuracy(tmp_path, capsys):
+    from hybrid_zoo.export import main
+    from hybrid_zoo.train import data
+
+    data.prepare_digits(tmp_path / 'digits')
+    out = tmp_path / 'model.int8.onnx'
+    args = ['--model', 'test_convnext', '--int8', '--calibration-dataset', str(tmp_path / 'digits')]
+    args += [
+        '--calibration-samples',
+        '64',
+        '--evaluate-split',
+        'test',
+        '--output',
+        str(out),
+        '--exporter',
+        'torchscript',
+    ]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out.is_file() and report['file_mb'] > 0 and report['images'] == 360
+    assert report['calibration'] == '64 images of train'
+    assert report['top1_change'] == pytest.approx(report['int8_top1'] - report['fp32_top1'], abs=1e-6)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('tmp')] == []  # no temporary folder left
+
+    assert main(['--model', 'test_convnext', '--int8', '--output', str(tmp_path / 'x.onnx')]) == 2
