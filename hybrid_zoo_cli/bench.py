@@ -18,6 +18,7 @@ PEER_SIZES = ('tiny', 'small', 'base')  # the size classes of the built-in peer 
 # 16 GiB: no block is ever returned to the kernel, by mmap threshold or by trimming (see the module docstring)
 MALLOC_NO_TRIM: dict[str, str] = {'MALLOC_MMAP_THRESHOLD_': '17179869184', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
 LAYOUTS = ('nchw', 'channels_last')
+MODES = ('eager', 'compiled', 'onnxruntime', 'int8')  # hybrid_zoo.deploy.MODES (kept here so --help needs no torch)
 
 
 W, H = 'what to measure', 'how'
@@ -41,6 +42,10 @@ class BenchConfig:
     compile: bool = option(
         False, 'also time torch.compile (inductor) in the faster layout and report the speed-up', W,
         action=argparse.BooleanOptionalAction,
+    )  # fmt: skip
+    modes: tuple[str, ...] = option(
+        ('eager',), 'deployment modes timed side by side in each worker (eager, compiled = inductor with freezing, '
+        'onnxruntime, int8 = ONNX Runtime static QDQ), each checked against eager first', W, choices=MODES,
     )  # fmt: skip
     reference: bool = option(
         True, 'measure the reference rates: a channels_last 1x1 conv (oneDNN on CPU) and torch.mm', W
@@ -77,12 +82,15 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         self.layouts = tuple(self.layouts)
+        self.modes = tuple(dict.fromkeys(('eager', *self.modes)))  # eager always: the other modes' paired baseline
         self.import_modules = tuple(self.import_modules)
         if not self.threads:
             self.threads = default_threads()
         bad = [v for v in (*self.layouts, self.train_layout) if v not in LAYOUTS]
         if bad or not self.layouts:
             raise ValueError(f'layouts must be among {LAYOUTS}, got {list(self.layouts)} / {self.train_layout!r}')
+        if any(m not in MODES for m in self.modes):
+            raise ValueError(f'modes must be among {MODES}, got {list(self.modes)}')
         if self.amp not in ('none', 'bf16'):
             raise ValueError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
         if not re.fullmatch(r'cpu|cuda(:\d+)?', self.device):

@@ -246,6 +246,9 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
         contended_samples=sum(x > CONTENDED for x in busy),
         error=errors[0] if errors else None,
     )  # fmt: skip
+    modes = _summarise_modes(results, b)
+    if modes:
+        row['modes'] = modes
     n = settings['rounds']
     rounds = {
         'infer_img_s': _by_round(results, n, lambda r: _median(_rates((r.get('infer') or {}).get(best), b))),
@@ -255,6 +258,91 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
         _round(2 * gmacs_run * v) if v is not None and gmacs_run else None for v in rounds['infer_img_s']
     ]
     return row, rounds
+
+
+def _summarise_modes(results: list[dict], batch: int) -> dict:
+    """Per deployment mode: img/s (median over every timed batch), ``vs_eager`` (median of per-worker paired ratios
+    against eager timed in alternation with it), build seconds, the largest |logit - eager| and file size, or the
+    error that kept it from building."""
+    parts = [r['modes'] for r in results if r.get('modes')]
+    out = {}
+    for mode in dict.fromkeys(m for part in parts for m in part):
+        rates = [x for part in parts for x in _rates(part.get(mode), batch)]
+        paired = [
+            _median(_rates(part[mode], batch)) / _median(_rates(part['eager'], batch))
+            for part in parts
+            if _rates(part.get(mode), batch) and _rates(part.get('eager'), batch)
+        ]
+        entries = [part[mode] for part in parts if mode in part]
+        errors = [e['error'] for e in entries if e.get('error')]
+        diffs = [e['max_abs_diff'] for e in entries if e.get('max_abs_diff') is not None]
+        out[mode] = {
+            'img_s': _round(_median(rates), 2),
+            'vs_eager': _round(_median(paired)),
+            'build_s': _round(_median([e['build_s'] for e in entries if e.get('build_s') is not None]), 1),
+            'max_abs_diff': float(f'{max(diffs):.3g}') if diffs else None,
+            'file_mb': _round(_median([e['file_mb'] for e in entries if e.get('file_mb')]), 2),
+            'error': errors[0] if errors and not rates else None,
+        }
+    return out
+
+
+def render_modes_markdown(doc: dict) -> str | None:
+    """The deployment-mode table: img/s per mode (x eager, paired), build time and parity, one row per model."""
+    rows = [(name, r) for name, r in ordered(doc['models']) if r.get('modes')]
+    if not rows:
+        return None
+    modes = list(dict.fromkeys(m for _, r in rows for m in r['modes']))
+    header = ['model', *[f'{m} img/s' for m in modes], 'build s (' + ', '.join(m for m in modes if m != 'eager') + ')']
+    header.append('max abs diff vs eager')
+    table = []
+    for name, r in rows:
+        cells = [f'**{name}**' if r.get('ours') else name]
+        for m in modes:
+            e = r['modes'].get(m) or {}
+            if e.get('error'):
+                cells.append('failed')
+            elif m == 'eager':
+                cells.append(_fmt_fixed(e.get('img_s')))
+            else:
+                cells.append(f'{_fmt_fixed(e.get("img_s"))} ({_fmt_fixed(e.get("vs_eager"), 2)}x)')
+        others = [r['modes'].get(m) or {} for m in modes if m != 'eager']
+        cells.append(' / '.join(_fmt_fixed(e.get('build_s')) for e in others))
+        cells.append(' / '.join(_fmt_sig(e.get('max_abs_diff')) for e in others))
+        table.append(cells)
+    failed = [(n, m, e['error']) for n, r in rows for m, e in r['modes'].items() if e.get('error')]
+    text = '\n'.join(markdown_table(header, table))
+    text += (
+        '\n\nEach mode is built from the folded eager model in the same worker, checked against it on the timed batch '
+        '(largest |logit difference|), then timed in alternation with it: the ratio is the median of per-round paired '
+        'ratios. compiled: torch.compile (inductor) with freezing; onnxruntime: CPU execution provider, all graph '
+        'optimizations, threads as torch; int8: ONNX Runtime static QDQ (int8 weights per channel, uint8 '
+        'activations), calibrated on random batches for speed (accuracy: `hybrid-zoo export --int8`).'
+    )
+    if failed:
+        text += '\n\nFailed to build: ' + '; '.join(f'{n} {m}: {err}' for n, m, err in failed) + '.'
+    return text
+
+
+def render_modes_plot(doc: dict) -> bytes | None:
+    """Grouped bars: images/s per deployment mode, per model."""
+    rows = [(name, r) for name, r in ordered(doc['models']) if r.get('modes')]
+    if not rows:
+        return None
+    modes = list(dict.fromkeys(m for _, r in rows for m in r['modes']))
+    fig = Figure(figsize=(max(6.0, 0.45 * len(rows) * len(modes)), 4.5), layout='constrained')
+    ax = fig.subplots()
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
+        values = [(r['modes'].get(mode) or {}).get('img_s') or 0 for _, r in rows]
+        ax.bar([j + i * width for j in range(len(rows))], values, width, label=mode)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [n for n, _ in rows], rotation=30, ha='right')
+    ax.set_ylabel(f'images/s, batch {doc["meta"].get("settings", {}).get("batch_size", "")}')
+    ax.set_title('CPU inference by deployment mode')
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=110)
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -385,6 +473,9 @@ def render_markdown(doc: dict) -> str:
         )
         rows = [[t['label'], _measured_text(t), 'pass' if t['passed'] else '**FAIL**'] for t in doc['targets']]
         lines += ['', *note, *markdown_table(['target', 'measured [per-round range]', 'result'], rows)]
+    modes = render_modes_markdown(doc)
+    if modes:
+        lines += ['', 'Deployment modes:', '', modes]
     problems = [(n, r['error']) for n, r in doc['models'].items() if r.get('error')]
     problems += [(n, f'compile: {r["compile_error"]}') for n, r in doc['models'].items() if r.get('compile_error')]
     problems += [(item, 'skipped') for item in meta.get('run', {}).get('skipped', [])]
@@ -493,4 +584,5 @@ def write_outputs(
         write_atomic(out / f'{name}.csv', render_csv(doc)),
         write_atomic(out / f'{name}.md', render_markdown(doc)),
         write_atomic(out / f'{name}.png', render_plot(doc)),
+        *([write_atomic(out / f'{name}-modes.png', plot)] if (plot := render_modes_plot(doc)) else []),
     ]

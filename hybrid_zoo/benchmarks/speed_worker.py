@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from torch import nn
 
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.speed_report import REFERENCE
+from hybrid_zoo.deploy import DeployError, build
 from hybrid_zoo.factory import create_model
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
@@ -222,6 +224,9 @@ def _measure_model(task: dict, config: BenchConfig, rec: _Recorder, dev: _Device
     if task['compile']:
         _measure_compiled(best_net, best_input, config, rec, dev, probe, lock)
         phases.done('compile')
+    if len(config.modes) > 1:
+        _measure_modes(best_net, best_input, config, rec, dev, probe, lock)
+        phases.done('modes')
     elif task.get('compile_skipped'):
         rec.update(compile={'skipped': task['compile_skipped']})
     del run_model, best_net, best_input
@@ -275,6 +280,35 @@ def _measure_compiled(net, inp, config: BenchConfig, rec: _Recorder, dev: _Devic
         rec.update(compile=dict(timed, compile_s=compile_s))
     except Exception as e:  # inductor needs a C++ compiler on CPU; one model failing must not lose the rest
         rec.update(compile={'error': f'{type(e).__name__}: {e}'[:500]})
+    torch._dynamo.reset()
+
+
+def _measure_modes(net, inp, config: BenchConfig, rec: _Recorder, dev: _Device, probe: _CpuProbe, lock) -> None:
+    """Each deployment mode built from the folded eager model (outside the timing lock), checked against it, then
+    timed in alternation with it. int8 is calibrated on random batches here: speed does not depend on the ranges
+    (``hybrid-zoo export --int8`` calibrates on real images and measures the accuracy)."""
+    out: dict[str, dict] = {'eager': {}}
+    fns = {'eager': _forward(net, inp, dev)}
+    calibration = [torch.randn_like(inp) for _ in range(2)]
+    with tempfile.TemporaryDirectory(prefix='hz-modes-') as tmp:
+        for mode in config.modes:
+            if mode == 'eager':
+                continue
+            if dev.device.type != 'cpu':
+                out[mode] = {'error': f'{mode} is a CPU deployment mode; not timed on {dev.device}'}
+                continue
+            try:
+                d = build(copy.deepcopy(net), mode, inp.cpu(), calibration, config.threads, Path(tmp) / mode)
+            except (DeployError, ValueError) as e:
+                out[mode] = {'error': str(e)[:500]}
+                continue
+            out[mode] = {'build_s': d.build_s, 'max_abs_diff': d.max_abs_diff, 'file_mb': d.file_mb}
+            fns[mode] = lambda d=d: d.run(inp)
+        with _timing_lock(lock):
+            timed = _timed(fns, config.warmup, config.iters, dev, probe)
+    for mode, samples in timed.items():
+        out.setdefault(mode, {}).update(samples)
+    rec.update(modes=out)
     torch._dynamo.reset()
 
 

@@ -329,3 +329,20 @@ def test_a_crash_outside_training_is_not_retried():
     compiled = dict(inferred, phase_s={'build': 1.0, 'infer': 2.0, 'compile': 30.0})
     assert bench._crashed_in_training(compiled, -6, False, dict(task, compile=True))
     assert bench._signal_name(-11) == 'SIGSEGV' and bench._signal_name(-200) == 'status -200'
+
+
+def test_deployment_modes_are_columns_checked_against_eager(tmp_path):
+    """--modes: each mode timed in the same worker as eager, with its parity, build time, table and plot."""
+    argv = ['--models', 'test_convnext', *TINY, '--out-dir', str(tmp_path), '--no-train', '--no-latency']
+    argv += ['--no-reference', '--modes', 'compiled', 'onnxruntime', 'int8', '--name', 'modes']
+    assert bench.main(argv) == 0
+    doc = json.loads((tmp_path / 'modes.json').read_text())
+    modes = doc['models']['test_convnext']['modes']
+    assert list(modes) == ['eager', 'compiled', 'onnxruntime', 'int8']
+    for mode in ('compiled', 'onnxruntime', 'int8'):
+        assert modes[mode]['img_s'] > 0 and modes[mode]['vs_eager'] > 0 and modes[mode]['build_s'] >= 0
+        assert modes[mode]['max_abs_diff'] < (0.1 if mode == 'int8' else 1e-3), (mode, modes[mode])
+    assert modes['int8']['file_mb'] < modes['onnxruntime']['file_mb']
+    md = (tmp_path / 'modes.md').read_text()
+    assert 'Deployment modes:' in md and 'int8 img/s' in md
+    assert (tmp_path / 'modes-modes.png').read_bytes()[:4] == b'\x89PNG'
