@@ -87,16 +87,16 @@ class Stream:
     carved: bool
 
 
-def _open(source: str, config: str | None, embedded_cache: str) -> tuple[Any, str, str]:
-    """(IterableDatasetDict, display name, path or None): any supported source, streamed."""
+def _open(source: str, config: str | None, embedded_cache: str) -> tuple[Any, str, str | None, dict[str, int]]:
+    """(IterableDatasetDict, display name, path or None, split sizes when known without a card): any source, streamed."""
     if source == 'default':
         name, path = prepare_default(embedded_cache)
-        return _from_saved(Path(path)), name, path
+        return _saved(Path(path), name)
     path = Path(source).expanduser()
     if path.is_dir() and _is_saved_dataset(path):
-        return _from_saved(path), path.name, str(path)
+        return _saved(path, path.name)
     if path.is_dir():
-        return load_dataset(str(path), name=config, streaming=True), path.name, str(path)
+        return load_dataset(str(path), name=config, streaming=True), path.name, str(path), {}
     if path.is_file() or any(c in source for c in '*?['):
         files = sorted(glob.glob(str(path))) if not path.is_file() else [str(path)]
         kinds = {_SHARD_SUFFIXES.get(Path(f).suffix) for f in files}
@@ -105,23 +105,25 @@ def _open(source: str, config: str | None, embedded_cache: str) -> tuple[Any, st
                 f'{source}: expected parquet (.parquet) or webdataset (.tar) shard files of one kind, got '
                 f'{[os.path.basename(f) for f in files[:5]] or "no file"}'
             )
-        return load_dataset(kinds.pop(), data_files={'train': files}, streaming=True), Path(files[0]).parent.name, None
+        streams = load_dataset(kinds.pop(), data_files={'train': files}, streaming=True)
+        return streams, Path(files[0]).parent.name, None, {}
     if looks_like_path(source):
         raise DataError(f'no such folder or file: {source}')
     try:
-        return load_dataset(source, name=config, streaming=True), source, None
+        return load_dataset(source, name=config, streaming=True), source, None, {}
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f'cannot stream dataset {source!r}: {first}') from e
 
 
-def _from_saved(path: Path):
-    """A ``save_to_disk`` folder as streams of 16 shards per split (``to_iterable_dataset``)."""
+def _saved(path: Path, name: str) -> tuple[Any, str, str, dict[str, int]]:
+    """A ``save_to_disk`` folder as streams of 16 shards per split (``to_iterable_dataset``), with its split sizes."""
     dd = load_from_disk(str(path))
     dd = dd if isinstance(dd, DatasetDict) else DatasetDict({'train': dd})
-    return datasets.IterableDatasetDict(
+    streams = datasets.IterableDatasetDict(
         {s: d.to_iterable_dataset(num_shards=min(16, max(1, len(d)))) for s, d in dd.items()}
     )
+    return streams, name, str(path), {s: len(d) for s, d in dd.items()}
 
 
 def _raw(ds: IterableDataset, image_column: str) -> IterableDataset:
@@ -191,7 +193,7 @@ def open_stream(
     Raises:
         DataError: an unknown source or split, missing columns, a train split that is not sharded enough.
     """
-    streams, name, path = _open(source, config, embedded_cache)
+    streams, name, path, sizes = _open(source, config, embedded_cache)
     if train_split not in streams:
         raise DataError(f'dataset {source} has no split {train_split!r}; it has splits {list(streams)}')
     if val_split is not None and val_split not in streams:
@@ -224,7 +226,7 @@ def open_stream(
         [{image_column: r[image_column], label_column: int(r[label_column])} for r in val_rows]
     ).cast_column(image_column, HFImage())
     val = Split(val_ds, np.arange(len(val_ds)), val_split or 'carved', image_column, label_column)
-    train_examples = _split_size(train, train_split)
+    train_examples = sizes.get(train_split) or _split_size(train, train_split)
     spec = DataSpec(
         name=name,
         path=path,

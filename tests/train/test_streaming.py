@@ -73,6 +73,21 @@ def test_webdataset_shards_stream_without_being_asked(digits, tmp_path):
     assert not wants_streaming(str(pq)) and not wants_streaming(str(root / 'digits')) and not wants_streaming('default')
 
 
+def test_a_saved_dataset_streams_with_its_size_and_a_disjoint_carve(digits):
+    from hybrid_zoo.train.streaming import example_hash, open_stream, samples_per_epoch
+
+    _, root = digits
+    stream = open_stream(str(root / 'digits'), max_val_samples=50, seed=3)
+    assert stream.train_examples == 1437 and samples_per_epoch(stream, None, 0.1) == 1293
+    assert samples_per_epoch(stream, 200, 0.1) == 200
+    val = {
+        example_hash({'bytes': r['image']['bytes']}, r['label'], 3)
+        for r in stream.val.dataset.cast_column('image', data.HFImage(decode=False))
+    }
+    train = {example_hash(ex['image'], ex['label'], 3) for ex in stream.train}
+    assert len(val) == 50 and not val & train and 1000 < len(train) < 1437
+
+
 def _run(args, env=None, **kw):
     return subprocess.run(args, env=env or _env(), capture_output=True, text=True, **kw)
 
