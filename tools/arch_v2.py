@@ -107,7 +107,7 @@ def report(bench_path: Path) -> dict:
             'paired_se': None if se is None else round(se, 3),
             'infer_ratio': infer,
             'train_ratio': train,
-            'adopted': None if arm == 'v1' else bool(accurate and faster),
+            'adopted': None if arm == 'v1' or se is None else bool(accurate and faster),  # None: too few seeds
         }
     (RESULTS / 'arch-v2.json').write_text(json.dumps(out, indent=1) + '\n')
     return out

@@ -32,6 +32,15 @@ ARMS: dict[str, dict] = {
     'kv4': {'kv_reductions': (1, 4, 1, 1)},
 }
 SEP = '__'
+# one line per arm, for the design-notes table
+DESCRIPTIONS: dict[str, str] = {
+    'nodw': 'FFN without its dw3x3',
+    'sha': '1 head on C/4 (SHViT)',
+    'sha_nodw': 'sha + nodw',
+    'alt2': 'attention every 2nd block (NextViT)',
+    'alt2_nodw': 'alt2 + nodw',
+    'kv4': 'K/V pooled 4x at stride 8',
+}
 
 
 @functools.cache

@@ -277,6 +277,40 @@ def loader_throughput_table(results: Path) -> str | None:
     )
 
 
+def arch_v2_table(results: Path) -> str | None:
+    """Architecture v2: every candidate's speed and yardstick accuracy against v1, and the decision
+    (``tools/arch_v2.py report``)."""
+    path = results / 'arch-v2.json'
+    if not path.exists():
+        return None
+    # imported here: the module registers the candidate arms in timm, which no other block needs
+    from hybrid_zoo.benchmarks.candidates import DESCRIPTIONS, arm_kwargs
+
+    d = read_json(path)
+
+    def ratio(r: dict | None) -> str:
+        return '-' if not r else f'{r["median"]:.2f}x [{min(r["per_round"]):.2f}-{max(r["per_round"]):.2f}]'
+
+    rows = []
+    for arm, a in d['arms'].items():
+        if arm == 'v1':
+            continue
+        depths = arm_kwargs(d['model'], arm)['depths']
+        diff = '-' if a['paired_mean'] is None else f'{a["paired_mean"]:+.2f}'
+        diff += '' if a['paired_se'] is None else f' ± {a["paired_se"]:.2f} (n={len(a["seeds"])})'
+        decision = {True: '**adopted**', False: 'no', None: 'pending'}[a['adopted']]
+        rows.append([f'`{arm}`', DESCRIPTIONS[arm], '-'.join(map(str, depths)), ratio(a['infer_ratio']),
+                     ratio(a['train_ratio']), diff, decision])  # fmt: skip
+    noise = d['v1_seed_noise']
+    head = ['arm', 'change', 'depths', 'inference x v1', 'training x v1', 'top-1 change, paired (points)', 'adopted']
+    if noise['std'] is None:
+        return _table(head, rows)
+    return _table(head, rows) + (
+        f'\n\nv1: {noise["mean"]:.2f}% test top-1, seed std {noise["std"]:.2f} (seeds {noise["seeds"]}). Speed: paired '
+        f'per-round ratios, one interleaved bench run (`{d["bench"]}`). Source: `model_cards/results/arch-v2.json`.'
+    )
+
+
 def describe_block(results: Path) -> str:
     """``hybrid-zoo describe convformer_small`` at 224 px, as it prints (computed from the model, not measured)."""
 
@@ -303,6 +337,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'kernel_levers_table': kernel_levers_table,
     'dw_ab_table': dw_ab_table,
     'loader_throughput': loader_throughput_table,
+    'arch_v2_table': arch_v2_table,
 }
 
 
