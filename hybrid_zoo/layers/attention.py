@@ -12,10 +12,10 @@ from .fold import fold_bn_before, fold_scale_after
 
 
 @register_notrace_function  # a layout branch torch.fx cannot trace; kept as one graph leaf
-def heads_to_map(x: torch.Tensor, like: torch.Tensor, channels: int | None = None) -> torch.Tensor:
-    """(B, nh, N, hd) -> (B, nh * hd, H, W) in the memory format of ``like`` (B, C, H, W)."""
-    B, C, H, W = like.shape
-    C = channels or C
+def heads_to_map(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, nh, N, hd) -> (B, nh * hd, H, W) with the spatial size and memory format of ``like`` (B, C, H, W)."""
+    B, _, H, W = like.shape
+    C = x.shape[1] * x.shape[3]
     x = x.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, nh, N, hd) -> (B, N, C) -> (B, C, H, W)
     if not like.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous()  # the permute leaves channels_last strides; keep NCHW models NCHW
@@ -76,7 +76,7 @@ class Attention(nn.Module):
         kv = self.kv(self.kv_pool(x)).flatten(2).transpose(1, 2)  # (B, 2A, h, w) -> (B, M, 2A), M = h * w
         k, v = kv.reshape(B, -1, 2, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, M, 2A) -> 2 x (B, nh, M, hd)
         attn = F.scaled_dot_product_attention(q, k, v)  # (B, nh, N, hd)
-        return self.proj(heads_to_map(attn, x, nh * hd))
+        return self.proj(heads_to_map(attn, x))
 
 
 class ConvFFN(nn.Module):
