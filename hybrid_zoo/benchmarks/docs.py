@@ -298,11 +298,11 @@ def arch_v2_table(results: Path) -> str | None:
         depths = arm_kwargs(d['model'], arm)['depths']
         diff = '-' if a['paired_mean'] is None else f'{a["paired_mean"]:+.2f}'
         diff += '' if a['paired_se'] is None else f' ± {a["paired_se"]:.2f} (n={len(a["seeds"])})'
-        decision = {True: '**adopted**', False: 'no', None: 'pending'}[a['adopted']]
+        decision = {True: '**passes**', False: 'no', None: 'pending'}[a['adopted']]
         rows.append([f'`{arm}`', DESCRIPTIONS[arm], '-'.join(map(str, depths)), ratio(a['infer_ratio']),
                      ratio(a['train_ratio']), diff, decision])  # fmt: skip
     noise = d['v1_seed_noise']
-    head = ['arm', 'change', 'depths', 'inference x v1', 'training x v1', 'top-1 change, paired (points)', 'adopted']
+    head = ['arm', 'change', 'depths', 'inference x v1', 'training x v1', 'top-1 change, paired (points)', 'rule']
     if noise['std'] is None:
         return _table(head, rows)
     return _table(head, rows) + (
