@@ -628,6 +628,20 @@ def _prepare_columns(dd, image_column: str):
     return dd
 
 
+def choose_splits(splits, source: str, train_split: str, val_split: str | None) -> str | None:
+    """The validation split: ``val_split`` if given, else the first of validation/valid/val present (else None).
+
+    Raises:
+        DataError: ``train_split`` or a given ``val_split`` is not among ``splits`` (the message lists them).
+    """
+    for name in (train_split, val_split):
+        if name is not None and name not in splits:
+            raise DataError(f'dataset {source} has no split {name!r}; it has splits {list(splits)}')
+    if val_split is None:
+        val_split = next((s for s in VAL_SPLIT_CANDIDATES if s in splits and s != train_split), None)
+    return val_split
+
+
 def load_train_val(
     dataset: str = 'default',
     *,
@@ -670,12 +684,7 @@ def load_train_val(
         DataError: missing splits or columns, labels outside ``[0, num_classes)``.
     """
     dd, source = open_dataset(dataset, config, embedded_cache)
-    if train_split not in dd:
-        raise DataError(f'dataset {source} has no split {train_split!r}; it has splits {list(dd)}')
-    if val_split is not None and val_split not in dd:
-        raise DataError(f'dataset {source} has no split {val_split!r}; it has splits {list(dd)}')
-    if val_split is None:
-        val_split = next((s for s in VAL_SPLIT_CANDIDATES if s in dd and s != train_split), None)
+    val_split = choose_splits(dd, source, train_split, val_split)
     image_column, label_column = detect_columns(dd[train_split].features, image_column, label_column)
     splits = [train_split] + ([val_split] if val_split else [])
     for s in splits:
@@ -1001,8 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
         which = 'fashion-mnist' if fashion_mnist_available(fm_dir) else 'digits'
     jobs = []
     if args.source:
-        pass
-    elif which in ('fashion-mnist', 'all'):
+        which = 'none'  # the given dataset is sharded; no embedded one is prepared
+    if which in ('fashion-mnist', 'all'):
         if which == 'all' and not fashion_mnist_available(fm_dir):
             logger.warning(
                 'Fashion-MNIST skipped: its IDX files are not in %s (apt-get install -y dataset-fashion-mnist, or '
@@ -1011,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             jobs.append(('fashion_mnist', lambda path: prepare_fashion_mnist(path, fm_dir)))
-    if not args.source and which in ('digits', 'all'):
+    if which in ('digits', 'all'):
         jobs.append(('digits', prepare_digits))
     try:
         written = [_prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]

@@ -514,37 +514,26 @@ def _setup(cfg: TrainConfig) -> _Setup:
             f'--max-train-samples {cfg.max_train_samples} is for map-style data; a stream is never held whole: set '
             'the epoch with --samples-per-epoch N'
         )
+    common = dict(  # the data options both loaders take
+        config=cfg.dataset_config,
+        train_split=cfg.train_split,
+        val_split=cfg.val_split,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
+        num_classes=cfg.num_classes,
+        max_val_samples=cfg.max_val_samples,
+        embedded_cache=cfg.embedded_cache,
+    )
     stream = None
     with acc.main_process_first():  # the main process prepares/downloads and caches first
         if streaming:
-            stream = open_stream(
-                cfg.dataset,
-                config=cfg.dataset_config,
-                train_split=cfg.train_split,
-                val_split=cfg.val_split,
-                val_fraction=cfg.val_fraction,
-                seed=cfg.seed,
-                image_column=cfg.image_column,
-                label_column=cfg.label_column,
-                num_classes=cfg.num_classes,
-                max_val_samples=cfg.max_val_samples,
-                embedded_cache=cfg.embedded_cache,
-            )
+            stream = open_stream(cfg.dataset, **common)
             train_split, val_split, spec = None, stream.val, stream.spec
         else:
             train_split, val_split, spec = load_train_val(
-                cfg.dataset,
-                config=cfg.dataset_config,
-                train_split=cfg.train_split,
-                val_split=cfg.val_split,
-                val_fraction=cfg.val_fraction,
-                seed=cfg.seed,
-                image_column=cfg.image_column,
-                label_column=cfg.label_column,
-                num_classes=cfg.num_classes,
-                max_train_samples=cfg.max_train_samples,
-                max_val_samples=cfg.max_val_samples,
-                embedded_cache=cfg.embedded_cache,
+                cfg.dataset, max_train_samples=cfg.max_train_samples, **common
             )
     model = build_model(cfg, spec.num_classes)
     data_cfg = model_data_config(model, cfg.img_size, cfg.in_chans)

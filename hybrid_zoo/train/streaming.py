@@ -52,12 +52,12 @@ from datasets import Image as HFImage
 from datasets.distributed import split_dataset_by_node
 
 from hybrid_zoo.train.data import (
-    VAL_SPLIT_CANDIDATES,
     DataError,
     DataSpec,
     Split,
     _is_image_struct,
     _is_saved_dataset,
+    choose_splits,
     detect_columns,
     looks_like_path,
     prepare_default,
@@ -194,12 +194,7 @@ def open_stream(
         DataError: an unknown source or split, missing columns, a train split that is not sharded enough.
     """
     streams, name, path, sizes = _open(source, config, embedded_cache)
-    if train_split not in streams:
-        raise DataError(f'dataset {source} has no split {train_split!r}; it has splits {list(streams)}')
-    if val_split is not None and val_split not in streams:
-        raise DataError(f'dataset {source} has no split {val_split!r}; it has splits {list(streams)}')
-    if val_split is None:
-        val_split = next((s for s in VAL_SPLIT_CANDIDATES if s in streams and s != train_split), None)
+    val_split = choose_splits(streams, source, train_split, val_split)
     train = streams[train_split]
     image_column, label_column = detect_columns(train.features, image_column, label_column)
     label_names = _label_names(train, label_column, num_classes)
