@@ -38,8 +38,11 @@ def _what(name: str, module: nn.Module, width: int) -> str:
         return {'stem': 'conv 3x3 s2 -> BN -> GELU -> conv 3x3 s2 -> BN', 'head': 'avg pool -> LayerNorm -> Linear'}[
             name
         ]
-    kind = 'attention' if isinstance(blocks[0], AttnBlock) else 'conv'
+    attention = sum(isinstance(b, AttnBlock) for b in blocks)
     down = '' if isinstance(module.downsample, nn.Identity) else 'conv 3x3 s2 + BN, then '
+    if 0 < attention < len(blocks):
+        return f'{down}{len(blocks)} blocks: {attention} attention alternating with {len(blocks) - attention} conv, width {width}'
+    kind = 'attention' if attention else 'conv'
     return f'{down}{len(blocks)} {kind} block{"s" if len(blocks) > 1 else ""}, width {width}'
 
 

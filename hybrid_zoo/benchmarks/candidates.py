@@ -1,7 +1,8 @@
 """Architecture v2 candidates: each design change as data, registered as timm models only when imported.
 
-``import hybrid_zoo.benchmarks.candidates`` registers ``<architecture>__<arm>`` for every arm below (for example
-``convformer_tiny__sha``), so the speed benchmark times them like any model
+Every arm is a change to architecture v1 (``VARIANTS_V1``; ``alt2`` passed the rule and is v2, the registered
+design). ``import hybrid_zoo.benchmarks.candidates`` registers ``<architecture>__<arm>`` for every arm below (for
+example ``convformer_tiny__sha``; ``convformer_tiny__v1`` is v1 itself), so the speed benchmark times them like any model
 (``hybrid-zoo bench --import hybrid_zoo.benchmarks.candidates --models ...``) and ``hybrid-zoo compare`` prices
 them on the yardstick (``--model-kwargs``, from :func:`arm_kwargs`). Each arm keeps its architecture's GMACs within
 5% of v1 by deepening stage 3 (the saved FLOPs come back as the 1x1-conv GEMMs of extra blocks).
@@ -16,10 +17,11 @@ from timm.models import register_model
 from hybrid_zoo.flops import count_macs
 from hybrid_zoo.models.convformer_fusion import _create
 from hybrid_zoo.models.model import ConvFormerFusion
-from hybrid_zoo.models.variants import VARIANTS
+from hybrid_zoo.models.variants import VARIANTS_V1
 
 # arm -> the design change
 ARMS: dict[str, dict] = {
+    'v1': {},  # the baseline: attention in every block of the attention stages
     # the depthwise 3x3 taken out of the attention blocks' 4x-wide FFN (GELU straight after fc1)
     'nodw': {'ffn_dw': False},
     # SHViT-style attention: one head on a quarter of the channels
@@ -34,6 +36,7 @@ ARMS: dict[str, dict] = {
 SEP = '__'
 # one line per arm, for the design-notes table
 DESCRIPTIONS: dict[str, str] = {
+    'v1': 'architecture v1',
     'nodw': 'FFN without its dw3x3',
     'sha': '1 head on C/4 (SHViT)',
     'sha_nodw': 'sha + nodw',
@@ -45,17 +48,18 @@ DESCRIPTIONS: dict[str, str] = {
 
 @functools.cache
 def arm_kwargs(architecture: str, arm: str) -> dict:
-    """Constructor kwargs of ``arm`` applied to a registered v1 ``architecture``, FLOP-matched.
+    """The whole architecture (constructor kwargs) of ``arm`` applied to v1 of a registered ``architecture``,
+    FLOP-matched: complete, so that it builds the arm whatever the registered defaults are.
 
     The stage-3 depth is the shallowest (v1's or deeper) whose GMACs at 224 px (attention counted) are within 5% of v1's.
     """
-    cfg = VARIANTS[architecture]
+    cfg = VARIANTS_V1[architecture]
     kwargs = {**cfg.kwargs(), **ARMS[arm]}
     ref = _gmacs(cfg.kwargs())
     for extra in range(0, 9):
         depths = (*cfg.depths[:2], cfg.depths[2] + extra, cfg.depths[3])
         if abs(_gmacs({**kwargs, 'depths': depths}) / ref - 1) < 0.05:
-            return {**ARMS[arm], 'depths': depths}
+            return {**kwargs, 'depths': depths}
     raise ValueError(f'{architecture} {arm}: no stage-3 depth up to +8 blocks matches the GMACs of v1 within 5%')
 
 
@@ -68,7 +72,7 @@ def _entrypoint(architecture: str, arm: str):
         return _create(
             architecture,
             pretrained=False,
-            **dict(VARIANTS[architecture].kwargs(), **arm_kwargs(architecture, arm), **kwargs),
+            **dict(arm_kwargs(architecture, arm), **kwargs),
         )
 
     create.__name__ = create.__qualname__ = f'{architecture}{SEP}{arm}'
@@ -76,7 +80,7 @@ def _entrypoint(architecture: str, arm: str):
 
 
 CANDIDATES: tuple[str, ...] = tuple(
-    f'{a}{SEP}{arm}' for a in VARIANTS for arm in ARMS if arm != 'kv4' or VARIANTS[a].fusion == 'early'
+    f'{a}{SEP}{arm}' for a in VARIANTS_V1 for arm in ARMS if arm != 'kv4' or VARIANTS_V1[a].fusion == 'early'
 )
 for _n in CANDIDATES:
     _a, _arm = _n.split(SEP)

@@ -32,6 +32,7 @@ from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
+from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS
 from hybrid_zoo.train.data import prepare_fashion_mnist
 from hybrid_zoo.train.evaluate import create_model, evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
@@ -165,6 +166,7 @@ def run_one(
         'seed': seed,
         'recipe': recipe.name,
         'model_kwargs': dict(model_kwargs or {}),
+        'architecture_version': ARCH_VERSION if model in VARIANTS else None,
         'test_top1': round(test['top1'], 3),
         'test_top5': round(test['top5'], 3),
         'val_top1': round(final['top1'], 3),
@@ -248,7 +250,7 @@ def compare(
         raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
     work = Path(work_dir) / (f'{recipe.name}-{variant}' if variant else recipe.name)
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows = [] if report_only else _other_models_rows(results, models, recipe, variant, model_kwargs)
     pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
     if report_only:  # summarise the finished runs, train nothing
         done = [work / f'{m}-s{s}' / 'compare_row.json' for m, s in pairs]
@@ -369,11 +371,28 @@ def pick_advice(data: dict, bench: dict) -> str | None:
     return text
 
 
-def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
-    """Each model's best test run over the given results files, among recipes at ``img_size`` without a variant.
+def _other_models_rows(
+    results: str | os.PathLike, models: Sequence[str], recipe: Recipe, variant: str | None, model_kwargs: dict | None
+) -> list[dict]:
+    """The runs of other models in an existing results file of the same recipe and design: a comparison that reruns
+    some models (a changed architecture) keeps the rest, which the change does not touch."""
+    if not Path(results).exists():
+        return []
+    old = read_json(results)
+    same = (old.get('recipe'), old.get('variant'), old.get('model_kwargs') or {}) == (
+        dataclasses.asdict(recipe),
+        variant,
+        dict(model_kwargs or {}),
+    )
+    return [r for r in old['runs'] if r['model'] not in models] if same else []
 
-    A design variant's runs (``--variant``) are left out: what is published must be what the registry builds;
-    so are runs that kept no weights (the GPU protocol's).
+
+def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
+    """Each model's run with the best validation top-1 (carved from train: the test split never picks) over the given
+    results files, among recipes at ``img_size`` without a variant.
+
+    A design variant's runs (``--variant``) are left out: what is published must be what the registry builds; so are
+    runs of an earlier architecture version and runs that kept no weights (the GPU protocol's).
     """
     best: dict[str, dict] = {}
     for f in results_files:
@@ -383,7 +402,9 @@ def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str],
         for row in data['runs']:
             if row['model'] not in models or not row.get('model_dir'):
                 continue
-            if row['test_top1'] > best.get(row['model'], {}).get('test_top1', -1.0):
+            if row['model'] in VARIANTS and row.get('architecture_version') != ARCH_VERSION:
+                continue
+            if row['val_top1'] > best.get(row['model'], {}).get('val_top1', -1.0):
                 best[row['model']] = dict(row, results_file=Path(f).name)
     return best
 

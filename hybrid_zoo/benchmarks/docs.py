@@ -45,7 +45,8 @@ def model_table(results: Path) -> str | None:
     fmnist = read_json(results / 'fmnist-cpu64.json')['summary'] if (results / 'fmnist-cpu64.json').exists() else {}
     rows = []
     for name, r in stats['models'].items():
-        attends = ''.join('A' if i + 1 in r['attention_stages'] else 'C' for i in range(4))
+        attn = 'A' if r.get('attn_every', 1) == 1 else f'A/{r["attn_every"]}'
+        attends = [attn if i + 1 in r['attention_stages'] else 'C' for i in range(4)]
         rows.append(
             [
                 f'`{name}`',
@@ -66,7 +67,7 @@ def model_table(results: Path) -> str | None:
             [
                 'model',
                 'fusion',
-                'stages (C conv, A attention)',
+                'stages (C conv, A attention, A/2 in every 2nd block)',
                 'widths',
                 'depths',
                 'params (M)',
@@ -295,11 +296,15 @@ def arch_v2_table(results: Path) -> str | None:
     for arm, a in d['arms'].items():
         if arm == 'v1':
             continue
-        depths = arm_kwargs(d['model'], arm)['depths']
-        diff = '-' if a['paired_mean'] is None else f'{a["paired_mean"]:+.2f}'
-        diff += '' if a['paired_se'] is None else f' ± {a["paired_se"]:.2f} (n={len(a["seeds"])})'
-        decision = {True: '**passes**', False: 'no', None: 'pending'}[a['adopted']]
-        rows.append([f'`{arm}`', DESCRIPTIONS[arm], '-'.join(map(str, depths)), ratio(a['infer_ratio']),
+        depths = arm_kwargs(a.get('baseline', d['model']), arm)['depths']
+        if 'not_priced' in a:
+            diff, decision = a['not_priced'], 'not priced'
+        else:
+            diff = '-' if a['paired_mean'] is None else f'{a["paired_mean"]:+.2f}'
+            diff += '' if a['paired_se'] is None else f' ± {a["paired_se"]:.2f} (n={len(a["seeds"])})'
+            decision = {True: '**adopted: v2**', False: 'no', None: 'pending'}[a['adopted']]
+        change = DESCRIPTIONS[arm] + ('' if 'baseline' not in a else f' (`{a["baseline"]}`)')
+        rows.append([f'`{arm}`', change, '-'.join(map(str, depths)), ratio(a['infer_ratio']),
                      ratio(a['train_ratio']), diff, decision])  # fmt: skip
     noise = d['v1_seed_noise']
     head = ['arm', 'change', 'depths', 'inference x v1', 'training x v1', 'top-1 change, paired (points)', 'rule']

@@ -12,7 +12,7 @@ from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.models import VARIANTS, list_variants
-from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE, SIZE_OF
+from hybrid_zoo.models.variants import ARCH_VERSION, FIRST_ATTENTION_STAGE, SIZE_OF
 from hybrid_zoo_cli.stats import build_parser
 
 _log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ def model_stats(name: str, input_size: Sequence[int] = (3, 224, 224)) -> dict:
         'gmacs': round(macs.gmacs, 4),
         'attention_gmacs': round(macs.attention_gmacs, 4),
         'attention_stages': list(range(FIRST_ATTENTION_STAGE[cfg.fusion] + 1, 5)),  # 1-based
+        'attn_every': cfg.attn_every,
+        'architecture_version': ARCH_VERSION,
         'depths': list(cfg.depths),
         'widths': list(cfg.widths),
         'head_dim': cfg.head_dim,

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,7 @@ def _strides(strides: list[int]) -> str:
     return ', '.join(str(s) for s in strides)
 
 
-def _attention_text(attention_stages: list[int], strides: list[int] | None) -> str:
+def _attention_text(attention_stages: list[int], strides: list[int] | None, attn_every: int = 1) -> str:
     """'attention in stages 3-4 (output strides 16, 32)' from 1-based stage numbers."""
     stages = list(attention_stages)
     if not stages:
@@ -150,23 +151,36 @@ def _attention_text(attention_stages: list[int], strides: list[int] | None) -> s
     span = f'stage {stages[0]}' if len(stages) == 1 else f'stages {stages[0]}-{stages[-1]}'
     if strides and max(stages) <= len(strides):
         span += f' (output stride{"s" if len(stages) > 1 else ""} {_strides([strides[s - 1] for s in stages])})'
+    if attn_every > 1:
+        nth = {2: 'second', 3: 'third'}.get(attn_every, f'{attn_every}th')
+        span = f'every {nth} block of {span}, conv blocks between'
     return f'convolution stages first, attention in {span}'
 
 
-def _hybrid_zoo_variant(arch: str) -> dict | None:
-    """fusion, size and attention stages of a hybrid_zoo architecture, from its variant table."""
+def _hybrid_zoo_variant(arch: str, model_args: dict | None = None) -> dict | None:
+    """fusion, size, attention stages and architecture version of a hybrid_zoo architecture built with
+    ``model_args`` (a config's), from its variant table."""
     try:
-        from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE, SIZE_OF, VARIANTS
+        from hybrid_zoo.models.variants import ARCH_VERSION, FIRST_ATTENTION_STAGE, SIZE_OF, VARIANTS, VARIANTS_V1
     except ImportError:
         return None
     cfg = VARIANTS.get(arch)
     if cfg is None:
         return None
-    first = FIRST_ATTENTION_STAGE[cfg.fusion]
+    fields = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in (model_args or {}).items()
+        if k in cfg.__dataclass_fields__
+    }
+    built = replace(cfg, **fields)
+    version = ARCH_VERSION if built == cfg else 1 if built == VARIANTS_V1[arch] else None
+    first = FIRST_ATTENTION_STAGE[built.fusion]
     return {
-        'fusion': cfg.fusion,
+        'fusion': built.fusion,
         'size': SIZE_OF[arch],
-        'attention_stages': list(range(first + 1, len(cfg.depths) + 1)),
+        'attention_stages': list(range(first + 1, len(built.depths) + 1)),
+        'attn_every': built.attn_every,
+        'architecture': f'architecture v{version}' if version else 'a custom architecture',
     }
 
 
@@ -344,7 +358,7 @@ def render_card(
             model = build_from_folder(folder)
         _MEASURED[key] = measure(model, input_size)
     stats = _MEASURED[key]
-    variant = _hybrid_zoo_variant(arch)
+    variant = _hybrid_zoo_variant(arch, config.get('model_args'))
     fusion = (config.get('model_args') or {}).get('fusion') or (variant or {}).get('fusion')
     labels = config.get('label_names') or []
     num_classes = config.get('num_classes', len(labels))
@@ -376,9 +390,10 @@ def render_card(
             summary += f', **{fmt(results["top1"])} % top-1** on its {split} split{images}'
     summary += '.'
     if variant:
-        attention = _attention_text(variant['attention_stages'], stats['feature_strides'])
+        attention = _attention_text(variant['attention_stages'], stats['feature_strides'], variant['attn_every'])
         summary += (
-            f' The architecture is the {variant["size"]} ConvFormer-fusion model with {fusion} fusion: {attention}.'
+            f' The architecture is the {variant["size"]} ConvFormer-fusion model with {fusion} fusion'
+            f' ({variant["architecture"]}): {attention}.'
         )
     if base_model:
         summary += f' Fine-tuned from [{base_model}](https://huggingface.co/{base_model}).'
@@ -558,8 +573,9 @@ def render_architecture_card(
     strides = stats.get('feature_strides') or []
     summary = f'{name}.'
     if fusion and 'attention_stages' in stats:
-        attention = _attention_text(stats['attention_stages'], strides)
-        summary = f'The {stats.get("size", "")} ConvFormer-fusion architecture with **{fusion}** fusion: {attention}.'
+        attention = _attention_text(stats['attention_stages'], strides, stats.get('attn_every', 1))
+        version = f' (architecture v{stats["architecture_version"]})' if 'architecture_version' in stats else ''
+        summary = f'The {stats.get("size", "")} ConvFormer-fusion architecture{version} with **{fusion}** fusion: {attention}.'
     input_size = stats.get('input_size') or (meta or {}).get('input_size') or [3, 224, 224]
     io_rows = [
         ('input', f'float tensor (B, {input_size[0]}, H, W); cards measure at {fmt(input_size)}. '

@@ -6,6 +6,7 @@ timm keys a model by its entrypoint's function name and files it under this modu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from .model import ConvFormerFusion
 from .pretrained import check_weights_reachable, keep_untagged_default, pretrained_tags
-from .variants import VARIANTS
+from .variants import ARCH_VERSION, VARIANTS, ConvFormerCfg
 
 __all__ = ['MODEL_NAMES', 'checkpoint_filter_fn', 'default_cfgs']
 
@@ -47,10 +48,12 @@ keep_untagged_default(default_cfgs)
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: ConvFormerFusion) -> Mapping[str, Any]:
-    """Map a checkpoint onto ``model``'s parameter names before timm loads it.
+    """Map a checkpoint onto ``model``'s parameter names before timm loads it, or refuse it.
 
-    A training checkpoint wrapped as ``{'state_dict': ...}`` or ``{'model': ...}`` is unwrapped; any other dict
-    comes back unchanged (the published ``model.safetensors`` files already use the current names). This is the
+    A training checkpoint wrapped as ``{'state_dict': ...}`` or ``{'model': ...}`` is unwrapped. The checkpoint's
+    block layout (which blocks of which stage have attention) must be ``model``'s: weights of another architecture
+    version (v1 weights, published before hybrid_zoo 0.2, have attention in every block of the attention stages)
+    are refused with the kwargs that build their architecture, never loaded into changed modules. This is also the
     single place where a future rename of a module maps the names of already published weights to the new ones
     (as timm's ``checkpoint_filter_fn`` of each model file does), so old repos keep loading.
 
@@ -60,18 +63,62 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: ConvFormerFusion)
 
     Returns:
         The state dict with the model's parameter names.
+
+    Raises:
+        ValueError: The checkpoint's blocks are not ``model``'s.
     """
     for key in ('state_dict', 'model'):
         if isinstance(state_dict.get(key), Mapping):
-            return state_dict[key]
+            state_dict = state_dict[key]
+            break
+    have, want = block_layout(state_dict), block_layout(model.state_dict())
+    if have and have != want:
+        raise ValueError(
+            f'these weights do not fit {type(model).__name__} as built: the checkpoint has {_describe(have)}, the '
+            f'model has {_describe(want)}. Architecture v{ARCH_VERSION} has attention in every second block of '
+            f'the attention stages; weights of another version load into the architecture they were trained with: pass '
+            f'{_kwargs_for(have)} to timm.create_model'
+        )
     return state_dict
+
+
+def block_layout(state_dict: Mapping[str, Any]) -> tuple[str, ...]:
+    """Per stage, one letter per block: ``a`` (attention block) or ``c`` (conv block), from parameter names."""
+    kinds: dict[int, dict[int, str]] = {}
+    for key in state_dict:
+        m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.(\w+)', key)
+        if m:
+            stage, block = kinds.setdefault(int(m[1]), {}), int(m[2])
+            stage[block] = 'a' if m[3] in ('attn', 'cpe') or stage.get(block) == 'a' else 'c'
+    return tuple(''.join(blocks[i] for i in sorted(blocks)) for _, blocks in sorted(kinds.items()))
+
+
+def _describe(layout: tuple[str, ...]) -> str:
+    return (
+        'depths '
+        + '-'.join(str(len(s)) for s in layout)
+        + ' with attention in blocks '
+        + ' | '.join(','.join(str(i) for i, k in enumerate(s) if k == 'a') or '-' for s in layout)
+    )
+
+
+def _kwargs_for(layout: tuple[str, ...]) -> str:
+    depths = tuple(len(s) for s in layout)
+    for every in range(1, max(depths) + 1):  # the attn_every that gives this layout, if any
+        if all(s == _layout(len(s), 'a' in s, every) for s in layout):
+            return f'depths={depths}, attn_every={every}'
+    return f'depths={depths} and the attention placement of the weights'
+
+
+def _layout(depth: int, attention: bool, every: int) -> str:
+    return ''.join('a' if attention and (depth - 1 - i) % every == 0 else 'c' for i in range(depth))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusion:
     if pretrained:
         cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
         check_weights_reachable(cfg.to_dict(), cache_dir=kwargs.get('cache_dir'))
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         ConvFormerFusion,
         variant,
         pretrained,
@@ -79,6 +126,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusio
         pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
     )
+    # timm's save_for_hf writes its factory's record of the model's args (``_model_args``, which create_model
+    # completes with the caller's kwargs) as config.json's model_args: with the whole architecture in it, a published
+    # config rebuilds what was trained, also under a later architecture version
+    arch = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if k in ConvFormerCfg.__dataclass_fields__
+    }
+    model._model_args = {**arch, **getattr(model, '_model_args', {})}
+    return model
 
 
 def _entrypoint(name: str):

@@ -3,8 +3,8 @@
 A tag is ``<architecture>.<tag>`` with ``hf_hub_id='<HUB_ORG>/<architecture>.<tag>'``, so
 ``timm.create_model('convformer_tiny_late.fmnist_64', pretrained=True)`` downloads ``model.safetensors`` from
 that repo (through ``HF_ENDPOINT``, so a local Hub server serves it as well as huggingface.co) and builds the
-model its cfg describes: here 1 input channel, 10 classes, 64 px. The weights are the best test run of each
-model in the Fashion-MNIST comparison; ``hybrid-zoo compare --publish`` pushes them.
+model its cfg describes: here 1 input channel, 10 classes, 64 px. The weights are each model's run with the best
+validation top-1 (carved from train) in the Fashion-MNIST comparison; ``hybrid-zoo compare --publish`` pushes them.
 
 Before timm downloads a tag's weights, ``check_weights_reachable`` looks once (local cache, then one HEAD
 request with a short timeout): weights that are nowhere to be found fail in seconds with

@@ -54,7 +54,9 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import temp_dir_beside, write_atomic
+from hybrid_zoo.models.model import ConvFormerFusion
 from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
+from hybrid_zoo.models.variants import ARCH_VERSION
 from hybrid_zoo.train.checkpoints import (  # noqa: F401 (the errors are re-exported)
     CHECKPOINT_FORMAT,
     MANIFEST,
@@ -420,6 +422,8 @@ def export_model(run: _Run, spec, data_cfg: dict, final: dict, results: dict, hi
     dst = run.out / 'model'
     tmp = temp_dir_beside(dst)
     model_config = {'label_names': list(run.label_names), 'pretrained_cfg': {'tag': _tag(spec.name)}}
+    if isinstance(net, ConvFormerFusion):  # the package's architecture version; model_args hold the architecture
+        model_config['hybrid_zoo_architecture_version'] = ARCH_VERSION
     save_for_hf(net, tmp, model_config=model_config, safe_serialization=True, data_config=data_cfg)
     (tmp / 'pytorch_model.bin').unlink(missing_ok=True)  # safetensors only
     write_json(tmp / 'results.json', results)

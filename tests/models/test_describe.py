@@ -36,7 +36,7 @@ def test_cli_prints_the_table_and_rejects_bad_input():
     out = subprocess.run([*run, 'convformer_small'], capture_output=True, text=True, check=True).stdout
     assert (
         '(1, 320, 14, 14)' in out
-        and '12 attention blocks, width 320' in out
+        and '15 blocks: 8 attention alternating with 7 conv, width 320' in out
         and out.splitlines()[-1].startswith('total')
     )
     bad = subprocess.run([*run, 'convformer_tiny', '--img-size', '16'], capture_output=True, text=True)
