@@ -241,7 +241,25 @@ def _export_int8(model: nn.Module, args, in_chans: int) -> int:
     if args.evaluate_split:
         report.update(int8_accuracy(model, path, args.calibration_dataset, args.evaluate_split))
     print(json.dumps(report))
+    if args.record:
+        record_int8(args.record, model, {**report, 'onnx_int8': path.name}, source=args.model)
     return 0
+
+
+def record_int8(results: str | os.PathLike, model: nn.Module, report: dict, source: str) -> dict:
+    """Add ``report`` to the results file ``results`` under ``model``'s architecture; other entries stay.
+
+    ``source`` names the weights (a local folder is recorded by its name only: no local path is published).
+    """
+    results = Path(results)
+    data = json.loads(results.read_text()) if results.exists() else {'models': {}}
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or source
+    if source.startswith('local-dir:'):
+        source = 'local-dir:' + Path(source.split(':', 1)[1]).resolve().parent.name
+    data['meta'] = machine_meta()
+    data['models'][arch] = {**report, 'weights': source, 'date': data['meta'].get('date')}
+    write_json_atomic(results, data)
+    return data
 
 
 if __name__ == '__main__':

@@ -44,4 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='SPLIT',
         help='also report fp32 and int8 top-1 on this split of the calibration dataset (e.g. test)',
     )
+    g.add_argument(
+        '--record',
+        metavar='JSON',
+        help='also add the report to this results file under the architecture name (other entries are kept), '
+        'e.g. model_cards/results/int8-fmnist.json, which the model cards show',
+    )
     return p

@@ -259,6 +259,26 @@ def pretrained_table(results: Path) -> str | None:
     )
 
 
+def int8_accuracy_table(results: Path) -> str | None:
+    """fp32 vs int8 top-1 of each published Fashion-MNIST weight (``hybrid-zoo export --int8 --record``)."""
+    path = results / 'int8-fmnist.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    rows = [
+        [f'`{name}`', e['weights'], f'{e["fp32_top1"]:.2f}', f'{e["int8_top1"]:.2f}', f'{e["top1_change"]:+.2f}',
+         f'{e["top1_agreement"]:.2f}', f'{e["file_mb"]:.1f}']
+        for name, e in data['models'].items()
+    ]  # fmt: skip
+    head = ['model', 'weights', 'fp32 top-1 %', 'int8 top-1 %', 'change (points)', 'same class %', 'int8 MB']
+    m = data['meta']
+    return _table(head, rows) + (
+        f'\n\nFashion-MNIST test split (10,000 images, 64 px); int8 = ONNX Runtime static QDQ calibrated on 256 '
+        f'training images. Measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}. Source: '
+        '`model_cards/results/int8-fmnist.json`.'
+    )
+
+
 def loader_throughput_table(results: Path) -> str | None:
     """Map-style against streamed input throughput (``tools/loader_throughput.py``)."""
     path = results / 'loader-throughput.json'
@@ -343,6 +363,9 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'dw_ab_table': dw_ab_table,
     'loader_throughput': loader_throughput_table,
     'arch_v2_table': arch_v2_table,
+    'int8_accuracy_table': int8_accuracy_table,
+    'modes_table_tiny': _md('deploy-tiny.md'),
+    'modes_table_small': _md('deploy-small.md'),
 }
 
 

@@ -66,6 +66,12 @@ EXTRA_RESULTS = {
         'fashion_mnist',
         ('top1', 'top5', 'train_img_per_s', 'train_time_s'),
     ),
+    'int8-fmnist.json': (
+        'int8 on CPU: the published Fashion-MNIST weights quantized by ONNX Runtime (static QDQ, calibrated on 256 '
+        'training images), fp32 vs int8 on the 10,000 test images (`hybrid-zoo export --int8 --record`)',
+        None,
+        ('weights', 'fp32_top1', 'int8_top1', 'top1_change', 'top1_agreement', 'images', 'file_mb'),
+    ),
     'bench-cpu.json': (
         'CPU speed (fp32, batch 32 at 224 px, best layout, folded)',
         None,
@@ -120,6 +126,12 @@ KEY_NAMES = {
     'train_attention_pct': 'training: attention share of the step (%)',
     'train_depthwise_pct': 'training: depthwise-conv share (%)',
     'backward_over_forward': 'training: backward time / forward time',
+    'fp32_top1': 'fp32 top-1 (%)',
+    'int8_top1': 'int8 top-1 (%)',
+    'top1_change': 'int8 minus fp32 top-1 (points)',
+    'top1_agreement': 'fp32 and int8 pick the same class (%)',
+    'images': 'test images',
+    'file_mb': 'int8 ONNX file (MB)',
 }
 # template fields a kind of card may leave out
 _OPTIONAL_FIELDS = {

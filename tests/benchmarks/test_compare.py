@@ -8,6 +8,7 @@ import json
 import pytest
 
 from hybrid_zoo.benchmarks.compare import RECIPES, compare, ranking_stable, summarize, swapped_pairs
+from hybrid_zoo.models.variants import ARCH_VERSION
 
 pytestmark = pytest.mark.train
 
@@ -54,6 +55,26 @@ def test_compare_trains_tests_and_resumes(tmp_path):
     again = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
     assert row_file.stat().st_mtime_ns == before  # finished runs are not trained again
     assert again['runs'] == out['runs']
+    assert [r['architecture_version'] for r in again['runs']] == [ARCH_VERSION, None]  # ours, then the peer
+    # rerunning some models (a changed architecture) keeps the other models' runs of the same recipe
+    only_peer = compare(['test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
+    assert sorted(r['model'] for r in only_peer['runs']) == ['convformer_tiny', 'test_resnet']
+    other = compare(['test_resnet'], [0], RECIPES['smoke'], data, tmp_path / 'work', results, workers=0)
+    assert [r['model'] for r in other['runs']] == ['test_resnet']  # another recipe: nothing of the old file kept
+
+
+def test_published_run_is_chosen_by_validation_from_the_current_architecture(tmp_path):
+    from hybrid_zoo.benchmarks.compare import best_runs
+
+    def row(seed, val, test, version=ARCH_VERSION):
+        run = {'model': 'convformer_tiny', 'seed': seed, 'val_top1': val, 'test_top1': test, 'model_dir': f'r{seed}'}
+        return run if version is None else {**run, 'architecture_version': version}
+
+    runs = [row(0, 80.0, 85.0), row(1, 82.0, 83.0), row(2, 90.0, 90.0, version=1), row(3, 95.0, 95.0, None)]
+    f = tmp_path / 'fmnist-x.json'
+    f.write_text(json.dumps({'variant': None, 'recipe': {'img_size': 64}, 'runs': runs}))
+    best = best_runs([f], ['convformer_tiny'], img_size=64)['convformer_tiny']
+    assert best['seed'] == 1  # the best validation, not the best test; v1 and unversioned runs never
 
 
 def test_design_variant_runs_in_its_own_folder(tmp_path):

@@ -80,8 +80,14 @@ def test_export_int8_calibrates_on_real_images_and_reports_accuracy(tmp_path, ca
         '--exporter',
         'torchscript',
     ]
-    assert main(args) == 0
+    record = tmp_path / 'int8-fmnist.json'
+    record.write_text(json.dumps({'meta': {}, 'models': {'other': {'int8_top1': 1.0}}}))
+    assert main([*args, '--record', str(record)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    recorded = json.loads(record.read_text())['models']
+    assert recorded['other'] == {'int8_top1': 1.0}  # other entries are kept
+    assert recorded['test_convnext']['int8_top1'] == report['int8_top1']
+    assert recorded['test_convnext']['onnx_int8'] == out.name and str(tmp_path) not in record.read_text()
     assert out.is_file() and report['file_mb'] > 0 and report['images'] == 360
     assert report['calibration'] == '64 images of train'
     assert report['top1_change'] == pytest.approx(report['int8_top1'] - report['fp32_top1'], abs=1e-6)
