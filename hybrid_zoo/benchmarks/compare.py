@@ -32,7 +32,7 @@ from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
-from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS
+from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS, VARIANTS_V1
 from hybrid_zoo.train.data import prepare_fashion_mnist
 from hybrid_zoo.train.evaluate import create_model, evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
@@ -250,7 +250,7 @@ def compare(
         raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
     work = Path(work_dir) / (f'{recipe.name}-{variant}' if variant else recipe.name)
     work.mkdir(parents=True, exist_ok=True)
-    rows = [] if report_only else _other_models_rows(results, models, recipe, variant, model_kwargs)
+    rows = _other_models_rows(results, models, recipe, variant, model_kwargs)
     pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
     if report_only:  # summarise the finished runs, train nothing
         done = [work / f'{m}-s{s}' / 'compare_row.json' for m, s in pairs]
@@ -387,12 +387,19 @@ def _other_models_rows(
     return [r for r in old['runs'] if r['model'] not in models] if same else []
 
 
+def _current_architecture(row: dict) -> bool:
+    """Whether a run of one of our models trained the architecture registered now (a run without a version is v1)."""
+    version = row.get('architecture_version', 1)
+    return version == ARCH_VERSION or (version == 1 and VARIANTS_V1[row['model']] == VARIANTS[row['model']])
+
+
 def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
     """Each model's run with the best validation top-1 (carved from train: the test split never picks) over the given
     results files, among recipes at ``img_size`` without a variant.
 
     A design variant's runs (``--variant``) are left out: what is published must be what the registry builds; so are
-    runs of an earlier architecture version and runs that kept no weights (the GPU protocol's).
+    runs of an architecture that has changed since (``architecture_version``) and runs that kept no weights (the GPU
+    protocol's).
     """
     best: dict[str, dict] = {}
     for f in results_files:
@@ -402,7 +409,7 @@ def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str],
         for row in data['runs']:
             if row['model'] not in models or not row.get('model_dir'):
                 continue
-            if row['model'] in VARIANTS and row.get('architecture_version') != ARCH_VERSION:
+            if row['model'] in VARIANTS and not _current_architecture(row):
                 continue
             if row['val_top1'] > best.get(row['model'], {}).get('val_top1', -1.0):
                 best[row['model']] = dict(row, results_file=Path(f).name)
@@ -416,15 +423,17 @@ def publish(
     endpoint: str | None = None,
     token: str | None = None,
     record: str | os.PathLike | None = RESULTS_DIR / 'pretrained.json',
+    models: Sequence[str] = FMNIST_MODELS,
 ) -> dict[str, dict]:
-    """Push the best run of each of our models to ``<org>/<model>.fmnist_64``, the registered pretrained tags.
+    """Push the best run of each of ``models`` (ours) to ``<org>/<model>.fmnist_64``, the registered pretrained tags.
 
     Each push carries the weights, timm's config, the model card and the run's results; ``record`` (a JSON
-    file, written only after every push succeeded) names which run each tag holds and the commit.
+    file, written only after every push succeeded) names which run each tag holds and the commit; the entries of
+    tags not pushed this time stay in it.
     """
 
-    best = best_runs(results_files, FMNIST_MODELS, img_size=64)
-    missing = [m for m in FMNIST_MODELS if m not in best]
+    best = best_runs(results_files, models, img_size=64)
+    missing = [m for m in models if m not in best]
     if missing:
         raise FileNotFoundError(f'no finished 64 px run of {missing} in {[str(f) for f in results_files]}')
     out = {}
@@ -454,7 +463,8 @@ def publish(
         }
         _log.info('published %s (test top-1 %.2f) as %s@%s', run_dir, row['test_top1'], repo_id, info.oid[:10])
     if record:
-        write_json_atomic(record, {'meta': machine_meta(), 'tags': out})
+        kept = read_json(record).get('tags', {}) if Path(record).exists() else {}
+        write_json_atomic(record, {'meta': machine_meta(), 'tags': {**kept, **out}})
     return out
 
 
@@ -607,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')
     if args.publish:
         files = sorted(results.parent.glob('fmnist-*.json'))
-        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint).items():
+        ours = [m for m in args.models if m in FMNIST_MODELS] if args.models else FMNIST_MODELS
+        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint, models=ours).items():
             print(f'published {tag}: {entry["repo_id"]}@{entry["commit"][:10]} (test top-1 {entry["test_top1"]:.2f})')
     return 0
 

@@ -71,10 +71,12 @@ def test_published_run_is_chosen_by_validation_from_the_current_architecture(tmp
         return run if version is None else {**run, 'architecture_version': version}
 
     runs = [row(0, 80.0, 85.0), row(1, 82.0, 83.0), row(2, 90.0, 90.0, version=1), row(3, 95.0, 95.0, None)]
+    late = {**row(4, 70.0, 70.0, None), 'model': 'convformer_tiny_late'}  # v1 = v2 for late: its v1 runs count
     f = tmp_path / 'fmnist-x.json'
-    f.write_text(json.dumps({'variant': None, 'recipe': {'img_size': 64}, 'runs': runs}))
-    best = best_runs([f], ['convformer_tiny'], img_size=64)['convformer_tiny']
-    assert best['seed'] == 1  # the best validation, not the best test; v1 and unversioned runs never
+    f.write_text(json.dumps({'variant': None, 'recipe': {'img_size': 64}, 'runs': [*runs, late]}))
+    best = best_runs([f], ['convformer_tiny', 'convformer_tiny_late'], img_size=64)
+    assert best['convformer_tiny']['seed'] == 1  # the best validation, not the best test; never a v1 run
+    assert best['convformer_tiny_late']['seed'] == 4
 
 
 def test_design_variant_runs_in_its_own_folder(tmp_path):
