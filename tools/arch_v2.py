@@ -36,9 +36,9 @@ RECIPE = 'yard96'
 ARMS = ('v1', 'alt2', 'sha', 'nodw')
 # arms timed in the same bench but not priced on the yardstick (each run costs 3 seeds x 7.5 min), and why
 SPEED_ONLY: dict[str, tuple[str, str]] = {  # arm: (its v1 baseline in the bench, why not priced)
-    'alt2_nodw': (MODEL, 'slower than alt2 in the same bench run, and nodw alone costs accuracy'),
-    'sha_nodw': (MODEL, 'sha and nodw each cost accuracy alone (rows above)'),
-    'kv4': (f'{MODEL}_early', 'not yet priced: its yardstick is the early placement, 45 min of runs'),
+    'alt2_nodw': (MODEL, 'slower than alt2; nodw loses accuracy'),
+    'sha_nodw': (MODEL, 'sha and nodw each lose accuracy'),
+    'kv4': (f'{MODEL}_early', 'not run yet (early yardstick)'),
 }
 
 

@@ -116,7 +116,8 @@ def test_trained_card_body_reads_on_its_own(trained):
         '| feature strides | 4, 8, 16, 32 |' in text and '(B, 1, 48, 48)' in text and '0: cat, 1: dog, 2: owl' in text
     )
     assert '![Training curves](training_curves.png)' in text and 'confusion_matrix.png' not in text
-    assert 'attention in stages 3-4' in text and '@misc{hybrid_zoo' in text
+    assert 'attention in every second block of stages 3-4' in text and '@misc{hybrid_zoo' in text
+    assert 'mid fusion (a custom architecture)' in text  # its widths are not a registered variant's
 
 
 def test_card_without_results_or_args(trained, tmp_path):
