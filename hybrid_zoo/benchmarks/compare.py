@@ -379,11 +379,8 @@ def _other_models_rows(
     if not Path(results).exists():
         return []
     old = read_json(results)
-    same = (old.get('recipe'), old.get('variant'), old.get('model_kwargs') or {}) == (
-        dataclasses.asdict(recipe),
-        variant,
-        dict(model_kwargs or {}),
-    )
+    ours = [dataclasses.asdict(recipe), variant, dict(model_kwargs or {})]
+    same = [old.get('recipe'), old.get('variant'), old.get('model_kwargs') or {}] == json.loads(json.dumps(ours))
     return [r for r in old['runs'] if r['model'] not in models] if same else []
 
 
