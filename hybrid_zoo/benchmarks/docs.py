@@ -453,8 +453,9 @@ def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
         paths.append(profile_json)
     for path in paths:
         target = path if out is None else Path(shutil.copy(path, out / path.name))
-        if path == profile_json:
-            profile.rerender(target, target.parent / bench.name)
+        if path == profile_json:  # against the bench it was profiled with (a later architecture's would mislead)
+            own = results / Path(read_json(path).get('bench') or bench.name).name
+            profile.rerender(target, target.parent / (own if own.exists() else bench).name)
         else:
             compare.render(read_json(path), target)
         written.append(target.with_suffix('.md'))
