@@ -41,7 +41,9 @@ def model_table(results: Path) -> str | None:
     if not path.exists():
         return None
     stats = read_json(path)
-    bench = read_json(results / 'bench-cpu.json')['models'] if (results / 'bench-cpu.json').exists() else {}
+    bench_doc = read_json(results / 'bench-cpu.json') if (results / 'bench-cpu.json').exists() else {}
+    bench = bench_doc.get('models', {})
+    rate = (bench_doc.get('reference') or {}).get('onednn_gflops')
     fmnist = read_json(results / 'fmnist-cpu64.json')['summary'] if (results / 'fmnist-cpu64.json').exists() else {}
     rows = []
     for name, r in stats['models'].items():
@@ -80,7 +82,9 @@ def model_table(results: Path) -> str | None:
         + f'\n\nGMACs at {meta["input_size"][1]}x{meta["input_size"][2]}, 1000 classes, counted by '
         f'`{meta["counter"]}`. Placement spread within a size (max/min - 1): {spread}. '
         f'Source: `model_cards/results/model_stats.json` (torch {meta["torch"]}, timm {meta["timm"]}, {meta["date"]}). '
-        'CPU img/s: eager fp32, batch 32, 224 px, 2 threads (`bench-cpu.json`, '
+        'CPU img/s: eager fp32, batch 32, 224 px, 2 threads'
+        + (f' on a machine whose 1x1 conv ran at {rate:.0f} GFLOP/s in the same run' if rate else '')
+        + ' (`bench-cpu.json`, '
         '[docs/performance.md](docs/performance.md)). Fashion-MNIST: mean test top-1 over seeds at 64 px under one '
         'recipe, tiny size only (`fmnist-cpu64.json`, [docs/fashion-mnist.md](docs/fashion-mnist.md)).'
     )
