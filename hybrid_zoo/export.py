@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 import hybrid_zoo  # noqa: F401  (registers the models)
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import machine_meta
+from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS
 from hybrid_zoo_cli.export import build_parser
 
 _log = logging.getLogger(__name__)
@@ -258,6 +259,8 @@ def record_int8(results: str | os.PathLike, model: nn.Module, report: dict, sour
         source = 'local-dir:' + Path(source.split(':', 1)[1]).resolve().parent.name
     data['meta'] = machine_meta()
     data['models'][arch] = {**report, 'weights': source, 'date': data['meta'].get('date')}
+    if arch in VARIANTS:
+        data['models'][arch]['architecture_version'] = ARCH_VERSION
     write_json_atomic(results, data)
     return data
 

@@ -26,13 +26,13 @@ from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
 from hybrid_zoo.benchmarks.peers import FMNIST_PEERS
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
-from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS, VARIANTS_V1
+from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS, measured_on_current
 from hybrid_zoo.train.data import prepare_fashion_mnist
 from hybrid_zoo.train.evaluate import create_model, evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
@@ -320,6 +320,9 @@ def per_model(rows: Sequence[dict]) -> dict:
             'top5': round(statistics.fmean(r['test_top5'] for r in mine), 3),
             'seeds': s['n'],
             'split': 'test',
+            **(
+                {'architecture_version': mine[0]['architecture_version']} if mine[0].get('architecture_version') else {}
+            ),
             'params_m': mine[0]['params_m'],
             'gmacs': mine[0]['gmacs'],
             'train_img_per_s': round(statistics.fmean(r['train_img_per_s'] or 0 for r in mine), 1),
@@ -384,12 +387,6 @@ def _other_models_rows(
     return [r for r in old['runs'] if r['model'] not in models] if same else []
 
 
-def _current_architecture(row: dict) -> bool:
-    """Whether a run of one of our models trained the architecture registered now (a run without a version is v1)."""
-    version = row.get('architecture_version', 1)
-    return version == ARCH_VERSION or (version == 1 and VARIANTS_V1[row['model']] == VARIANTS[row['model']])
-
-
 def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:
     """Each model's run with the best validation top-1 (carved from train: the test split never picks) over the given
     results files, among recipes at ``img_size`` without a variant.
@@ -406,7 +403,7 @@ def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str],
         for row in data['runs']:
             if row['model'] not in models or not row.get('model_dir'):
                 continue
-            if row['model'] in VARIANTS and not _current_architecture(row):
+            if not measured_on_current(row['model'], row):
                 continue
             if row['val_top1'] > best.get(row['model'], {}).get('val_top1', -1.0):
                 best[row['model']] = dict(row, results_file=Path(f).name)
@@ -473,7 +470,7 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
 
     models = data['models']
     bench_path = results.parent / bench_file
-    bench = (json.loads(bench_path.read_text()).get('models', {})) if bench_path.exists() else {}
+    bench = current_rows(json.loads(bench_path.read_text()).get('models', {})) if bench_path.exists() else {}
     rec = data['recipe']
     header = ['model', 'test top-1 % (mean +- std)', 'seeds', 'min-max', 'test top-5 %', 'params (M)']
     header += [f'GMACs @{rec["img_size"]}', 'train img/s', 'CPU img/s @224']

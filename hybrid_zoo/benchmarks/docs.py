@@ -21,7 +21,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from hybrid_zoo.atomic import read_json
 from hybrid_zoo.benchmarks import compare, profile
-from hybrid_zoo.benchmarks.results import RESULTS_DIR
+from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.describe import describe, format_table
 from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE
@@ -42,7 +42,7 @@ def model_table(results: Path) -> str | None:
         return None
     stats = read_json(path)
     bench_doc = read_json(results / 'bench-cpu.json') if (results / 'bench-cpu.json').exists() else {}
-    bench = bench_doc.get('models', {})
+    bench = current_rows(bench_doc.get('models', {}))
     rate = (bench_doc.get('reference') or {}).get('onednn_gflops')
     fmnist = read_json(results / 'fmnist-cpu64.json')['summary'] if (results / 'fmnist-cpu64.json').exists() else {}
     rows = []

@@ -36,3 +36,11 @@ def machine_meta() -> dict:
         'torch': torch.__version__,
         'timm': timm.__version__,
     }
+
+
+def current_rows(models: dict) -> dict:
+    """A results file's ``{model: row}`` without the rows of an architecture that has changed since (a speed or an
+    accuracy of v1 never stands next to a v2 model)."""
+    from hybrid_zoo.models.variants import measured_on_current
+
+    return {name: row for name, row in models.items() if measured_on_current(name, row)}

@@ -52,7 +52,7 @@ from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
 from hybrid_zoo.benchmarks.speed_report import REFERENCE, evaluate_targets, summarise
 from hybrid_zoo.models import MODEL_NAMES
-from hybrid_zoo.models.variants import SIZE_OF
+from hybrid_zoo.models.variants import ARCH_VERSION, SIZE_OF
 from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
     LAYOUTS,
     MALLOC_NO_TRIM,
@@ -316,7 +316,14 @@ def measure(
     raw.update({m: [] for m in models})
     pending = deque(_tasks(models, config))
     budget = _Budget(config.time_budget, start)
-    labels = {m: {'size': size_class(m), 'ours': m in MODEL_NAMES} for m in models}
+    labels = {
+        m: {
+            'size': size_class(m),
+            'ours': m in MODEL_NAMES,
+            **({'architecture_version': ARCH_VERSION} if m in MODEL_NAMES else {}),
+        }
+        for m in models
+    }
 
     def document(final: bool) -> dict:
         doc = summarise(raw, asdict(config), meta, labels)

@@ -554,7 +554,9 @@ def refresh(doc: dict) -> dict:
 
     The rows and targets follow this version's rules; the samples, settings and run record stay as measured.
     """
-    labels = {n: {k: r[k] for k in ('size', 'ours') if k in r} for n, r in doc['models'].items()}
+    labels = {
+        n: {k: r[k] for k in ('size', 'ours', 'architecture_version') if k in r} for n, r in doc['models'].items()
+    }
     meta = doc['meta']
     fresh = summarise(doc['raw'], meta['settings'], meta, labels)
     fresh['meta']['run'] = dict(meta.get('run') or {}, contended_samples=fresh['meta']['run']['contended_samples'])

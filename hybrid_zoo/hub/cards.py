@@ -31,6 +31,7 @@ from hybrid_zoo import __doc__ as package_doc
 from hybrid_zoo import __version__
 from hybrid_zoo.factory import build_from_folder
 from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo.models.variants import measured_on_current
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -631,10 +632,10 @@ def render_architecture_cards(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, stats in _models_of(data).items():
-        extra = {
+        extra = {  # a measurement of an architecture that has changed since is left out
             file: (content.get('meta'), _models_of(content)[name])
             for file, content in extra_files.items()
-            if name in _models_of(content)
+            if name in _models_of(content) and measured_on_current(name, _models_of(content)[name])
         }
         path = out_dir / f'{name}.md'
         render_architecture_card(name, stats, meta=data.get('meta'), extra=extra, template=template).save(path)

@@ -79,3 +79,15 @@ def _v2(name: str, cfg: ConvFormerCfg) -> ConvFormerCfg:
 
 
 VARIANTS: dict[str, ConvFormerCfg] = {name: _v2(name, cfg) for name, cfg in VARIANTS_V1.items()}
+
+
+def measured_on_current(name: str, entry: dict) -> bool:
+    """Whether a measured ``entry`` of model ``name`` (a results-file row) describes the architecture registered now.
+
+    Our models' rows record ``architecture_version`` since v2; a row without it is of v1, which still describes a model
+    v2 left unchanged (the late placements). Any other model's rows always do.
+    """
+    if name not in VARIANTS:
+        return True
+    version = entry.get('architecture_version', 1)
+    return version == ARCH_VERSION or (version == 1 and VARIANTS_V1[name] == VARIANTS[name])
