@@ -459,7 +459,10 @@ def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
         target = path if out is None else Path(shutil.copy(path, out / path.name))
         if path == profile_json:  # against the bench it was profiled with (a later architecture's would mislead)
             own = results / Path(read_json(path).get('bench') or bench.name).name
-            profile.rerender(target, target.parent / (own if own.exists() else bench).name)
+            own = own if own.exists() else bench
+            if out is not None and own.exists() and not (out / own.name).exists():
+                shutil.copy(own, out / own.name)
+            profile.rerender(target, target.parent / own.name)
         else:
             compare.render(read_json(path), target)
         written.append(target.with_suffix('.md'))
