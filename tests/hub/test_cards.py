@@ -229,11 +229,16 @@ def test_optional_result_files_add_sections(tmp_path):
     results.mkdir()
     (results / 'model_stats.json').write_text(json.dumps(_stats(['convformer_tiny', 'convformer_tiny_late'])))
     (results / 'fmnist-cpu64.json').write_text(
-        json.dumps({'meta': {'epochs': 5}, 'models': {'convformer_tiny': {'top1': 91.37, 'top5': 99.81}}})
+        json.dumps(
+            {
+                'meta': {'epochs': 5},
+                'models': {'convformer_tiny': {'top1': 91.37, 'top5': 99.81, 'architecture_version': 2}},
+            }
+        )
     )
-    (results / 'bench-cpu.json').write_text(
-        json.dumps({'meta': {'threads': 2}, 'models': {'convformer_tiny_late': {'infer_img_s': 123.456, 'x': 7}}})
-    )
+    # a v1 row (no architecture_version) of a model v2 changed is left out; late's v1 row still describes late
+    bench = {'convformer_tiny_late': {'infer_img_s': 123.456, 'x': 7}, 'convformer_tiny': {'infer_img_s': 55.5}}
+    (results / 'bench-cpu.json').write_text(json.dumps({'meta': {'threads': 2}, 'models': bench}))
     cats = {k: {'share_pct': 1.0} for k in ('attention', 'depthwise', 'activation')}
     entry = {'model': 'convformer_tiny_late', 'pct_of_reference': 73.4, 'ceiling_pct_of_reference': 79.7}
     entry.update(shape_ceiling_pct=77.5, categories=dict(cats, attention={'share_pct': 0.9}))
@@ -252,6 +257,7 @@ def test_optional_result_files_add_sections(tmp_path):
     ):
         assert row in late_text, row
     assert '## Fashion-MNIST' in tiny_text and '91.37' in tiny_text and 'CPU speed' not in tiny_text
+    assert '55.5' not in tiny_text
     assert header(tiny_text)['model-index'][0]['results'][0]['metrics'][0]['value'] == 91.37
     assert '## CPU speed' in late_text and '123.46' in late_text and 'Fashion-MNIST' not in late_text
     assert '| x |' not in late_text  # only the chosen bench fields reach a card
