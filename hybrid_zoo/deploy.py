@@ -22,6 +22,7 @@ A mode that fails to build raises :class:`DeployError` with the reason; the benc
 from __future__ import annotations
 
 import os
+import platform
 import re
 import tempfile
 import time
@@ -75,9 +76,27 @@ class _Calibration:
         return next(self._it, None)
 
 
-def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration: Iterable[torch.Tensor]) -> Path:
+def has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI), which ONNX Runtime's u8s8 int8 kernels need on x86 to
+    avoid saturating the int16 sums of pairs of products; True off x86 and where ``/proc/cpuinfo`` cannot be read."""
+    if platform.machine().lower() not in ('x86_64', 'amd64', 'i386', 'i686'):
+        return True
+    try:
+        return 'vnni' in Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return True
+
+
+def quantize_onnx(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    calibration: Iterable[torch.Tensor],
+    reduce_range: bool | None = None,
+) -> Path:
     """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations) of an fp32 ONNX file.
 
+    ``reduce_range`` (7-bit weights) defaults to True on an x86 CPU without VNNI, where ONNX Runtime's documentation
+    recommends it: there its u8s8 kernels add pairs of products in int16, which full-range weights can saturate.
     Writes ``dst`` only when complete (a temporary sibling, then a rename).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -97,6 +116,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=(not has_vnni()) if reduce_range is None else reduce_range,
         )
         os.replace(out, dst)
     return dst

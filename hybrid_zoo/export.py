@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export_int8(model: nn.Module, args, in_chans: int) -> int:
     """``export --int8``: fp32 ONNX, then ONNX Runtime static quantization calibrated on real images."""
-    from hybrid_zoo.deploy import calibration_batches, int8_accuracy, quantize_onnx
+    from hybrid_zoo.deploy import calibration_batches, has_vnni, int8_accuracy, quantize_onnx
 
     if not args.calibration_dataset:
         _log.error('--int8 needs --calibration-dataset DATASET: int8 ranges come from real images, not noise')
@@ -233,9 +233,11 @@ def _export_int8(model: nn.Module, args, in_chans: int) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fp32 = export_onnx(model, Path(tmp) / 'fp32.onnx', tuple(calibration[0].shape[1:]), args.opset, args.exporter)
-        path = quantize_onnx(fp32, out, calibration)
+        reduce_range = not has_vnni()  # 7-bit weights where u8s8 sums would saturate (see quantize_onnx)
+        path = quantize_onnx(fp32, out, calibration, reduce_range=reduce_range)
     report = {
         'onnx_int8': str(path),
+        'reduce_range': reduce_range,
         'file_mb': round(path.stat().st_size / 1e6, 3),
         'calibration': f'{sum(len(b) for b in calibration)} images of {args.calibration_split}',
     }

@@ -277,8 +277,14 @@ def int8_accuracy_table(results: Path) -> str | None:
     head = ['model', 'weights', 'fp32 top-1 %', 'int8 top-1 %', 'change (points)', 'same class %', 'int8 MB']
     m = data['meta']
     return _table(head, rows) + (
-        f'\n\nFashion-MNIST test split (10,000 images, 64 px); int8 = ONNX Runtime static QDQ calibrated on 256 '
-        f'training images. Measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}. Source: '
+        '\n\nFashion-MNIST test split (10,000 images, 64 px); int8 = ONNX Runtime static QDQ calibrated on 256 '
+        'training images'
+        + (
+            ', 7-bit weights (`reduce_range`: this CPU has no VNNI)'
+            if any(e.get('reduce_range') for e in data['models'].values())
+            else ''
+        )
+        + f'. Measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}. Source: '
         '`model_cards/results/int8-fmnist.json`.'
     )
 
