@@ -250,13 +250,13 @@ def compare(
         raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
     work = Path(work_dir) / (f'{recipe.name}-{variant}' if variant else recipe.name)
     work.mkdir(parents=True, exist_ok=True)
-    rows = _other_models_rows(results, models, recipe, variant, model_kwargs)
     pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
     if report_only:  # summarise the finished runs, train nothing
         done = [work / f'{m}-s{s}' / 'compare_row.json' for m, s in pairs]
         pairs = [(m, s) for (m, s), f in zip(pairs, done, strict=True) if f.exists()]
         if not pairs:
             raise FileNotFoundError(f'no finished runs under {work}')
+    rows = _other_runs(results, pairs, recipe, variant, model_kwargs)
     data: dict = {}
     meta = machine_meta()
     if report_only and Path(results).exists():  # the machine that trained, not the one summarising
@@ -374,17 +374,28 @@ def pick_advice(data: dict, bench: dict) -> str | None:
     return text
 
 
-def _other_models_rows(
-    results: str | os.PathLike, models: Sequence[str], recipe: Recipe, variant: str | None, model_kwargs: dict | None
+def _other_runs(
+    results: str | os.PathLike,
+    pairs: Sequence[tuple[str, int]],
+    recipe: Recipe,
+    variant: str | None,
+    model_kwargs: dict | None,
 ) -> list[dict]:
-    """The runs of other models in an existing results file of the same recipe and design: a comparison that reruns
-    some models (a changed architecture) keeps the rest, which the change does not touch."""
+    """The runs an existing results file of the same recipe and design holds besides the (model, seed) ``pairs`` about
+    to be (re)run: a comparison that reruns some models or adds seeds keeps the rest. A run of an architecture that has
+    changed since is dropped, so v1 and v2 runs of one model never mix in a summary."""
     if not Path(results).exists():
         return []
     old = read_json(results)
     ours = [dataclasses.asdict(recipe), variant, dict(model_kwargs or {})]
-    same = [old.get('recipe'), old.get('variant'), old.get('model_kwargs') or {}] == json.loads(json.dumps(ours))
-    return [r for r in old['runs'] if r['model'] not in models] if same else []
+    if [old.get('recipe'), old.get('variant'), old.get('model_kwargs') or {}] != json.loads(json.dumps(ours)):
+        return []
+    redone = set(pairs)
+    return [
+        r
+        for r in old['runs']
+        if (r['model'], r['seed']) not in redone and (variant or measured_on_current(r['model'], r))
+    ]
 
 
 def best_runs(results_files: Sequence[str | os.PathLike], models: Sequence[str], img_size: int) -> dict[str, dict]:

@@ -52,7 +52,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: ConvFormerFusion)
 
     A training checkpoint wrapped as ``{'state_dict': ...}`` or ``{'model': ...}`` is unwrapped. The checkpoint's
     block layout (which blocks of which stage have attention) must be ``model``'s: weights of another architecture
-    version (v1 weights, published before hybrid_zoo 0.2, have attention in every block of the attention stages)
+    version (v1 weights, published before architecture v2, have attention in every block of the attention stages)
     are refused with the kwargs that build their architecture, never loaded into changed modules. This is also the
     single place where a future rename of a module maps the names of already published weights to the new ones
     (as timm's ``checkpoint_filter_fn`` of each model file does), so old repos keep loading.

@@ -63,6 +63,28 @@ def test_compare_trains_tests_and_resumes(tmp_path):
     assert [r['model'] for r in other['runs']] == ['test_resnet']  # another recipe: nothing of the old file kept
 
 
+def test_a_rerun_keeps_other_runs_of_the_current_architecture_only(tmp_path):
+    from hybrid_zoo.benchmarks.compare import _other_runs
+
+    recipe = RECIPES['smoke']
+    runs = [
+        {'model': 'convformer_tiny', 'seed': 0, 'architecture_version': ARCH_VERSION},
+        {'model': 'convformer_tiny', 'seed': 1, 'architecture_version': ARCH_VERSION},
+        {'model': 'convformer_tiny', 'seed': 2},  # v1: the mid model changed in v2
+        {'model': 'convformer_tiny_late', 'seed': 0},  # v1, but late did not change
+        {'model': 'test_resnet', 'seed': 0},
+    ]
+    f = tmp_path / 'fmnist-smoke.json'
+    f.write_text(json.dumps({'recipe': dataclasses.asdict(recipe), 'variant': None, 'model_kwargs': {}, 'runs': runs}))
+    kept = _other_runs(f, [('convformer_tiny', 0)], recipe, None, None)
+    assert [(r['model'], r['seed']) for r in kept] == [
+        ('convformer_tiny', 1),
+        ('convformer_tiny_late', 0),
+        ('test_resnet', 0),
+    ]
+    assert _other_runs(f, [], dataclasses.replace(recipe, epochs=99), None, None) == []  # another recipe: nothing
+
+
 def test_published_run_is_chosen_by_validation_from_the_current_architecture(tmp_path):
     from hybrid_zoo.benchmarks.compare import best_runs
 
