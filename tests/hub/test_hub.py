@@ -280,6 +280,7 @@ def test_compare_publishes_each_models_best_run(tmp_path, hub_server, hf_token):
     """`hybrid-zoo compare --publish`: the best 64 px run of each model, not a design variant's, goes to its tag."""
     from hybrid_zoo.benchmarks.compare import publish
     from hybrid_zoo.models.pretrained import FMNIST_MODELS, HUB_ORG
+    from hybrid_zoo.models.variants import ARCH_VERSION
 
     def results(name, img_size, runs, variant=None):
         path = tmp_path / f'fmnist-{name}.json'
@@ -289,7 +290,8 @@ def test_compare_publishes_each_models_best_run(tmp_path, hub_server, hf_token):
     def run(model, seed, top1):
         out = tmp_path / 'runs' / f'{model}-{seed}-{top1}'
         weights = make_run(out, model, seed=seed, **SLIM)
-        row = {'model': model, 'seed': seed, 'recipe': 'r', 'test_top1': top1, 'test_top5': 99.0}
+        row = {'model': model, 'seed': seed, 'recipe': 'r', 'test_top1': top1, 'test_top5': 99.0, 'val_top1': top1}
+        row['architecture_version'] = ARCH_VERSION  # a run of the registered architecture
         return dict(row, model_dir=str(out / 'model')), weights
 
     rows, winners = [], {}
