@@ -13,7 +13,7 @@ from typing import Any
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
-from .model import ConvFormerFusion
+from .model import ConvFormerFusion, has_attention
 from .pretrained import check_weights_reachable, keep_untagged_default, pretrained_tags
 from .variants import ARCH_VERSION, VARIANTS, ConvFormerCfg
 
@@ -111,7 +111,7 @@ def _kwargs_for(layout: tuple[str, ...]) -> str:
 
 
 def _layout(depth: int, attention: bool, every: int) -> str:
-    return ''.join('a' if attention and (depth - 1 - i) % every == 0 else 'c' for i in range(depth))
+    return ''.join('a' if has_attention(i, depth, attention, every) else 'c' for i in range(depth))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusion:

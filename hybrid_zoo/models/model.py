@@ -47,6 +47,12 @@ def attention_width(width: int, attn_ratio: float) -> int:
     return width if attn_ratio == 1 else max(16, round(width * attn_ratio / 16) * 16)
 
 
+def has_attention(index: int, depth: int, attention_stage: bool, attn_every: int) -> bool:
+    """Whether block ``index`` of a stage of ``depth`` blocks is an attention block: in an attention stage every
+    ``attn_every``-th block, counted from the stage's last."""
+    return attention_stage and (depth - 1 - index) % attn_every == 0
+
+
 class ConvFormerStage(nn.Module):
     """Optional 3x3 stride-2 conv + BN downsampling, then blocks: (B, C_in, H, W) -> (B, C, H / s, W / s)."""
 
@@ -79,8 +85,7 @@ class ConvFormerStage(nn.Module):
         attn_dim = attention_width(out_chs, attn_ratio)
         blocks = []
         for i in range(depth):
-            # in an attention stage every attn_every-th block, counted from the stage's last, has attention
-            if attention and (depth - 1 - i) % attn_every == 0:
+            if has_attention(i, depth, attention, attn_every):
                 block = AttnBlock(
                     out_chs,
                     head_dim,
