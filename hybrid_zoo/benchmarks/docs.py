@@ -289,6 +289,39 @@ def int8_accuracy_table(results: Path) -> str | None:
     )
 
 
+def targets_v1_v2_table(results: Path) -> str | None:
+    """Each performance target of the bench issue as v1's bench (``bench-cpu-v1.json``) and v2's
+    (``bench-cpu.json``) measured it: the median of the per-round ratios, each run interleaved with the peers."""
+    old, new = results / 'bench-cpu-v1.json', results / 'bench-cpu.json'
+    if not (old.exists() and new.exists()):
+        return None
+    a, b = read_json(old), read_json(new)
+    v1 = {t['label']: t for t in a.get('targets', [])}
+
+    def fmt(t: dict | None) -> str:
+        if t is None or t.get('measured') is None:
+            return '-'
+        unit = '%' if t['metric'] == 'pct_onednn' else 'x'
+        return f'{t["measured"]:.3g}{unit} [{t["low"]:.3g}-{t["high"]:.3g}]'
+
+    rows = [[t['label'], fmt(v1.get(t['label'])), fmt(t), 'yes' if t['passed'] else 'no'] for t in b['targets']]
+    drift = [
+        abs(t['measured'] / v1[t['label']]['measured'] - 1)
+        for t in b['targets']
+        if t['model'].endswith('_late') and t['metric'] == 'infer_img_s' and t['label'] in v1
+    ]
+    met = sum(t['passed'] for t in b['targets'])
+    was = sum(t['passed'] for t in v1.values())
+    return _table(['target', 'v1', 'v2', 'v2 met'], rows) + (
+        f'\n\nv2 meets {met} of {len(rows)} targets, v1 met {was}. Medians of per-round ratios [range]; v1: '
+        f'`bench-cpu-v1.json` ({a["meta"]["date"]}, 1x1 conv {a["reference"]["onednn_gflops"]:.0f} GFLOP/s), v2: '
+        f'`bench-cpu.json` ({b["meta"]["date"]}, {b["reference"]["onednn_gflops"]:.0f} GFLOP/s), both '
+        "`hybrid-zoo bench --peers all --rounds 2` on the project's 2-core CPU. The late models did not change in "
+        f'v2, yet their inference ratios moved by up to {100 * max(drift, default=0):.0f}% between the two runs: '
+        "that is how far the two days' machines differ."
+    )
+
+
 def loader_throughput_table(results: Path) -> str | None:
     """Map-style against streamed input throughput (``tools/loader_throughput.py``)."""
     path = results / 'loader-throughput.json'
@@ -374,6 +407,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'loader_throughput': loader_throughput_table,
     'arch_v2_table': arch_v2_table,
     'int8_accuracy_table': int8_accuracy_table,
+    'targets_v1_v2': targets_v1_v2_table,
     'modes_table_tiny': _md('deploy-tiny.md'),
     'modes_table_small': _md('deploy-small.md'),
 }
