@@ -207,11 +207,15 @@ def calibration_batches(model: nn.Module, dataset: str, split: str = 'train', sa
     return [x for x, _ in _eval_loader(model, dataset, split, samples, batch_size=32)]
 
 
-def int8_accuracy(
-    model: nn.Module, int8_onnx: str | os.PathLike, dataset: str, split: str = 'test', samples: int | None = None
+def compare_accuracy(
+    model: nn.Module,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    dataset: str,
+    split: str = 'test',
+    samples: int | None = None,
 ) -> dict:
-    """Top-1 (%) of the fp32 eager model and of its int8 ONNX on ``split``, and how often their top-1 classes agree."""
-    run = _ort_session(Path(int8_onnx), torch.get_num_threads())
+    """Top-1 (%) of the fp32 eager model and of ``run`` (a deployed form of it) on ``split``, and how often their
+    top-1 classes agree."""
     model = model.eval()
     correct = {'fp32': 0, 'int8': 0}
     agree = total = 0
@@ -231,3 +235,10 @@ def int8_accuracy(
         'top1_change': round(100 * (correct['int8'] - correct['fp32']) / total, 3),
         'top1_agreement': round(100 * agree / total, 3),
     }
+
+
+def int8_accuracy(
+    model: nn.Module, int8_onnx: str | os.PathLike, dataset: str, split: str = 'test', samples: int | None = None
+) -> dict:
+    """Top-1 (%) of the fp32 eager model and of its int8 ONNX on ``split``, and how often their top-1 classes agree."""
+    return compare_accuracy(model, _ort_session(Path(int8_onnx), torch.get_num_threads()), dataset, split, samples)

@@ -295,7 +295,8 @@ def diagnostics(run_dir: str | os.PathLike) -> dict | None:
     metrics, weights = run / 'metrics.jsonl', run / 'model' / 'model.safetensors'
     if not (metrics.exists() and weights.exists()):
         return None
-    last = json.loads(metrics.read_text().strip().splitlines()[-1])
+    records = [json.loads(line) for line in metrics.read_text().strip().splitlines()]
+    last = records[-1]
     sums: dict[str, list[float]] = {'attention': [], 'conv': []}
     with safe_open(str(weights), 'pt') as f:
         for key in f.keys():
@@ -306,6 +307,8 @@ def diagnostics(run_dir: str | os.PathLike) -> dict | None:
         'train_loss': round(last['train_loss'], 4),
         'val_loss': round(last['val_loss'], 4),
         'layer_scale': {k: round(statistics.fmean(v), 4) for k, v in sums.items() if v} or None,
+        # the held-out (val, carved from train) top-1 after each epoch, of the EMA weights where the run keeps them
+        'val_curve': [r.get('ema_val_top1', r['val_top1']) for r in records],
     }
 
 
@@ -584,6 +587,26 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     write_figure_atomic(fig, results.with_suffix('.png'))
+    plt.close(fig)
+    curves = [r for r in data['runs'] if len((r.get('diagnostics') or {}).get('val_curve') or ()) > 1]
+    if curves:
+        draw_curves(curves, rec['name'], results.with_name(results.stem + '-curve.png'))
+
+
+def draw_curves(runs: Sequence[dict], recipe: str, path: Path) -> None:
+    """Held-out top-1 after each epoch of each run (is it still rising?), with the test top-1 it ended on."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        curve = r['diagnostics']['val_curve']
+        line = ax.plot(range(1, len(curve) + 1), curve, marker='o', ms=3, label=f'{r["model"]} seed {r["seed"]}')[0]
+        ax.plot(len(curve), r['test_top1'], marker='*', ms=9, color=line.get_color())
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('held-out top-1 (%), carved from train')
+    ax.set_title(f'Recipe {recipe}: held-out accuracy per epoch (star: test top-1 of the kept weights)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    write_figure_atomic(fig, path)
     plt.close(fig)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import sys
 import time
 from collections import Counter
@@ -147,12 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_path = Path(args.bench)
     bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
 
-    ref = reference_rate(args.batch_size)
-    models, training = [], []
+    # the 1x1 rate is measured again right before each profile, so a model is set against the rate of its moment:
+    # on the shared 2-core machine a slow spell can last minutes, and one rate taken at the start can fall in one
+    models, training, refs = [], [], []
     for name in tqdm(args.models, desc='profile', unit='model'):
-        models.append(profile_model(name, args.batch_size, args.img_size, args.iters, ref=ref))
+        refs.append(reference_rate(args.batch_size))
+        models.append(profile_model(name, args.batch_size, args.img_size, args.iters, ref=refs[-1]))
+        models[-1]['reference_gflop_s'] = round(refs[-1] / 1e9, 1)
         if args.train:
-            training.append(profile_training(name, args.train_batch_size, args.img_size, args.train_iters, ref=ref))
+            refs.append(reference_rate(args.batch_size))
+            training.append(
+                profile_training(name, args.train_batch_size, args.img_size, args.train_iters, ref=refs[-1])
+            )
+            training[-1]['reference_gflop_s'] = round(refs[-1] / 1e9, 1)
         for kind, p in (('inference', models[-1]), ('training', training[-1] if args.train else None)):
             if p is not None:
                 _log.info(
@@ -168,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         'meta': meta,
         'batch': args.batch_size,
         'img_size': args.img_size,
-        'reference_gflop_s': round(ref / 1e9, 1),
+        'reference_gflop_s': round(statistics.median(refs) / 1e9, 1),
+        'reference_gflop_s_range': [round(min(refs) / 1e9, 1), round(max(refs) / 1e9, 1)],
         'models': models,
         'train_batch': args.train_batch_size if args.train else None,
         'training': training,

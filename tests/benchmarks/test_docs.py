@@ -65,7 +65,7 @@ def test_comparison_tables_follow_the_benchmark(tmp_path):
     bench = json.loads((results / 'bench-cpu.json').read_text())
     bench['models']['convformer_tiny_late']['infer_img_s'] = 123.4
     label = 'convformer_small_late img/s >= 1.4x coatnet_0_rw_224'
-    next(t for t in bench['targets'] if t['label'] == label)['measured'] = 1.5
+    next(t for t in bench['targets'] if t['label'] == label).update(measured=1.5, passed=True)
     (results / 'bench-cpu.json').write_text(json.dumps(bench))
     assert render.main([*argv, '--check']) == 1
     assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
@@ -80,3 +80,25 @@ def test_kernel_levers_block_reads_its_results_file():
     for row in data['levers']:
         assert f'| {row["lever"]} |' in text and f'| {row["speedup"]:.2f}x |' in text
     assert 'Faster than what the models use: ' + (', '.join(data['faster_than_used']) or 'none') in text
+
+
+def test_targets_block_sets_each_target_of_v2_beside_v1(tmp_path):
+    def target(model, measured, passed, metric='infer_img_s'):
+        label = f'{model} img/s >= 1.5x coatnet_nano_rw_224'
+        return dict(
+            label=label, model=model, metric=metric, measured=measured, low=measured, high=measured, passed=passed
+        )
+
+    def bench(date, gflops, targets):
+        return {'meta': {'date': date}, 'reference': {'onednn_gflops': gflops}, 'targets': targets}
+
+    v1 = bench('2026-11-29', 480.0, [target('convformer_tiny', 1.3, False), target('convformer_tiny_late', 1.6, True)])
+    v2 = bench('2026-12-03', 410.0, [target('convformer_tiny', 1.6, True), target('convformer_tiny_late', 1.8, True)])
+    block = '<!-- BEGIN targets_v1_v2 -->\n<!-- END targets_v1_v2 -->\n'
+    (tmp_path / 'bench-cpu.json').write_text(json.dumps(v2))
+    assert 'No results yet' in render_readme(block, tmp_path)  # without v1's run there is nothing to set beside
+    (tmp_path / 'bench-cpu-v1.json').write_text(json.dumps(v1))
+    out = render_readme(block, tmp_path)
+    assert '| convformer_tiny img/s >= 1.5x coatnet_nano_rw_224 | 1.3x [1.3-1.3] | 1.6x [1.6-1.6] | yes |' in out
+    assert 'v2 meets 2 of 2 targets, v1 met 1' in out
+    assert 'moved by up to 12%' in out  # the unchanged late model: 1.8 / 1.6 - 1, the machines' drift

@@ -24,7 +24,8 @@ def test_categories_cover_the_forward_and_count_flops():
 
     counted = 2 * 2 * count_macs(timm.create_model('convformer_tiny').eval(), (3, 64, 64)).gmacs  # batch 2
     assert measured == pytest.approx(counted, rel=0.02) and p['gflop_per_batch'] == pytest.approx(counted, abs=0.1)
-    assert p['gflop_s'] == pytest.approx(p['gflop_per_batch'] / (p['ms_per_batch'] / 1e3), rel=0.02)
+    # gflop_s is rounded to 0.1: on a slow or busy machine that is more than 2% of it
+    assert p['gflop_s'] == pytest.approx(p['gflop_per_batch'] / (p['ms_per_batch'] / 1e3), rel=0.02, abs=0.05)
     assert 0 < p['ceiling_pct_of_reference'] and p['pct_of_reference'] > 0
 
 
@@ -199,3 +200,8 @@ def test_targets_say_what_caps_them():
         profile_report._verdict(1.3, 1.2, 1.5, 1.4) == 'open' and profile_report._verdict(1.3, 1.2, 1.5, None) == 'open'
     )
     assert set(profile_report.VERDICTS) == {'met', 'non-GEMM', 'shapes', 'open'}
+    # the benchmark stores a rounded ratio: 1.149 is written 1.15 and fails a 1.15x target; its verdict stands
+    label = 'convformer_tiny img/s >= 1x convnext_nano'
+    bench = {'targets': [{'label': label, 'measured': 1.0, 'passed': False}]}
+    t = {t['target']: t for t in profile_report.target_ceilings(infer, train, bench)}[label]
+    assert t['measured'] == 1.0 and t['verdict'] != 'met'
