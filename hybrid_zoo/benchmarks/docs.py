@@ -289,41 +289,6 @@ def int8_accuracy_table(results: Path) -> str | None:
     )
 
 
-def int8_flows_table(results: Path) -> str | None:
-    """PT2E (x86 inductor quantizer, compiled) against ONNX Runtime QDQ on one model (``tools/int8_flows.py``)."""
-    path = results / 'int8-flows.json'
-    if not path.exists():
-        return None
-    data = read_json(path)
-    sp, acc = data['speed'], data.get('accuracy', {})
-    names = {'ort_qdq': 'ONNX Runtime static QDQ', 'pt2e': 'PT2E, X86InductorQuantizer, compiled'}
-    rows = []
-    for key, name in names.items():
-        s, a = sp[key], acc.get(key)
-        top1 = f'{a["int8_top1"]:.2f} ({a["top1_change"]:+.2f})' if a else '-'
-        agree = f'{a["top1_agreement"]:.2f}' if a else '-'
-        rows.append([name, f'{s["img_per_s"]:.1f}', f'{s["vs_eager_fp32"]:.2f}x', f'{s["build_s"]:.0f}',
-                     f'{s["max_abs_diff"]:.3g}', top1, agree])  # fmt: skip
-    head = ['int8 flow', f'img/s b{sp["batch_size"]}', 'x eager fp32', 'build s', 'max abs diff vs fp32',
-            'int8 top-1 % (change)', 'same class %']  # fmt: skip
-    m = data['meta']
-    tail = (
-        f'\n\nSpeed: `{sp["model"]}`, {sp["img_size"]} px, random weights, both flows calibrated on the same batches '
-        f'and timed in alternation with eager fp32 ({sp["eager_fp32_img_per_s"]:.1f} img/s) over {sp["rounds"]} '
-        'rounds (medians).'
-    )
-    if acc:
-        tail += (
-            f' Accuracy: `{acc["model"]}` on the {acc["ort_qdq"]["images"]:,} Fashion-MNIST test images, calibrated '
-            f'on {acc["calibration_images"]} training images; fp32 top-1 {acc["ort_qdq"]["fp32_top1"]:.2f}%.'
-        )
-    tail += (
-        f' Measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}, torchao {m["torchao"]}. Source: '
-        '`model_cards/results/int8-flows.json` (`python tools/int8_flows.py`).'
-    )
-    return _table(head, rows) + tail
-
-
 def targets_v1_v2_table(results: Path) -> str | None:
     """Each performance target of the bench issue as v1's bench (``bench-cpu-v1.json``) and v2's
     (``bench-cpu.json``) measured it: the median of the per-round ratios, each run interleaved with the peers."""
@@ -443,7 +408,6 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'arch_v2_table': arch_v2_table,
     'int8_accuracy_table': int8_accuracy_table,
     'targets_v1_v2': targets_v1_v2_table,
-    'int8_flows': int8_flows_table,
     'modes_table_tiny': _md('deploy-tiny.md'),
     'modes_table_small': _md('deploy-small.md'),
 }

@@ -164,14 +164,15 @@ def render(data: dict, out: Path) -> None:
             if training
             else ''
         )
+        + '1x1 rate: channels_last 1024->1024 1x1 conv on 28x28 in the same process, '
         + (
-            '1x1 rate: channels_last 1024->1024 1x1 conv on 28x28 in the same process, measured again right before '
-            f"each model's inference and training profile, which is set against it: median {ref:.0f} GFLOP/s "
-            f'[{data["reference_gflop_s_range"][0]:.0f}-{data["reference_gflop_s_range"][1]:.0f}]. "Ceiling": '
+            "measured again right before each model's inference and training profile, which is set against it: "
+            f'median {ref:.0f} GFLOP/s [{data["reference_gflop_s_range"][0]:.0f}-'
+            f'{data["reference_gflop_s_range"][1]:.0f}]. '
             if data.get('reference_gflop_s_range')
-            else f'1x1 rate: channels_last 1024->1024 1x1 conv on 28x28 in the same process, {ref:.0f} GFLOP/s. "Ceiling": '
+            else f'{ref:.0f} GFLOP/s. '
         )
-        + 'the share of that rate the model would reach if its GEMMs ran exactly at it and everything else took the '
+        + '"Ceiling": the share of that rate the model would reach if its GEMMs ran exactly at it and everything else took the '
         'time measured; "shape ceiling": the same with each GEMM at the rate its own shape reaches run alone '
         '(every distinct shape of the model timed in isolation: forward, or forward and both gradients); '
         '"measured": the benchmark\'s value (`bench-cpu.json`, interleaved rounds) where it has the target, else '
