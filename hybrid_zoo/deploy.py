@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-MODES = ('eager', 'compiled', 'onnxruntime', 'int8')
+MODES = ('eager', 'compiled', 'onnxruntime', 'int8', 'int8-pt2e')
 
 
 class DeployError(RuntimeError):
@@ -138,8 +138,8 @@ def build(
     """
     if mode not in MODES:
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-    if mode == 'int8' and not calibration:
-        raise ValueError('int8 needs calibration batches of real (normalized) images, got none')
+    if mode.startswith('int8') and not calibration:
+        raise ValueError(f'{mode} needs calibration batches of real (normalized) images, got none')
     threads = threads or torch.get_num_threads()
     model = model.eval().to(memory_format=torch.channels_last)
     example = example.contiguous(memory_format=torch.channels_last)
@@ -166,6 +166,8 @@ def build(
                 with torch.inference_mode():
                     return compiled(x.contiguous(memory_format=torch.channels_last))
 
+        elif mode == 'int8-pt2e':
+            run = _pt2e_int8(model, example, calibration)
         else:
             from hybrid_zoo.export import export_onnx
 
@@ -188,6 +190,34 @@ def build(
     build_s = time.perf_counter() - t0
     diff = (got.float() - expected.float()).abs().max().item()
     return Deployed(mode, run, build_s, diff, file_mb)
+
+
+def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]):
+    """``model`` quantized by PyTorch's PT2E flow (torchao's ``X86InductorQuantizer``, its default static config:
+    per-channel int8 weights, uint8 activations, MinMax observers on ``calibration``), then compiled by inductor with
+    freezing, which lowers the quantized convolutions and linears to oneDNN; dynamic batch. Compiles on the call on
+    ``example``, so the build time includes it."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as e:
+        raise DeployError(f'int8-pt2e needs torchao, which is not installed (pip install torchao): {e}') from e
+    import torch._inductor.config as inductor_config
+
+    batch = torch.export.Dim('batch', min=1, max=4096)
+    exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x.contiguous(memory_format=torch.channels_last))
+    compiled = torch.compile(convert_pt2e(prepared), dynamic=True)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return compiled(x.contiguous(memory_format=torch.channels_last))
+
+    return run
 
 
 def _eval_loader(model: nn.Module, dataset: str, split: str, samples: int | None, batch_size: int = 64):

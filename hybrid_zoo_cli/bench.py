@@ -18,7 +18,13 @@ PEER_SIZES = ('tiny', 'small', 'base')  # the size classes of the built-in peer 
 # 16 GiB: no block is ever returned to the kernel, by mmap threshold or by trimming (see the module docstring)
 MALLOC_NO_TRIM: dict[str, str] = {'MALLOC_MMAP_THRESHOLD_': '17179869184', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
 LAYOUTS = ('nchw', 'channels_last')
-MODES = ('eager', 'compiled', 'onnxruntime', 'int8')  # hybrid_zoo.deploy.MODES (kept here so --help needs no torch)
+MODES = (
+    'eager',
+    'compiled',
+    'onnxruntime',
+    'int8',
+    'int8-pt2e',
+)  # hybrid_zoo.deploy.MODES (kept here so --help needs no torch)
 
 
 W, H = 'what to measure', 'how'
@@ -45,7 +51,8 @@ class BenchConfig:
     )  # fmt: skip
     modes: tuple[str, ...] = option(
         ('eager',), 'deployment modes timed side by side in each worker (eager, compiled = inductor with freezing, '
-        'onnxruntime, int8 = ONNX Runtime static QDQ), each checked against eager first', W, choices=MODES,
+        'onnxruntime, int8 = ONNX Runtime static QDQ, int8-pt2e = PyTorch PT2E + inductor, needs torchao), each '
+        'checked against eager first', W, choices=MODES,
     )  # fmt: skip
     reference: bool = option(
         True, 'measure the reference rates: a channels_last 1x1 conv (oneDNN on CPU) and torch.mm', W

@@ -289,6 +289,28 @@ def int8_accuracy_table(results: Path) -> str | None:
     )
 
 
+def fusion_ab_table(results: Path) -> str | None:
+    """Eager images/s of each of our models folded with and without the oneDNN post-op fusion
+    (``tools/ab_pointwise_fusion.py``): the median of paired per-batch ratios, timed in alternation."""
+    path = results / 'ab-pointwise-fusion.json'
+    if not path.exists():
+        return None
+    d = read_json(path)
+    rows = [
+        [f'`{name}`', str(e['fused_modules']), f'{e["plain_img_s"]:.1f}', f'{e["fused_img_s"]:.1f}',
+         f'{e["speedup"]:.3f}x', f'{e["max_abs_diff"]:.1e}']
+        for name, e in d['models'].items()
+    ]  # fmt: skip
+    head = ['model', 'fused convs', 'plain img/s', 'fused img/s', 'speed-up (paired)', 'max abs logit diff']
+    m = d['meta']
+    return _table(head, rows) + (
+        f'\n\nBatch {d["batch_size"]} at {d["img_size"]} px, fp32, channels_last, {d["iters"]} timed batches per arm in '
+        f'alternation; median speed-up {d["speedup_median"]:.3f}x (range {d["speedup_range"][0]:.3f}-'
+        f'{d["speedup_range"][1]:.3f}x). Measured {m["date"]} on {m["cpu"]}, {m["threads"]} threads, torch '
+        f'{m["torch"]}. Source: `model_cards/results/ab-pointwise-fusion.json` (`{d["command"]}`).'
+    )
+
+
 def targets_v1_v2_table(results: Path) -> str | None:
     """Each performance target of the bench issue as v1's bench (``bench-cpu-v1.json``) and v2's
     (``bench-cpu.json``) measured it: the median of the per-round ratios, each run interleaved with the peers."""
@@ -408,6 +430,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'arch_v2_table': arch_v2_table,
     'int8_accuracy_table': int8_accuracy_table,
     'targets_v1_v2': targets_v1_v2_table,
+    'fusion_ab_table': fusion_ab_table,
     'modes_table_tiny': _md('deploy-tiny.md'),
     'modes_table_small': _md('deploy-small.md'),
 }

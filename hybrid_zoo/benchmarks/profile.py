@@ -1,7 +1,8 @@
 """``hybrid-zoo profile``: where a model's CPU time goes, by kind of operation, and what that caps.
 
 Each model is built as the benchmark builds it (reparameterized where supported, channels_last, eval, batch 32
-at 224 px by default) and run under ``inference_mode`` with a timer on every leaf module and on
+at 224 px by default), except that folding does not fuse GELU and residual adds into the convolutions
+(``hybrid_zoo.layers.fused``: the profile times each kind of op on its own) and run under ``inference_mode`` with a timer on every leaf module and on
 ``F.scaled_dot_product_attention``. Time is filed under:
 
 - ``gemm``: 1x1 convolutions and ``nn.Linear`` (the GEMMs), with their FLOPs from the output shapes;
@@ -54,6 +55,7 @@ from hybrid_zoo.benchmarks.profile_training import profile_training
 from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.benchmarks.speed import exec_with_no_trim
 from hybrid_zoo.flops import count_macs
+from hybrid_zoo.layers.fused import unfused
 from hybrid_zoo.train.evaluate import create_model
 from hybrid_zoo_cli.profile import build_parser
 
@@ -73,7 +75,8 @@ def profile_model(
     model = create_model(name, img_size=img_size, **(model_kwargs or {})).eval()
     total_flop = 2e9 * batch * count_macs(model, (3, img_size, img_size)).gmacs  # counted for one image
     try:
-        model = reparameterize_model(model)
+        with unfused():  # GELU and residual adds stay their own modules, so their time is filed under their kind
+            model = reparameterize_model(model)
     except Exception as e:  # noqa: BLE001 - a model whose fuse hook is not timm's: profile it unfolded
         _log.warning('%s: not reparameterized (%s)', name, e)
     model = model.to(memory_format=torch.channels_last)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale2d, register_notrace_function
@@ -9,6 +11,7 @@ from torch import nn
 
 from .conv import ConvNorm
 from .fold import fold_bn_before, fold_scale_after
+from .fused import ConvAct, ConvAdd, fusion_enabled, is_exact_gelu
 
 
 @register_notrace_function  # a layout branch torch.fx cannot trace; kept as one graph leaf
@@ -80,6 +83,8 @@ class Attention(nn.Module):
 
 
 class ConvFFN(nn.Module):
+    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
+
     """1x1 expand -> [depthwise 3x3] -> GELU -> 1x1 project: (B, C, H, W) -> (B, C, H, W).
 
     The depthwise conv on the wide hidden layer (``dw=True``, PVTv2, CMT) gives the FFN local mixing; without it
@@ -103,12 +108,33 @@ class ConvFFN(nn.Module):
         self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd) if dw else nn.Identity()
         self.act = act_layer()
         self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
+        self.fused = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.dw(self.fc1(x))))
+    def fuse_post_ops(self) -> None:
+        """oneDNN post-ops: GELU into the conv before it (``dw`` when present, else ``fc1``), and the residual add
+        into ``fc2`` (``forward(x, residual)``)."""
+        if is_exact_gelu(self.act):
+            if isinstance(self.dw, nn.Conv2d):
+                self.dw = ConvAct(self.dw)
+            else:
+                self.fc1 = ConvAct(self.fc1)
+            self.act = nn.Identity()
+        self.fc2 = ConvAdd(self.fc2)
+        self.fused = True
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: UP045
+        """``fc2(...)``, plus ``residual`` when given (B, C, H, W)."""
+        h = self.act(self.dw(self.fc1(x)))
+        if self.fused:
+            assert residual is not None, 'a fused ConvFFN adds its residual: call it with one'
+            return self.fc2(h, residual)
+        out = self.fc2(h)
+        return out if residual is None else out + residual
 
 
 class AttnBlock(nn.Module):
+    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
+
     """Transformer block on a map: local (CPE), global (MHSA), mix (ConvFFN): (B, C, H, W) -> (B, C, H, W).
 
     Phases: a residual depthwise 3x3 conv gives a conditional position encoding (CPVT,
@@ -145,6 +171,7 @@ class AttnBlock(nn.Module):
         self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, dw=ffn_dw, **dd)
         self.ls2 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.fused = False  # cpe and ffn.fc2 take the residual adds as post-ops (set by reparameterize)
 
     def reparameterize(self) -> None:
         """Fold the pre-norms into the convs that read them and the layer scales into the output convs."""
@@ -166,8 +193,16 @@ class AttnBlock(nn.Module):
         if isinstance(self.ls2, LayerScale2d):
             ffn.fc2 = fold_scale_after(ffn.fc2, self.ls2.gamma)
             self.ls2 = nn.Identity()
+        if fusion_enabled() and isinstance(ffn.fc2, nn.Conv2d) and isinstance(self.cpe, nn.Conv2d):
+            ffn.fuse_post_ops()  # oneDNN post-ops: GELU into the conv before it, residual adds into cpe and fc2
+            self.cpe = ConvAdd(self.cpe)
+            self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:  # reparameterized and fused: no norms, layer scales or drop path
+            x = self.cpe(x, x)
+            x = x + self.attn(x)
+            return self.ffn(x, x)
         x = x + self.cpe(x)
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         x = x + self.drop_path2(self.ls2(self.ffn(self.norm2(x))))

@@ -7,6 +7,7 @@ from timm.layers import DropPath, LayerScale2d
 from torch import nn
 
 from .fold import fold_bn_after, fold_scale_after
+from .fused import ConvAct, ConvAdd, fusion_enabled, is_exact_gelu
 
 
 class ConvNorm(nn.Sequential):
@@ -39,6 +40,8 @@ class ConvNorm(nn.Sequential):
 
 
 class ConvBlock(nn.Module):
+    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
+
     """Depthwise 7x7 -> BN -> 1x1 expand -> GELU -> 1x1 project, residual: (B, C, H, W) -> (B, C, H, W).
 
     ConvNeXt's block (https://arxiv.org/abs/2201.03545) with BatchNorm in place of LayerNorm, so the
@@ -66,14 +69,23 @@ class ConvBlock(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
         self.ls = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.fused = False  # fc2 takes the residual add as a post-op (set by reparameterize)
 
     def reparameterize(self) -> None:
-        """Fold BN into the depthwise conv and the layer scale into ``fc2`` (exact in eval mode)."""
+        """Fold BN into the depthwise conv and the layer scale into ``fc2`` (exact in eval mode); where oneDNN's
+        fused convolutions work (:mod:`hybrid_zoo.layers.fused`), ``fc1`` takes GELU and ``fc2`` the residual add as
+        post-ops."""
         if isinstance(self.dw, ConvNorm):
             self.dw = self.dw.fuse()
         if isinstance(self.ls, LayerScale2d):
             self.fc2 = fold_scale_after(self.fc2, self.ls.gamma)
             self.ls = nn.Identity()
+        if fusion_enabled() and isinstance(self.fc2, nn.Conv2d) and is_exact_gelu(self.act):
+            self.fc1, self.act, self.fc2 = ConvAct(self.fc1), nn.Identity(), ConvAdd(self.fc2)
+            self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.ls(self.fc2(self.act(self.fc1(self.dw(x))))))
+        h = self.act(self.fc1(self.dw(x)))
+        if self.fused:  # reparameterized: no layer scale, no drop path
+            return self.fc2(h, x)
+        return x + self.drop_path(self.ls(self.fc2(h)))

@@ -102,3 +102,11 @@ def test_targets_block_sets_each_target_of_v2_beside_v1(tmp_path):
     assert '| convformer_tiny img/s >= 1.5x coatnet_nano_rw_224 | 1.3x [1.3-1.3] | 1.6x [1.6-1.6] | yes |' in out
     assert 'v2 meets 2 of 2 targets, v1 met 1' in out
     assert 'moved by up to 12%' in out  # the unchanged late model: 1.8 / 1.6 - 1, the machines' drift
+
+
+def test_fusion_ab_block_reads_its_results_file():
+    text = render_readme('<!-- BEGIN fusion_ab_table -->\n<!-- END fusion_ab_table -->\n', RESULTS_DIR)
+    data = json.loads((RESULTS_DIR / 'ab-pointwise-fusion.json').read_text())
+    for name, row in data['models'].items():
+        assert f'| `{name}` | {row["fused_modules"]} |' in text and f'| {row["speedup"]:.3f}x |' in text
+    assert f'median speed-up {data["speedup_median"]:.3f}x' in text

@@ -22,7 +22,7 @@ def folded():
     return reparameterize_model(timm.create_model('convformer_tiny', **SMALL).eval())
 
 
-@pytest.mark.parametrize('mode', ['eager', 'onnxruntime', 'int8', 'compiled'])
+@pytest.mark.parametrize('mode', MODES)
 def test_each_mode_matches_eager(folded, mode, tmp_path):
     torch.manual_seed(1)
     x = torch.randn(4, 3, 64, 64)
@@ -30,7 +30,7 @@ def test_each_mode_matches_eager(folded, mode, tmp_path):
     deployed = build(folded, mode, x, calibration, threads=1, work_dir=tmp_path)
     out = deployed.run(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 10)
-    tolerance = {'eager': 0.0, 'compiled': 1e-4, 'onnxruntime': 1e-4, 'int8': 0.05}[mode]
+    tolerance = {'eager': 0.0, 'compiled': 1e-4, 'onnxruntime': 1e-4, 'int8': 0.05, 'int8-pt2e': 0.05}[mode]
     assert deployed.max_abs_diff <= tolerance, (mode, deployed.max_abs_diff)
     assert deployed.build_s >= 0
     if mode in ('onnxruntime', 'int8'):
@@ -48,8 +48,15 @@ def test_bad_requests_say_what_was_expected(folded):
     x = torch.randn(1, 3, 64, 64)
     with pytest.raises(ValueError, match=re.escape(f'mode must be one of {MODES}')):
         build(folded, 'tensorrt', x)
-    with pytest.raises(ValueError, match='int8 needs calibration batches'):
-        build(folded, 'int8', x)
+    for mode in ('int8', 'int8-pt2e'):
+        with pytest.raises(ValueError, match=f'{mode} needs calibration batches'):
+            build(folded, mode, x)
+
+
+def test_the_bench_offers_every_mode():
+    from hybrid_zoo_cli.bench import MODES as BENCH_MODES  # its own copy, so --help imports no torch
+
+    assert BENCH_MODES == MODES
 
 
 def test_a_mode_that_cannot_build_raises_deploy_error(tmp_path):
