@@ -50,7 +50,7 @@ from hybrid_zoo.atomic import read_json, write_json_atomic
 from hybrid_zoo.benchmarks import speed_report as bench_report
 from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
-from hybrid_zoo.benchmarks.speed_report import REFERENCE, evaluate_targets, summarise
+from hybrid_zoo.benchmarks.speed_report import REFERENCE, evaluate_targets, runtime_versions, summarise
 from hybrid_zoo.models import MODEL_NAMES
 from hybrid_zoo.models.variants import ARCH_VERSION, SIZE_OF
 from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
@@ -417,6 +417,7 @@ def _meta(config: BenchConfig, version: str) -> dict:
         'git_commit': _git_commit(),
         'onednn': onednn.group(1) if onednn else None,
         'cpu_capability': torch.backends.cpu.get_cpu_capability(),
+        'runtimes': runtime_versions(),
     }
     meta['memory'] = (
         'torch.cuda.max_memory_allocated' if config.device != 'cpu' else 'worker RSS high-water (ru_maxrss)'

@@ -549,6 +549,22 @@ def render_plot(doc: dict) -> bytes:
     return buf.getvalue()
 
 
+RUNTIMES = ('onnxruntime', 'onnx', 'onnxscript', 'torchao', 'torchvision')
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Installed versions of the runtimes the deployment modes use (None: not installed), read without importing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in RUNTIMES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def refresh(doc: dict) -> dict:
     """A result document re-summarised from its raw samples and its targets re-checked (``--report-only``).
 
@@ -567,6 +583,10 @@ def refresh(doc: dict) -> dict:
             fresh['models'][name]['top1'] = row['top1']
     for key in set(doc) - set(fresh):
         fresh[key] = doc[key]
+    software = fresh['meta'].setdefault('software', {})
+    if 'runtimes' not in software:  # a file from before runtimes were recorded: this environment's, marked as such
+        software['runtimes'] = runtime_versions()
+        software['runtimes_read'] = 'at --report-only, not at measurement'
     return fresh
 
 

@@ -343,6 +343,9 @@ def test_deployment_modes_are_columns_checked_against_eager(tmp_path):
         assert modes[mode]['img_s'] > 0 and modes[mode]['vs_eager'] > 0 and modes[mode]['build_s'] >= 0
         assert modes[mode]['max_abs_diff'] < (0.1 if mode == 'int8' else 1e-3), (mode, modes[mode])
     assert modes['int8']['file_mb'] < modes['onnxruntime']['file_mb']
+    from importlib.metadata import version
+
+    assert doc['meta']['software']['runtimes']['onnxruntime'] == version('onnxruntime')
     md = (tmp_path / 'modes.md').read_text()
     assert 'Deployment modes:' in md and 'int8 img/s' in md
     assert (tmp_path / 'modes-modes.png').read_bytes()[:4] == b'\x89PNG'
