@@ -12,9 +12,12 @@ absolute logit difference from eager PyTorch on ``example``. Modes:
   ONNX Runtime's CPU execution provider with every graph optimization on and its intra-op threads set to torch's.
 - ``int8``: post-training static quantization by ONNX Runtime (QDQ format, int8 weights per channel, uint8
   activations, MinMax calibration on ``calibration`` batches of real images), run by ONNX Runtime like the fp32
-  export. Why ONNX Runtime's quantizer rather than PyTorch's PT2E flow: PT2E now lives in ``torchao``, a further
-  dependency, and its x86 inductor quantizer needs inductor again at run time; ORT's flow quantizes the same ONNX
-  file users already deploy.
+  export; ``hybrid-zoo export --int8`` writes this file.
+- ``int8-pt2e``: PyTorch's PT2E flow (torchao's ``X86InductorQuantizer``, same scheme, same calibration batches),
+  compiled by inductor with freezing. Faster than ``int8`` on all but one model benchmarked here
+  (``docs/deployment.md``), but it lives in the process that built it: its only file form, a ``.pt2`` archive, may
+  hold tensors that ``torch.export.load`` unpickles with ``weights_only=False``, and it needs torchao, inductor and a
+  C++ compiler where it runs.
 
 A mode that fails to build raises :class:`DeployError` with the reason; the benchmark lists it, it does not drop it.
 """

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         '--evaluate-split',
         metavar='SPLIT',
-        help='also report fp32 and int8 top-1 on this split of the calibration dataset (e.g. test)',
+        help='also report fp32 and int8 top-1 on this split of the calibration dataset (e.g. test), for the ONNX '
+        'Runtime file and for the PT2E flow on the same calibration images',
     )
     g.add_argument(
         '--record',

@@ -264,27 +264,40 @@ def pretrained_table(results: Path) -> str | None:
 
 
 def int8_accuracy_table(results: Path) -> str | None:
-    """fp32 vs int8 top-1 of each published Fashion-MNIST weight (``hybrid-zoo export --int8 --record``)."""
+    """fp32 vs int8 top-1 of each published Fashion-MNIST weight (``hybrid-zoo export --int8 --record``): ONNX
+    Runtime's file and, where recorded, the PT2E flow on the same calibration images."""
     path = results / 'int8-fmnist.json'
     if not path.exists():
         return None
     data = read_json(path)
+
+    def pt2e(e: dict, key: str, sign: str = '') -> str:
+        return f'{e[key]:{sign}.2f}' if key in e else '-'
+
     rows = [
         [f'`{name}`', e['weights'], f'{e["fp32_top1"]:.2f}', f'{e["int8_top1"]:.2f}', f'{e["top1_change"]:+.2f}',
-         f'{e["top1_agreement"]:.2f}', f'{e["file_mb"]:.1f}']
+         f'{e["top1_agreement"]:.2f}', pt2e(e, 'pt2e_int8_top1'), pt2e(e, 'pt2e_top1_change', '+'),
+         pt2e(e, 'pt2e_top1_agreement'), f'{e["file_mb"]:.1f}']
         for name, e in data['models'].items()
     ]  # fmt: skip
-    head = ['model', 'weights', 'fp32 top-1 %', 'int8 top-1 %', 'change (points)', 'same class %', 'int8 MB']
+    head = ['model', 'weights', 'fp32 top-1 %', 'ORT int8 top-1 %', 'change (points)', 'same class %',
+            'PT2E int8 top-1 %', 'change (points)', 'same class %', 'int8 ONNX MB']  # fmt: skip
     m = data['meta']
     return _table(head, rows) + (
-        '\n\nFashion-MNIST test split (10,000 images, 64 px); int8 = ONNX Runtime static QDQ calibrated on 256 '
-        'training images'
+        "\n\nFashion-MNIST test split (10,000 images, 64 px); ORT int8 = ONNX Runtime static QDQ, PT2E = PyTorch's "
+        'x86 inductor quantizer, both calibrated on the same 256 training images'
         + (
-            ', 7-bit weights (`reduce_range`: this CPU has no VNNI)'
+            ' (ONNX Runtime with 7-bit weights where the CPU had no VNNI: `reduce_range`)'
             if any(e.get('reduce_range') for e in data['models'].values())
             else ''
         )
-        + f'. Measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}. Source: '
+        + (
+            '; `-`: measured before PT2E was priced'
+            if any('pt2e_int8_top1' not in e for e in data['models'].values())
+            else ''
+        )
+        + '. '
+        + f'Last measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}. Source: '
         '`model_cards/results/int8-fmnist.json`.'
     )
 

@@ -175,7 +175,11 @@ class _Workers:
         if timed_out:
             result['error'] = f'timed out after {time.monotonic() - start:.0f} s'
         elif proc.returncode != 0 and 'error' not in result:
-            result['error'] = f'worker exited with status {proc.returncode}'
+            result['error'] = f'worker exited with status {proc.returncode}' + (
+                ' (SIGKILL: killed from outside, e.g. by the kernel when memory ran out)'
+                if proc.returncode == -9
+                else ''
+            )
         result.update(name=task['name'], round=task['round'], wall_s=round(time.monotonic() - start, 2))
         result['log_tail'] = '\n'.join((log or '').strip().splitlines()[-15:]) if 'error' in result else None
         if _crashed_in_training(result, proc.returncode, timed_out, task):

@@ -315,10 +315,15 @@ def render_modes_markdown(doc: dict) -> str | None:
     text += (
         '\n\nEach mode is built from the folded eager model in the same worker, checked against it on the timed batch '
         '(largest |logit difference|), then timed in alternation with it: the ratio is the median of per-round paired '
-        'ratios. compiled: torch.compile (inductor) with freezing; onnxruntime: CPU execution provider, all graph '
-        'optimizations, threads as torch; int8: ONNX Runtime static QDQ (int8 weights per channel, uint8 '
-        'activations), calibrated on random batches for speed (accuracy: `hybrid-zoo export --int8`).'
+        'ratios. eager: folded (ours with GELU and residual adds fused into the convs); compiled: torch.compile '
+        '(inductor) with freezing; onnxruntime: CPU execution provider, all graph optimizations, threads as torch; '
+        'int8: ONNX Runtime static QDQ, int8-pt2e: PyTorch PT2E with the x86 inductor quantizer, compiled with '
+        'freezing (both: int8 weights per channel, uint8 activations), calibrated on random batches for speed '
+        '(accuracy: `hybrid-zoo export --int8`).'
     )
+    versions = {k: v for k, v in ((doc['meta'].get('software') or {}).get('runtimes') or {}).items() if v}
+    if versions:
+        text += ' Runtimes: ' + ', '.join(f'{k} {v}' for k, v in versions.items()) + '.'
     if failed:
         text += '\n\nFailed to build: ' + '; '.join(f'{n} {m}: {err}' for n, m, err in failed) + '.'
     return text

@@ -297,6 +297,8 @@ def _measure_modes(net, inp, config: BenchConfig, rec: _Recorder, dev: _Device, 
             if dev.device.type != 'cpu':
                 out[mode] = {'error': f'{mode} is a CPU deployment mode; not timed on {dev.device}'}
                 continue
+            # on disk before the build: a worker killed inside it (out of memory) still says which mode it was
+            rec.update(modes={**out, mode: {'error': f'the worker was killed while building {mode}'}})
             try:
                 d = build(copy.deepcopy(net), mode, inp.cpu(), calibration, config.threads, Path(tmp) / mode)
             except (DeployError, ValueError) as e:

@@ -69,9 +69,11 @@ EXTRA_RESULTS = {
     ),
     'int8-fmnist.json': (
         'int8 on CPU: the published Fashion-MNIST weights quantized by ONNX Runtime (static QDQ, calibrated on 256 '
-        'training images), fp32 vs int8 on the 10,000 test images (`hybrid-zoo export --int8 --record`)',
+        'training images) and by PyTorch PT2E (x86 inductor quantizer, same images), fp32 vs int8 on the 10,000 test '
+        'images (`hybrid-zoo export --int8 --record`)',
         None,
-        ('weights', 'fp32_top1', 'int8_top1', 'top1_change', 'top1_agreement', 'images', 'file_mb'),
+        ('weights', 'fp32_top1', 'int8_top1', 'top1_change', 'top1_agreement', 'pt2e_int8_top1', 'pt2e_top1_change',
+         'pt2e_top1_agreement', 'images', 'file_mb'),  # fmt: skip
     ),
     'bench-cpu.json': (
         'CPU speed (fp32, batch 32 at 224 px, best layout, folded)',
@@ -128,11 +130,14 @@ KEY_NAMES = {
     'train_depthwise_pct': 'training: depthwise-conv share (%)',
     'backward_over_forward': 'training: backward time / forward time',
     'fp32_top1': 'fp32 top-1 (%)',
-    'int8_top1': 'int8 top-1 (%)',
-    'top1_change': 'int8 minus fp32 top-1 (points)',
-    'top1_agreement': 'fp32 and int8 pick the same class (%)',
+    'int8_top1': 'int8 top-1, ONNX Runtime (%)',
+    'top1_change': 'ONNX Runtime int8 minus fp32 top-1 (points)',
+    'top1_agreement': 'fp32 and ONNX Runtime int8 pick the same class (%)',
     'images': 'test images',
     'file_mb': 'int8 ONNX file (MB)',
+    'pt2e_int8_top1': 'int8 top-1, PT2E (%)',
+    'pt2e_top1_change': 'PT2E int8 minus fp32 top-1 (points)',
+    'pt2e_top1_agreement': 'fp32 and PT2E int8 pick the same class (%)',
 }
 # template fields a kind of card may leave out
 _OPTIONAL_FIELDS = {

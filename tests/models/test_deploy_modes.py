@@ -100,6 +100,26 @@ def test_export_int8_calibrates_on_real_images_and_reports_accuracy(tmp_path, ca
     assert report['calibration'] == '64 images of train'
     assert report['reduce_range'] == (not has_vnni())  # 7-bit weights exactly where u8s8 sums could saturate
     assert report['top1_change'] == pytest.approx(report['int8_top1'] - report['fp32_top1'], abs=1e-6)
+    # the other int8 flow (PT2E) priced on the same calibration images and test split, recorded beside it
+    assert (
+        0 <= report['pt2e_int8_top1'] <= 100 and recorded['test_convnext']['pt2e_int8_top1'] == report['pt2e_int8_top1']
+    )
+    assert report['pt2e_top1_change'] == pytest.approx(report['pt2e_int8_top1'] - report['fp32_top1'], abs=1e-6)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith('tmp')] == []  # no temporary folder left
 
     assert main(['--model', 'test_convnext', '--int8', '--output', str(tmp_path / 'x.onnx')]) == 2
+
+
+def test_a_grayscale_model_has_an_equal_three_channel_copy_for_pt2e():
+    from hybrid_zoo.export import three_channel_copy
+
+    torch.manual_seed(0)
+    gray = reparameterize_model(timm.create_model('convformer_tiny', in_chans=1, **SMALL).eval())
+    wide, expand = three_channel_copy(gray)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(expand(x)), gray(x), atol=1e-5, rtol=1e-5)
+        assert gray(x).shape == (2, 10)  # the original is untouched
+    rgb = timm.create_model('convformer_tiny', **SMALL).eval()
+    same, identity = three_channel_copy(rgb)
+    assert same is rgb and identity(x) is x
