@@ -83,14 +83,14 @@ class Attention(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
-
     """1x1 expand -> [depthwise 3x3] -> GELU -> 1x1 project: (B, C, H, W) -> (B, C, H, W).
 
     The depthwise conv on the wide hidden layer (``dw=True``, PVTv2, CMT) gives the FFN local mixing; without it
     (``dw=False``) the FFN is two GEMMs with GELU straight after ``fc1``, and the block's residual depthwise
     position encoding is its only local mixing.
     """
+
+    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
 
     def __init__(
         self,
@@ -133,8 +133,6 @@ class ConvFFN(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
-
     """Transformer block on a map: local (CPE), global (MHSA), mix (ConvFFN): (B, C, H, W) -> (B, C, H, W).
 
     Phases: a residual depthwise 3x3 conv gives a conditional position encoding (CPVT,
@@ -142,6 +140,8 @@ class AttnBlock(nn.Module):
     scale and stochastic depth. The pre-norms are BatchNorm, not LayerNorm: they fold into the
     following 1x1 convs at inference (measured +2% images/s on the small model, see README).
     """
+
+    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
 
     def __init__(
         self,

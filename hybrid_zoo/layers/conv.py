@@ -40,14 +40,14 @@ class ConvNorm(nn.Sequential):
 
 
 class ConvBlock(nn.Module):
-    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
-
     """Depthwise 7x7 -> BN -> 1x1 expand -> GELU -> 1x1 project, residual: (B, C, H, W) -> (B, C, H, W).
 
     ConvNeXt's block (https://arxiv.org/abs/2201.03545) with BatchNorm in place of LayerNorm, so the
     norm folds into the depthwise conv at inference; projections are 1x1 convs, which run about twice
     as fast as ``nn.Linear`` on CPU in channels_last (oneDNN instead of MKL GEMM).
     """
+
+    __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
 
     def __init__(
         self,

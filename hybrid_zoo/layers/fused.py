@@ -39,15 +39,17 @@ def pointwise_fusion_available() -> bool:
     if not torch.backends.mkldnn.is_available() or not hasattr(ops, '_convolution_pointwise'):
         return False
     try:
-        torch.manual_seed(0)
-        conv = nn.Conv2d(8, 16, 1).eval()
-        x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
-        other = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(0)  # its own generator: the caller's random state is left alone
+        w, b = torch.randn(16, 8, 1, 1, generator=g), torch.randn(16, generator=g)
+        x = torch.randn(2, 8, 5, 5, generator=g).contiguous(memory_format=torch.channels_last)
+        other = torch.randn(2, 16, 5, 5, generator=g).contiguous(memory_format=torch.channels_last)
+        args = (w, b, [0, 0], [1, 1], [1, 1], 1)
         with torch.inference_mode():
-            got_act = ops._convolution_pointwise(x, *_conv_args(conv), 'gelu', [], 'none')
-            got_add = ops._convolution_pointwise.binary(x, other, *_conv_args(conv), 'add', None, None, [], None)
-            ok_act = torch.allclose(got_act, F.gelu(conv(x)), atol=1e-5, rtol=0)
-            ok_add = torch.allclose(got_add, conv(x) + other, atol=1e-5, rtol=0)
+            plain = F.conv2d(x, w, b)
+            got_act = ops._convolution_pointwise(x, *args, 'gelu', [], 'none')
+            got_add = ops._convolution_pointwise.binary(x, other, *args, 'add', None, None, [], None)
+            ok_act = torch.allclose(got_act, F.gelu(plain), atol=1e-5, rtol=0)
+            ok_add = torch.allclose(got_add, plain + other, atol=1e-5, rtol=0)
         return bool(ok_act and ok_add)
     except (RuntimeError, TypeError, AttributeError):  # an op or overload missing, or unsupported on this CPU
         return False

@@ -95,3 +95,10 @@ def test_a_fused_model_scripts():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(fz)(x), fz(x))
+
+
+def test_the_feature_check_leaves_the_callers_random_state_alone():
+    fused.pointwise_fusion_available.cache_clear()
+    before = torch.get_rng_state()
+    assert fused.pointwise_fusion_available()
+    assert torch.equal(torch.get_rng_state(), before)
