@@ -24,6 +24,7 @@ A mode that fails to build raises :class:`DeployError` with the reason; the benc
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import re
@@ -195,11 +196,36 @@ def build(
     return Deployed(mode, run, build_s, diff, file_mb)
 
 
+def three_channel_copy(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """For a model whose first conv reads one channel: a copy reading three (that conv's weights repeated and divided
+    by three) and the input transform to feed it (the image three times), so ``copy(expand(x)) == model(x)``; any
+    other model comes back as it is, with the identity."""
+    net, expand = model, (lambda x: x)
+    first = getattr(model, 'pretrained_cfg', {}).get('first_conv') or ''
+    names = dict(model.named_modules())
+    first = next((n for n in (first, first.rsplit('.', 1)[0]) if n in names), None)  # folding drops a '.conv' level
+    conv = names.get(first)
+    if isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1:
+        net = copy.deepcopy(model)
+        wide = net.get_submodule(first)
+        wide.weight = nn.Parameter(wide.weight.detach().repeat(1, 3, 1, 1) / 3)
+        wide.in_channels = 3
+        if getattr(net, 'in_chans', None) == 1:
+            net.in_chans = 3  # timm's attribute, which our models check their input against
+        expand = lambda x: x.expand(-1, 3, -1, -1)  # noqa: E731
+    return net, expand
+
+
 def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]):
     """``model`` quantized by PyTorch's PT2E flow (torchao's ``X86InductorQuantizer``, its default static config:
     per-channel int8 weights, uint8 activations, MinMax observers on ``calibration``), then compiled by inductor with
     freezing, which lowers the quantized convolutions and linears to oneDNN; dynamic batch. Compiles on the call on
-    ``example``, so the build time includes it."""
+    ``example``, so the build time includes it.
+
+    A one-channel model is quantized as its :func:`three_channel_copy` (the same fp32 function, and the same int8
+    one, since per-channel weight scales divide by three too): inductor's quantized graph for a one-channel input
+    fails its own stride checks (torch 2.14.1, torchao 0.18).
+    """
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -207,6 +233,8 @@ def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: Sequence[to
         raise DeployError(f'int8-pt2e needs torchao, which is not installed (pip install torchao): {e}') from e
     import torch._inductor.config as inductor_config
 
+    model, expand = three_channel_copy(model)
+    example, calibration = expand(example), [expand(x) for x in calibration]
     batch = torch.export.Dim('batch', min=1, max=4096)
     exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
@@ -218,7 +246,7 @@ def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: Sequence[to
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with inductor_config.patch(freezing=True), torch.no_grad():
-            return compiled(x.contiguous(memory_format=torch.channels_last))
+            return compiled(expand(x).contiguous(memory_format=torch.channels_last))
 
     return run
 

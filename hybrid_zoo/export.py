@@ -7,7 +7,6 @@ into ``model_cards/results/deploy.json``.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import inspect
 import json
@@ -16,7 +15,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
@@ -252,42 +251,18 @@ def _export_int8(model: nn.Module, args, in_chans: int) -> int:
     return 0
 
 
-def three_channel_copy(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
-    """For a model whose first conv reads one channel: a copy reading three (that conv's weights repeated and divided
-    by three) and the input transform to feed it (the image three times), so ``copy(expand(x)) == model(x)``; any
-    other model comes back as it is, with the identity."""
-    net, expand = model, (lambda x: x)
-    first = getattr(model, 'pretrained_cfg', {}).get('first_conv') or ''
-    names = dict(model.named_modules())
-    first = next((n for n in (first, first.rsplit('.', 1)[0]) if n in names), None)  # folding drops a '.conv' level
-    conv = names.get(first)
-    if isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1:
-        net = copy.deepcopy(model)
-        wide = net.get_submodule(first)
-        wide.weight = nn.Parameter(wide.weight.detach().repeat(1, 3, 1, 1) / 3)
-        wide.in_channels = 3
-        if getattr(net, 'in_chans', None) == 1:
-            net.in_chans = 3  # timm's attribute, which our models check their input against
-        expand = lambda x: x.expand(-1, 3, -1, -1)  # noqa: E731
-    return net, expand
-
-
 def _pt2e_accuracy(model: nn.Module, calibration: list, dataset: str, split: str) -> dict:
     """The other int8 flow, PyTorch's PT2E (``deploy`` mode ``int8-pt2e``), on the same calibration images and
     split: ``pt2e_int8_top1``, ``pt2e_top1_change``, ``pt2e_top1_agreement`` (or ``pt2e_error``).
 
-    A one-channel model is quantized as its :func:`three_channel_copy` (the same fp32 function, and the same int8
-    one, since per-channel weight scales divide by three too): inductor's quantized graph for a one-channel input
-    fails its own stride checks (torch 2.14.1, torchao 0.18).
     """
     from hybrid_zoo.deploy import DeployError, build, compare_accuracy
 
-    net, expand = three_channel_copy(model)
     try:
-        pt2e = build(net, 'int8-pt2e', expand(calibration[0]), [expand(x) for x in calibration])
+        pt2e = build(model, 'int8-pt2e', calibration[0], calibration)
     except DeployError as e:
         return {'pt2e_error': str(e)}
-    acc = compare_accuracy(model, lambda x: pt2e.run(expand(x)), dataset, split)
+    acc = compare_accuracy(model, pt2e.run, dataset, split)
     return {f'pt2e_{k}': acc[k] for k in ('int8_top1', 'top1_change', 'top1_agreement')}
 
 

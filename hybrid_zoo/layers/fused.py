@@ -28,10 +28,6 @@ __all__ = ['ConvAct', 'ConvAdd', 'fusable', 'fusion_enabled', 'pointwise_fusion_
 ENV = 'HYBRID_ZOO_POINTWISE_FUSION'
 
 
-def _conv_args(conv: nn.Conv2d) -> tuple:
-    return conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
-
-
 @functools.cache
 def pointwise_fusion_available() -> bool:
     """Whether oneDNN's pointwise-fused convolutions exist in this PyTorch and match the plain path (1e-5) here."""
@@ -120,15 +116,20 @@ def fusable(x: torch.Tensor) -> bool:
     )
 
 
-@register_notrace_module  # torch.fx keeps it one leaf: its branch reads the input's properties
-class ConvAct(nn.Module):
-    """``act(conv(x))`` with ``act`` exact GELU, run as one oneDNN convolution with a GELU post-op where
-    :func:`fusable`: (B, C_in, H, W) -> (B, C_out, H', W')."""
+class _FusedConv(nn.Module):
+    """A conv and its geometry as the fused op takes it (lists and an int, which TorchScript passes through)."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
-        self.padding, self.stride, self.dilation, self.groups = _conv_args(conv)[2:]
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+
+
+@register_notrace_module  # torch.fx keeps it one leaf: its branch reads the input's properties
+class ConvAct(_FusedConv):
+    """``act(conv(x))`` with ``act`` exact GELU, run as one oneDNN convolution with a GELU post-op where
+    :func:`fusable`: (B, C_in, H, W) -> (B, C_out, H', W')."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fusable(x):
@@ -139,14 +140,9 @@ class ConvAct(nn.Module):
 
 
 @register_notrace_module
-class ConvAdd(nn.Module):
+class ConvAdd(_FusedConv):
     """``conv(x) + other`` (a residual), run as one oneDNN convolution with a sum post-op where :func:`fusable`:
     (B, C_in, H, W), (B, C_out, H', W') -> (B, C_out, H', W')."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.conv = conv
-        self.padding, self.stride, self.dilation, self.groups = _conv_args(conv)[2:]
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         if fusable(x) and other.shape[0] == x.shape[0] and other.dtype == x.dtype:

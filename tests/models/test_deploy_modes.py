@@ -110,8 +110,8 @@ def test_export_int8_calibrates_on_real_images_and_reports_accuracy(tmp_path, ca
     assert main(['--model', 'test_convnext', '--int8', '--output', str(tmp_path / 'x.onnx')]) == 2
 
 
-def test_a_grayscale_model_has_an_equal_three_channel_copy_for_pt2e():
-    from hybrid_zoo.export import three_channel_copy
+def test_a_grayscale_model_goes_through_pt2e_as_an_equal_three_channel_copy():
+    from hybrid_zoo.deploy import three_channel_copy
 
     torch.manual_seed(0)
     gray = reparameterize_model(timm.create_model('convformer_tiny', in_chans=1, **SMALL).eval())
@@ -120,6 +120,9 @@ def test_a_grayscale_model_has_an_equal_three_channel_copy_for_pt2e():
     with torch.no_grad():
         torch.testing.assert_close(wide(expand(x)), gray(x), atol=1e-5, rtol=1e-5)
         assert gray(x).shape == (2, 10)  # the original is untouched
+    calibration = [torch.randn(8, 1, 64, 64) for _ in range(2)]
+    deployed = build(gray, 'int8-pt2e', x, calibration)  # inductor alone fails one-channel inputs
+    assert deployed.run(torch.randn(3, 1, 64, 64)).shape == (3, 10) and deployed.max_abs_diff <= 0.05
     rgb = timm.create_model('convformer_tiny', **SMALL).eval()
     same, identity = three_channel_copy(rgb)
     assert same is rgb and identity(x) is x
