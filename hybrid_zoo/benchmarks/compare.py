@@ -67,6 +67,10 @@ class Recipe:
     cutmix: float = 0.0
     ema: bool = False
     data_seed: int = 0  # the subset is the same for every model and seed
+    # a continuation: the finished run of this recipe, same model and seed, supplies the starting weights (its exported
+    # ones: the EMA where it kept one); this recipe is then a second schedule on top of it (a warm restart), with the
+    # same data, subset and validation share, so the held-out curve goes on where that run's stopped
+    continues: str | None = None
 
     def create_model(self, name: str, **kwargs) -> torch.nn.Module:
         """``name`` built for this recipe: ``in_chans`` channels at ``img_size`` px (fixed-size peers such as CoAtNet
@@ -97,6 +101,11 @@ RECIPES: dict[str, Recipe] = {
         ema=True,
     ),
 }
+# long64's held-out curve still rose over its last epochs (issue 12): four more epochs from its weights, with a fresh
+# cosine from a quarter of its peak learning rate
+RECIPES['long64x'] = dataclasses.replace(
+    RECIPES['long64'], name='long64x', continues='long64', epochs=4, lr=5e-4, warmup_epochs=0.25
+)
 
 
 def _train_only(dataset_dir: Path, work: Path) -> Path:
@@ -117,16 +126,19 @@ def run_one(
     work: Path,
     workers: int = 2,
     model_kwargs: dict | None = None,
+    parent_work: Path | None = None,
 ) -> dict:
     """Train ``model`` with ``seed`` under ``recipe`` (resuming a cut run), test it, return its row.
 
-    ``model_kwargs`` change the architecture (a design variant under test), never the recipe.
+    ``model_kwargs`` change the architecture (a design variant under test), never the recipe. A continuation recipe
+    (``recipe.continues``) starts from the weights of the same model and seed's finished run under ``parent_work``.
     """
 
     out = work / f'{model}-s{seed}'
     row_file = out / 'compare_row.json'
     if row_file.exists():
         return json.loads(row_file.read_text())
+    parent = _parent_run(model, seed, recipe, parent_work) if recipe.continues else None
     cfg = TrainConfig(
         model=model,
         in_chans=recipe.in_chans,
@@ -155,6 +167,7 @@ def run_one(
         output_dir=str(out),
         resume='auto',
         cpu=True,
+        pretrained=parent['model_dir'] if parent else None,
     )
     final = fit(cfg)
     test = evaluate(
@@ -178,8 +191,43 @@ def run_one(
         'per_class_test': test.get('per_class'),
         'model_dir': str(out / 'model'),
     }
+    if parent:  # what it started from: the curve plot and the docs put the two schedules end to end
+        row['continues'] = {
+            'recipe': recipe.continues,
+            'epochs': parent['epochs'],
+            'val_curve': (parent.get('diagnostics') or {}).get('val_curve'),
+            'val_top1': parent['val_top1'],
+            'test_top1': parent['test_top1'],
+            'train_time_s': parent.get('train_time_s'),
+        }
     write_json_atomic(row_file, row)  # its presence marks the run finished: never half-written
     return row
+
+
+def _parent_run(model: str, seed: int, recipe: Recipe, parent_work: Path | None) -> dict:
+    """The finished run a continuation recipe starts from: its compare row, with its recipe's epoch count.
+
+    Raises:
+        FileNotFoundError: that run is not finished (or kept no weights) under ``parent_work``.
+        ValueError: it was trained on an architecture that has changed since.
+    """
+    run = (parent_work or Path('.')) / f'{model}-s{seed}'
+    row_file, weights = run / 'compare_row.json', run / 'model' / 'model.safetensors'
+    if not (row_file.exists() and weights.exists()):
+        raise FileNotFoundError(
+            f'recipe {recipe.name!r} continues {recipe.continues!r}: expected the finished {recipe.continues} run of '
+            f'{model} seed {seed} (compare_row.json and model/model.safetensors) in {run}; run '
+            f'`hybrid-zoo compare --recipe {recipe.continues} --models {model} --seeds {seed}` first'
+        )
+    row = json.loads(row_file.read_text())
+    if not measured_on_current(model, row):
+        raise ValueError(
+            f'{run} holds {model} architecture v{row.get("architecture_version") or 1}, expected v{ARCH_VERSION} (the '
+            f'current one): rerun `hybrid-zoo compare --recipe {recipe.continues} --models {model} --seeds {seed}`'
+        )
+    row['diagnostics'] = row.get('diagnostics') or diagnostics(run)
+    curve = (row['diagnostics'] or {}).get('val_curve') or []  # one entry per epoch it trained
+    return {**row, 'epochs': len(curve) or RECIPES[recipe.continues].epochs, 'model_dir': str(run / 'model')}
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -261,8 +309,20 @@ def compare(
     meta = machine_meta()
     if report_only and Path(results).exists():  # the machine that trained, not the one summarising
         meta = read_json(results).get('meta', meta)
+    parent_work = None
+    if recipe.continues:
+        parent_work = Path(work_dir) / (f'{recipe.continues}-{variant}' if variant else recipe.continues)
     for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
-        row = run_one(model, seed, recipe, Path(dataset_dir), work, workers=workers, model_kwargs=model_kwargs)
+        row = run_one(
+            model,
+            seed,
+            recipe,
+            Path(dataset_dir),
+            work,
+            workers=workers,
+            model_kwargs=model_kwargs,
+            parent_work=parent_work,
+        )
         if row.get('model_dir'):
             row['diagnostics'] = diagnostics(Path(row['model_dir']).parent)
         rows.append(row)
@@ -391,7 +451,10 @@ def _other_runs(
         return []
     old = read_json(results)
     ours = [dataclasses.asdict(recipe), variant, dict(model_kwargs or {})]
-    if [old.get('recipe'), old.get('variant'), old.get('model_kwargs') or {}] != json.loads(json.dumps(ours)):
+    # a recipe field added since the file was written reads as its default: the behaviour from before it existed
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
+    theirs = [{**defaults, **old['recipe']} if old.get('recipe') else None, old.get('variant')]
+    if [*theirs, old.get('model_kwargs') or {}] != json.loads(json.dumps(ours)):
         return []
     redone = set(pairs)
     return [
@@ -499,15 +562,21 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
         )
     lines = markdown_table(header, rows)
     subset = 'all 60,000' if rec['train_samples'] is None else f'a seeded {rec["train_samples"]:,}-image subset'
+    start = ''
+    if rec.get('continues'):
+        start = (
+            f'each run starts from the exported weights of the finished `{rec["continues"]}` run of the same model and '
+            f'seed (same data, subset and held-out share) and trains a second schedule on top of it: '
+        )
     lines += [
         '',
-        f'Recipe `{rec["name"]}`: {rec["img_size"]} px grayscale, {subset} of the training split '
+        f'Recipe `{rec["name"]}`: {start}{rec["img_size"]} px grayscale, {subset} of the training split '
         + (
             f'(checkpoint selection on {rec["val_samples"] or "all"} images held out of the training split), '
             if rec.get('val_fraction', 0.1)
             else '(no validation split: the final weights are tested), '
         )
-        + f'{rec["epochs"]} epochs, '
+        + f'{rec["epochs"]} {"more " if rec.get("continues") else ""}epochs, '
         f'batch {rec["batch_size"]}, AdamW lr {rec["lr"]} wd {rec["weight_decay"]}, cosine with '
         f'{rec["warmup_epochs"]} warmup epoch, label smoothing {rec["smoothing"]}, drop path {rec["drop_path_rate"]}, '
         f'random-resized-crop scale {tuple(rec["scale"])}, RandAugment {rec["aa"] or "off"}, mixup {rec["mixup"]}, '
@@ -527,6 +596,15 @@ def render(data: dict, results: Path, bench_file: str = 'bench-cpu.json') -> Non
         )
         + f'Source: `model_cards/results/{results.name}`.',
     ]
+    for r in data['runs']:
+        c = r.get('continues')
+        if c:
+            lines += [
+                '',
+                f'`{r["model"]}` seed {r["seed"]}: {c["epochs"]} epochs of `{c["recipe"]}` then {rec["epochs"]} of '
+                f'`{rec["name"]}`; held-out top-1 {c["val_top1"]:.2f} -> {r["val_top1"]:.2f}, test top-1 '
+                f'{c["test_top1"]:.2f} -> {r["test_top1"]:.2f} ({r["test_top1"] - c["test_top1"]:+.2f} points).',
+            ]
     if rec['train_samples'] is None:  # a full-data protocol: set against the dataset's published table
         best_name = max(models, key=lambda n: models[n]['top1'])
         gaps = ', '.join(
@@ -597,9 +675,17 @@ def draw_curves(runs: Sequence[dict], recipe: str, path: Path) -> None:
     """Held-out top-1 after each epoch of each run (is it still rising?), with the test top-1 it ended on."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
-        curve = r['diagnostics']['val_curve']
-        line = ax.plot(range(1, len(curve) + 1), curve, marker='o', ms=3, label=f'{r["model"]} seed {r["seed"]}')[0]
-        ax.plot(len(curve), r['test_top1'], marker='*', ms=9, color=line.get_color())
+        curve, before = r['diagnostics']['val_curve'], r.get('continues') or {}
+        first = before.get('val_curve') or []  # a continuation: the run it started from, then its own epochs
+        label = f'{r["model"]} seed {r["seed"]}'
+        if first:
+            line = ax.plot(range(1, len(first) + 1), first, marker='o', ms=3, label=f'{label}, {before["recipe"]}')[0]
+            ax.plot(len(first), before['test_top1'], marker='*', ms=9, color=line.get_color())
+            ax.axvline(len(first) + 0.5, color='grey', lw=0.8, ls=':')
+            label += f', then {recipe}'
+        x = range(len(first) + 1, len(first) + len(curve) + 1)
+        line = ax.plot(x, curve, marker='o', ms=3, label=label)[0]
+        ax.plot(x[-1], r['test_top1'], marker='*', ms=9, color=line.get_color())
     ax.set_xlabel('epoch')
     ax.set_ylabel('held-out top-1 (%), carved from train')
     ax.set_title(f'Recipe {recipe}: held-out accuracy per epoch (star: test top-1 of the kept weights)')

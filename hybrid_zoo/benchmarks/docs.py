@@ -432,6 +432,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'bench_table': _md('bench-cpu.md'),
     'fmnist_table': _md('fmnist-cpu64.md'),
     'fmnist_long_table': _md('fmnist-long64.md'),
+    'fmnist_long_more_table': _md('fmnist-long64x.md'),
     'fmnist_gpu_table': _md('fmnist-gpu64.md'),
     'design_table': design_table,
     'profile_table': _md('profile-cpu.md'),

@@ -62,6 +62,12 @@ EXTRA_RESULTS = {
         'fashion_mnist',
         ('top1', 'top5', 'seeds', 'train_img_per_s', 'train_time_s'),
     ),
+    'fmnist-long64x.json': (
+        'Fashion-MNIST (long protocol continued: the long64 run, then 4 more epochs from its weights with a fresh cosine '
+        'from lr 5e-4; test split)',
+        'fashion_mnist',
+        ('top1', 'top5', 'seeds', 'train_img_per_s', 'train_time_s'),
+    ),
     'fmnist-gpu64.json': (
         'Fashion-MNIST (GPU protocol: 64 px, grayscale, all 60,000 training images, bf16; test split)',
         'fashion_mnist',

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from hybrid_zoo.benchmarks.compare import RECIPES, compare, ranking_stable, summarize, swapped_pairs
 from hybrid_zoo.models.variants import ARCH_VERSION
@@ -149,3 +150,43 @@ def test_pick_advice_is_grounded_in_the_numbers():
     assert 'above the runner-up `convformer_tiny`' in text
     data['models']['convformer_tiny_late'] = entry(81.2, 0.4)
     assert 'treat as a tie' in pick_advice(data, bench)
+
+
+def test_a_continuation_starts_from_the_finished_run_and_plots_both_schedules(tmp_path):
+    from safetensors.torch import load_file
+
+    from hybrid_zoo.train.data import prepare_digits
+
+    data = tmp_path / 'digits'
+    prepare_digits(data)
+    first = dataclasses.replace(RECIPES['smoke'], train_samples=200, batch_size=50)
+    # a learning rate too small to move a weight (the schedule's floor, 1e-6, bounds each Adam step near 1e-6): the
+    # continued run's weights are the first run's, if it loaded them, and far from a fresh init's
+    more = dataclasses.replace(first, name='smokex', continues='smoke', epochs=2, lr=1e-12, warmup_epochs=0.0)
+    results = tmp_path / 'fmnist-smokex.json'
+    with pytest.raises(FileNotFoundError, match=r"continues 'smoke': expected the finished smoke run of test_resnet"):
+        compare(['test_resnet'], [0], more, data, tmp_path / 'work', results, workers=0)
+    compare(['test_resnet'], [0], first, data, tmp_path / 'work', tmp_path / 'fmnist-smoke.json', workers=0)
+    out = compare(['test_resnet'], [0], more, data, tmp_path / 'work', results, workers=0)
+    row = out['runs'][0]
+    parent = json.loads((tmp_path / 'work' / 'smoke' / 'test_resnet-s0' / 'compare_row.json').read_text())
+    assert row['continues']['recipe'] == 'smoke' and row['continues']['test_top1'] == parent['test_top1']
+    assert len(row['continues']['val_curve']) == first.epochs
+    before = load_file(tmp_path / 'work' / 'smoke' / 'test_resnet-s0' / 'model' / 'model.safetensors')
+    after = load_file(tmp_path / 'work' / 'smokex' / 'test_resnet-s0' / 'model' / 'model.safetensors')
+    params = [k for k in before if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+    assert params and all(torch.allclose(before[k], after[k], atol=1e-4) for k in params)
+    text = results.with_suffix('.md').read_text()
+    assert 'starts from the exported weights of the finished `smoke` run' in text
+    assert f'test top-1 {parent["test_top1"]:.2f} -> {row["test_top1"]:.2f}' in text
+    assert results.with_name('fmnist-smokex-curve.png').exists()  # the first run's epoch, then these two
+
+
+def test_a_results_file_from_before_a_recipe_field_keeps_its_runs(tmp_path):
+    from hybrid_zoo.benchmarks.compare import _other_runs
+
+    recipe = RECIPES['smoke']
+    old = {k: v for k, v in dataclasses.asdict(recipe).items() if k != 'continues'}  # written before the field
+    f = tmp_path / 'fmnist-smoke.json'
+    f.write_text(json.dumps({'recipe': old, 'variant': None, 'model_kwargs': {}, 'runs': [_row('test_resnet', 1, 9)]}))
+    assert [r['seed'] for r in _other_runs(f, [('test_resnet', 0)], recipe, None, None)] == [1]
