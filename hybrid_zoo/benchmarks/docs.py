@@ -22,6 +22,7 @@ from matplotlib.patches import FancyBboxPatch
 from hybrid_zoo.atomic import read_json
 from hybrid_zoo.benchmarks import compare, profile
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows
+from hybrid_zoo.benchmarks.speed_report import render_modes_only
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.describe import describe, format_table
 from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE
@@ -124,6 +125,17 @@ def deploy_table(results: Path) -> str | None:
         f'Measured {meta["date"]} on {meta["cpu"]}, {meta["threads"]} threads, torch {meta["torch"]}. '
         'Source: `model_cards/results/deploy.json` (`hybrid-zoo export --measure`).'
     )
+
+
+def _modes(name: str) -> Callable[[Path], str | None]:
+    """A block that is the deployment-modes part of a bench results file (its settings, modes table and problems)."""
+
+    def block(results: Path) -> str | None:
+        path = results / name
+        return render_modes_only(read_json(path)) if path.exists() else None
+
+    block.__name__ = name
+    return block
 
 
 def _md(name: str) -> Callable[[Path], str | None]:
@@ -445,8 +457,8 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'int8_accuracy_table': int8_accuracy_table,
     'targets_v1_v2': targets_v1_v2_table,
     'fusion_ab_table': fusion_ab_table,
-    'modes_table_tiny': _md('deploy-tiny.md'),
-    'modes_table_small': _md('deploy-small.md'),
+    'modes_table_tiny': _modes('deploy-tiny.json'),
+    'modes_table_small': _modes('deploy-small.json'),
 }
 
 

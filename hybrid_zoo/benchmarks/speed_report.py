@@ -481,13 +481,26 @@ def render_markdown(doc: dict) -> str:
     modes = render_modes_markdown(doc)
     if modes:
         lines += ['', 'Deployment modes:', '', modes]
-    problems = [(n, r['error']) for n, r in doc['models'].items() if r.get('error')]
-    problems += [(n, f'compile: {r["compile_error"]}') for n, r in doc['models'].items() if r.get('compile_error')]
+    return '\n'.join(lines + problem_lines(doc)) + '\n'
+
+
+def render_modes_only(doc: dict) -> str | None:
+    """The deployment-modes part of a run's markdown (its settings, the modes table, its problems), without the eager
+    table and the target checks that the headline run owns; None for a run without modes."""
+    modes = render_modes_markdown(doc)
+    if not modes:
+        return None
+    return '\n'.join([settings_line(doc['meta'], doc.get('reference') or {}), '', modes, *problem_lines(doc)])
+
+
+def problem_lines(doc: dict) -> list[str]:
+    """Markdown lines naming every model of the run that failed, was skipped or fell back ([] when none did)."""
+    models, meta = doc['models'], doc['meta']
+    problems = [(n, r['error']) for n, r in models.items() if r.get('error')]
+    problems += [(n, f'compile: {r["compile_error"]}') for n, r in models.items() if r.get('compile_error')]
     problems += [(item, 'skipped') for item in meta.get('run', {}).get('skipped', [])]
-    problems += [(n, r['train_fallback']) for n, r in doc['models'].items() if r.get('train_fallback')]
-    if problems:
-        lines += ['', 'Problems:', *(f'- {name}: {text}' for name, text in problems)]
-    return '\n'.join(lines) + '\n'
+    problems += [(n, r['train_fallback']) for n, r in models.items() if r.get('train_fallback')]
+    return ['', 'Problems:', *(f'- {name}: {text}' for name, text in problems)] if problems else []
 
 
 def render_csv(doc: dict) -> str:

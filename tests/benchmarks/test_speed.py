@@ -349,3 +349,17 @@ def test_deployment_modes_are_columns_checked_against_eager(tmp_path):
     md = (tmp_path / 'modes.md').read_text()
     assert 'Deployment modes:' in md and 'int8 img/s' in md
     assert (tmp_path / 'modes-modes.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_the_docs_show_a_modes_run_without_its_one_round_target_checks():
+    from hybrid_zoo.benchmarks.results import RESULTS_DIR
+
+    doc = json.loads((RESULTS_DIR / 'deploy-tiny.json').read_text())
+    assert doc['targets'] and '| target |' in bench_report.render_markdown(doc)  # the whole output has them
+    only = bench_report.render_modes_only(doc)
+    assert only.startswith(bench_report.settings_line(doc['meta'], doc.get('reference') or {}))
+    assert 'int8-pt2e img/s' in only and '| target |' not in only and 'GMACs (attn)' not in only
+    failed = {**doc, 'models': {**doc['models'], 'some_peer': {'error': 'worker exited with status -9'}}}
+    assert bench_report.render_modes_only(failed).endswith('- some_peer: worker exited with status -9')
+    no_modes = {**doc, 'models': {n: {k: v for k, v in r.items() if k != 'modes'} for n, r in doc['models'].items()}}
+    assert bench_report.render_modes_only(no_modes) is None
