@@ -688,7 +688,7 @@ def draw_curves(runs: Sequence[dict], recipe: str, path: Path) -> None:
         ax.plot(x[-1], r['test_top1'], marker='*', ms=9, color=line.get_color())
     ax.set_xlabel('epoch')
     ax.set_ylabel('held-out top-1 (%), carved from train')
-    ax.set_title(f'Recipe {recipe}: held-out accuracy per epoch (star: test top-1 of the kept weights)')
+    ax.set_title(f'Recipe {recipe}: held-out accuracy per epoch (star: test top-1 of the kept weights)', fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
