@@ -30,7 +30,7 @@ import platform
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,36 +270,42 @@ def calibration_batches(model: nn.Module, dataset: str, split: str = 'train', sa
 
 def compare_accuracy(
     model: nn.Module,
-    run: Callable[[torch.Tensor], torch.Tensor],
+    runs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
     dataset: str,
     split: str = 'test',
     samples: int | None = None,
 ) -> dict:
-    """Top-1 (%) of the fp32 eager model and of ``run`` (a deployed form of it) on ``split``, and how often their
-    top-1 classes agree."""
+    """Top-1 (%) of the fp32 eager model and of each deployed form of it in ``runs`` on ``split``, in one pass over
+    the data, and how often each form's top-1 class agrees with fp32's. ``runs`` maps a key prefix to a form: its
+    figures are ``<prefix>int8_top1``, ``<prefix>top1_change`` and ``<prefix>top1_agreement``."""
     model = model.eval()
-    correct = {'fp32': 0, 'int8': 0}
-    agree = total = 0
+    fp32, correct, agree, total = 0, dict.fromkeys(runs, 0), dict.fromkeys(runs, 0), 0
     for x, y in _eval_loader(model, dataset, split, samples):
         with torch.inference_mode():
             a = model(x).argmax(1)
-        b = run(x).argmax(1)
-        correct['fp32'] += int((a == y).sum())
-        correct['int8'] += int((b == y).sum())
-        agree += int((a == b).sum())
+        fp32 += int((a == y).sum())
         total += len(y)
-    return {
-        'split': split,
-        'images': total,
-        'fp32_top1': round(100 * correct['fp32'] / total, 3),
-        'int8_top1': round(100 * correct['int8'] / total, 3),
-        'top1_change': round(100 * (correct['int8'] - correct['fp32']) / total, 3),
-        'top1_agreement': round(100 * agree / total, 3),
-    }
+        for prefix, run in runs.items():
+            b = run(x).argmax(1)
+            correct[prefix] += int((b == y).sum())
+            agree[prefix] += int((a == b).sum())
+    out = {'split': split, 'images': total, 'fp32_top1': round(100 * fp32 / total, 3)}
+    for p in runs:
+        out[f'{p}int8_top1'] = round(100 * correct[p] / total, 3)
+        out[f'{p}top1_change'] = round(100 * (correct[p] - fp32) / total, 3)
+        out[f'{p}top1_agreement'] = round(100 * agree[p] / total, 3)
+    return out
 
 
 def int8_accuracy(
-    model: nn.Module, int8_onnx: str | os.PathLike, dataset: str, split: str = 'test', samples: int | None = None
+    model: nn.Module,
+    int8_onnx: str | os.PathLike,
+    dataset: str,
+    split: str = 'test',
+    samples: int | None = None,
+    also: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict:
-    """Top-1 (%) of the fp32 eager model and of its int8 ONNX on ``split``, and how often their top-1 classes agree."""
-    return compare_accuracy(model, _ort_session(Path(int8_onnx), torch.get_num_threads()), dataset, split, samples)
+    """Top-1 (%) of the fp32 eager model and of its int8 ONNX on ``split``, and how often their top-1 classes agree;
+    ``also`` (key prefix -> run): other deployed forms priced in the same pass (see :func:`compare_accuracy`)."""
+    ort = _ort_session(Path(int8_onnx), torch.get_num_threads())
+    return compare_accuracy(model, {'': ort, **(also or {})}, dataset, split, samples)

@@ -243,27 +243,26 @@ def _export_int8(model: nn.Module, args, in_chans: int) -> int:
         'calibration': f'{sum(len(b) for b in calibration)} images of {args.calibration_split}',
     }
     if args.evaluate_split:
-        report.update(int8_accuracy(model, path, args.calibration_dataset, args.evaluate_split))
-        report.update(_pt2e_accuracy(model, calibration, args.calibration_dataset, args.evaluate_split))
+        also = _pt2e_form(model, calibration, report)
+        report.update(int8_accuracy(model, path, args.calibration_dataset, args.evaluate_split, also=also))
     print(json.dumps(report))
     if args.record:
         record_int8(args.record, model, {**report, 'onnx_int8': path.name}, source=args.model)
     return 0
 
 
-def _pt2e_accuracy(model: nn.Module, calibration: list, dataset: str, split: str) -> dict:
-    """The other int8 flow, PyTorch's PT2E (``deploy`` mode ``int8-pt2e``), on the same calibration images and
-    split: ``pt2e_int8_top1``, ``pt2e_top1_change``, ``pt2e_top1_agreement`` (or ``pt2e_error``).
-
-    """
-    from hybrid_zoo.deploy import DeployError, build, compare_accuracy
+def _pt2e_form(model: nn.Module, calibration: list, report: dict) -> dict:
+    """The other int8 flow, PyTorch's PT2E (``deploy`` mode ``int8-pt2e``) on the same calibration images, as
+    ``{'pt2e_': run}`` for :func:`~hybrid_zoo.deploy.int8_accuracy` to price beside the ONNX file (its figures:
+    ``pt2e_int8_top1``, ``pt2e_top1_change``, ``pt2e_top1_agreement``); ``{}`` with ``report['pt2e_error']`` set
+    where it cannot be built."""
+    from hybrid_zoo.deploy import DeployError, build
 
     try:
-        pt2e = build(model, 'int8-pt2e', calibration[0], calibration)
+        return {'pt2e_': build(model, 'int8-pt2e', calibration[0], calibration).run}
     except DeployError as e:
-        return {'pt2e_error': str(e)}
-    acc = compare_accuracy(model, pt2e.run, dataset, split)
-    return {f'pt2e_{k}': acc[k] for k in ('int8_top1', 'top1_change', 'top1_agreement')}
+        report['pt2e_error'] = str(e)
+        return {}
 
 
 def record_int8(results: str | os.PathLike, model: nn.Module, report: dict, source: str) -> dict:
