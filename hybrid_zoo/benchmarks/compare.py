@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import statistics
 from collections.abc import Sequence
@@ -19,13 +20,14 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
-from hybrid_zoo.benchmarks.peers import FMNIST_PEERS
+from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS, fitted_kwargs
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.flops import count_macs, count_params
@@ -66,7 +68,13 @@ class Recipe:
     mixup: float = 0.0
     cutmix: float = 0.0
     ema: bool = False
-    data_seed: int = 0  # the subset is the same for every model and seed
+    data_seed: int = 0  # the balanced pool below is the same for every model and seed
+    # a class-balanced pool of train_samples / (1 - val_fraction) images drawn once with data_seed: the stratified
+    # validation carve of each run then leaves a balanced training set of at least train_samples images; without it
+    # the subset is a random one drawn with the run's seed (paired across models, not balanced)
+    balanced: bool = False
+    # peers whose attention windows are sized for 224 px get windows fitted to this recipe's maps (peers.fitted_kwargs)
+    fit_peer_windows: bool = False
     # a continuation: the finished run of this recipe, same model and seed, supplies the starting weights (its exported
     # ones: the EMA where it kept one); this recipe is then a second schedule on top of it (a warm restart), with the
     # same data, subset and validation share, so the held-out curve goes on where that run's stopped
@@ -88,6 +96,17 @@ RECIPES: dict[str, Recipe] = {
     'cpu64': Recipe(),
     # the architecture yardstick (issue 12): attention at stride 16 sees a 6x6 map (4x4 at 64 px), stride 8 12x12
     'yard96': Recipe(name='yard96', img_size=96, train_samples=6000, epochs=5),
+    # the front yardstick: the efficient peers and ours on one plane; 96 px so attention at stride 16 sees a 6x6 map,
+    # a class-balanced 6,000-image training set, 3 paired seeds (the seed also carves the held-out share)
+    'front96': Recipe(
+        name='front96',
+        img_size=96,
+        train_samples=6000,
+        val_samples=None,
+        epochs=5,
+        balanced=True,
+        fit_peer_windows=True,
+    ),
     'smoke': Recipe(name='smoke', img_size=32, train_samples=400, epochs=1, batch_size=32),
     'long64': Recipe(
         name='long64',
@@ -108,14 +127,37 @@ RECIPES['long64x'] = dataclasses.replace(
 )
 
 
-def _train_only(dataset_dir: Path, work: Path) -> Path:
-    """The train split alone, saved once, so the trainer carves validation from it and never sees test."""
+def _train_only(dataset_dir: Path, work: Path, recipe: Recipe) -> Path:
+    """The train split alone, saved once, so the trainer carves validation from it and never sees test; for a
+    ``balanced`` recipe, its class-balanced pool (``Recipe.balanced``)."""
 
-    out = work / 'train_only'
+    out = work / ('train_pool' if recipe.balanced else 'train_only')
     if not (out / 'dataset_dict.json').exists():
-        dd = load_from_disk(str(dataset_dir))
-        DatasetDict({'train': dd['train']}).save_to_disk(str(out))
+        train = load_from_disk(str(dataset_dir))['train']
+        if recipe.balanced:
+            train = train.select(balanced_pool(train['label'], recipe))
+        DatasetDict({'train': train}).save_to_disk(str(out))
     return out
+
+
+def balanced_pool(labels: Sequence[int], recipe: Recipe) -> list[int]:
+    """Row numbers of an equal number of images per class, enough that ``recipe.train_samples`` remain after the
+    ``val_fraction`` carve; drawn with ``recipe.data_seed``, sorted.
+
+    Raises:
+        ValueError: a class has fewer images than its share.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    per_class = math.ceil(recipe.train_samples / (1.0 - recipe.val_fraction) / len(classes))
+    rng = np.random.default_rng(recipe.data_seed)
+    rows = []
+    for c in classes:
+        mine = np.flatnonzero(labels == c)
+        if len(mine) < per_class:
+            raise ValueError(f'recipe {recipe.name!r}: class {c} has {len(mine)} images, expected >= {per_class}')
+        rows.append(rng.choice(mine, size=per_class, replace=False))
+    return sorted(int(i) for i in np.concatenate(rows))
 
 
 def run_one(
@@ -138,15 +180,17 @@ def run_one(
     row_file = out / 'compare_row.json'
     if row_file.exists():
         return json.loads(row_file.read_text())
+    if recipe.fit_peer_windows and model not in VARIANTS:
+        model_kwargs = {**fitted_kwargs(model, recipe.img_size), **(model_kwargs or {})}
     parent = _parent_run(model, seed, recipe, parent_work) if recipe.continues else None
     cfg = TrainConfig(
         model=model,
         in_chans=recipe.in_chans,
         img_size=recipe.img_size,
         model_kwargs=dict(model_kwargs or {}),
-        dataset=str(_train_only(dataset_dir, work)),
+        dataset=str(_train_only(dataset_dir, work, recipe)),
         val_fraction=recipe.val_fraction,
-        max_train_samples=recipe.train_samples,
+        max_train_samples=None if recipe.balanced else recipe.train_samples,
         max_val_samples=recipe.val_samples,
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
@@ -715,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
     results = Path(args.results or RESULTS_DIR / f'{stem}.json')
     data = compare(
-        args.models or [*FMNIST_MODELS, *FMNIST_PEERS],
+        args.models or [*(FRONT_PEERS if recipe.fit_peer_windows else FMNIST_PEERS), *FMNIST_MODELS],
         args.seeds,
         recipe,
         dataset_dir,

@@ -6,6 +6,7 @@ here; ``model_cards/results/`` records what each run measured.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hybrid_zoo.models.variants import SIZE_OF
@@ -28,6 +29,39 @@ PEER_SETS: dict[str, tuple[str, ...]] = {
 assert tuple(PEER_SETS) == PEER_SIZES
 # the peers trained under the Fashion-MNIST comparison's recipe (the tiny anchors that take 1-channel 64 px input)
 FMNIST_PEERS: tuple[str, ...] = ('coatnet_nano_rw_224', 'convnext_nano', 'tiny_vit_5m_224')
+
+# the tiny front (recipe front96): the efficient hybrids a CPU user would pick instead, the ImageNet anchors of the same
+# GMACs, and two CPU-fast pure CNNs as controls
+FRONT_PEERS: tuple[str, ...] = (
+    'tiny_vit_5m_224',
+    'fastvit_t12',
+    'efficientformerv2_s1',
+    'coatnet_nano_rw_224',
+    'convnext_nano',
+    'repvit_m1_0',
+    'mobilenetv4_conv_medium',
+)
+# the small front: the peers of the small size class that take any 1-channel input under the same recipe
+FRONT_PEERS_SMALL: tuple[str, ...] = ('fastvit_sa24', 'convnext_tiny', 'coatnet_0_rw_224', 'caformer_s18')
+
+
+def fitted_kwargs(model: str, img_size: int) -> dict:
+    """Constructor arguments that fit a peer's attention windows to the maps of an ``img_size`` input.
+
+    TinyViT's windows (7, 14, 7 for its stages at strides 8, 16, 32) are sized for 224 px maps (28, 14, 7); on a
+    smaller map a window larger than the map is zero-padded (at 96 px its stride-16 window holds 36 real tokens and 160
+    padding). Each window becomes the smallest divisor of its map not below timm's window, or the whole map: timm's
+    own windows at 224 px, global attention without padding on small maps. Other models: no change.
+    """
+    if not model.startswith('tiny_vit_'):
+        return {}
+    default = (7, 7, 14, 7)  # timm's TinyViT window_sizes; stage 1 is convolutional and ignores its entry
+    maps = [math.ceil(img_size / stride) for stride in (4, 8, 16, 32)]
+    fitted = [default[0]]
+    for side, window in zip(maps[1:], default[1:], strict=True):
+        fitted.append(next((d for d in range(window, side + 1) if side % d == 0), side))
+    return {'window_sizes': tuple(fitted)}
+
 
 COATNET = {'tiny': 'coatnet_nano_rw_224', 'small': 'coatnet_0_rw_224', 'base': 'coatnet_1_rw_224'}
 SIZES = PEER_SIZES
