@@ -261,9 +261,9 @@ def _summarise_model(results: list[dict], settings: dict, reference: dict, label
 
 
 def _summarise_modes(results: list[dict], batch: int) -> dict:
-    """Per deployment mode: img/s (median over every timed batch), ``vs_eager`` (median of per-worker paired ratios
-    against eager timed in alternation with it), build seconds, the largest |logit - eager| and file size, or the
-    error that kept it from building."""
+    """Per deployment mode: img/s (median over every timed batch; ``img_s_min``/``img_s_max``: the range of the
+    per-round medians), ``vs_eager`` (median of per-worker paired ratios against eager timed in alternation with it),
+    build seconds, the largest |logit - eager| and file size, or the error that kept it from building."""
     parts = [r['modes'] for r in results if r.get('modes')]
     out = {}
     for mode in dict.fromkeys(m for part in parts for m in part):
@@ -276,8 +276,12 @@ def _summarise_modes(results: list[dict], batch: int) -> dict:
         entries = [part[mode] for part in parts if mode in part]
         errors = [e['error'] for e in entries if e.get('error')]
         diffs = [e['max_abs_diff'] for e in entries if e.get('max_abs_diff') is not None]
+        per_round = [_median(_rates(part.get(mode), batch)) for part in parts if _rates(part.get(mode), batch)]
         out[mode] = {
             'img_s': _round(_median(rates), 2),
+            # the range of the per-worker (per-round) medians: what the front's dominance rule compares
+            'img_s_min': _round(min(per_round), 2) if per_round else None,
+            'img_s_max': _round(max(per_round), 2) if per_round else None,
             'vs_eager': _round(_median(paired)),
             'build_s': _round(_median([e['build_s'] for e in entries if e.get('build_s') is not None]), 1),
             'max_abs_diff': float(f'{max(diffs):.3g}') if diffs else None,

@@ -1,0 +1,139 @@
+"""The accuracy-speed front: the dominance rule, its undecided cases, the int8 shift and the rank correlation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hybrid_zoo.benchmarks import front
+
+
+def _accuracy(per_model: dict[str, list[float]]) -> dict:
+    return {
+        'runs': [
+            {'model': m, 'seed': s, 'test_top1': v, 'architecture_version': 2 if m.startswith('convformer_') else None}
+            for m, values in per_model.items()
+            for s, v in enumerate(values)
+        ]
+    }
+
+
+def _speed(per_model: dict[str, tuple[float, float, float]], mode: str = 'eager') -> dict:
+    return {
+        'models': {
+            m: {
+                'ours': m.startswith('convformer_'),
+                'architecture_version': 2 if m.startswith('convformer_') else None,
+                'modes': {mode: {'img_s': mid, 'img_s_min': lo, 'img_s_max': hi, 'error': None}},
+            }
+            for m, (mid, lo, hi) in per_model.items()
+        }
+    }
+
+
+@pytest.fixture(autouse=True)
+def _current_v2(monkeypatch):
+    # the rows above carry architecture version 2: read them as current whatever the registry's version is today
+    import hybrid_zoo.models.variants as variants
+
+    monkeypatch.setattr(variants, 'measured_on_current', lambda name, row: True)
+
+
+def _point(name, values, speed):
+    pts = front.points(_accuracy({name: values}), _speed({name: speed}), 'eager')
+    return pts[0]
+
+
+def test_dominates_needs_both_axes_beyond_noise():
+    fast_good = _point('a', [85.0, 85.5, 85.2], (100.0, 95.0, 105.0))
+    slow_bad = _point('b', [82.0, 82.4, 82.1], (50.0, 48.0, 52.0))
+    v = front.verdict(fast_good, slow_bad)
+    assert v['status'] == 'dominates'
+    assert v['speed_ratio'] == 2.0
+    assert v['top1_diff'] == pytest.approx(3.067, abs=1e-3)
+    assert front.verdict(slow_bad, fast_good)['status'] == 'dominated'
+
+
+def test_overlapping_speed_ranges_are_undecided():
+    a = _point('a', [85.0, 85.5, 85.2], (60.0, 50.0, 70.0))
+    b = _point('b', [82.0, 82.4, 82.1], (55.0, 45.0, 61.0))
+    v = front.verdict(a, b)
+    assert v['status'] == 'undecided'
+    assert 'speed ranges overlap' in v['why_undecided']
+
+
+def test_accuracy_within_two_standard_errors_is_undecided():
+    a = _point('a', [83.0, 82.0, 84.0], (100.0, 95.0, 105.0))
+    b = _point('b', [82.5, 82.5, 82.5], (50.0, 48.0, 52.0))  # paired differences 0.5, -0.5, 1.5: mean 0.5, SE 0.58
+    v = front.verdict(a, b)
+    assert v['status'] == 'undecided'
+    assert 'within 2 SE' in v['why_undecided']
+
+
+def test_one_seed_has_no_standard_error_and_decides_nothing():
+    a = _point('a', [90.0], (100.0, 95.0, 105.0))
+    b = _point('b', [80.0], (50.0, 48.0, 52.0))
+    v = front.verdict(a, b)
+    assert v['status'] == 'undecided'
+    assert v['top1_diff_se'] is None and 'no standard error' in v['why_undecided']
+
+
+def test_trade_off_is_neither_dominating():
+    fast_bad = _point('a', [80.0, 80.2, 80.1], (100.0, 95.0, 105.0))
+    slow_good = _point('b', [85.0, 85.5, 85.2], (50.0, 48.0, 52.0))
+    assert front.verdict(fast_bad, slow_good)['status'] == 'trade-off'
+
+
+@given(
+    st.lists(st.floats(70, 95), min_size=3, max_size=3),
+    st.lists(st.floats(70, 95), min_size=3, max_size=3),
+    st.tuples(st.floats(10, 200), st.floats(10, 200)),
+)
+def test_verdict_is_antisymmetric(acc_a, acc_b, speeds):
+    a = _point('a', acc_a, (speeds[0], speeds[0] * 0.95, speeds[0] * 1.05))
+    b = _point('b', acc_b, (speeds[1], speeds[1] * 0.95, speeds[1] * 1.05))
+    flip = {'dominates': 'dominated', 'dominated': 'dominates', 'trade-off': 'trade-off', 'undecided': 'undecided'}
+    assert front.verdict(b, a)['status'] == flip[front.verdict(a, b)['status']]
+
+
+def test_int8_mode_shifts_every_seed_by_the_measured_change():
+    acc = _accuracy({'m': [80.0, 81.0]})
+    speed = _speed({'m': (120.0, 110.0, 125.0)}, mode='int8-pt2e')
+    int8 = {'models': {'m': {'pt2e_top1_change': -0.5}}}
+    (p,) = front.points(acc, speed, 'int8-pt2e', int8)
+    assert p.per_seed == {0: 79.5, 1: 80.5}
+    assert p.int8_change == -0.5
+    assert front.points(acc, speed, 'eager', int8) == []  # no eager entry in that speed file
+
+
+def test_rank_correlation_flags_a_reversed_order():
+    imagenet = {'p1': (81.0, ''), 'p2': (80.0, ''), 'p3': (79.0, '')}
+    acc = _accuracy({'p1': [80.0, 80.1], 'p2': [82.0, 82.1], 'p3': [84.0, 84.1], 'convformer_tiny': [90.0, 90.0]})
+    speed = _speed({n: (50.0, 49.0, 51.0) for n in ('p1', 'p2', 'p3', 'convformer_tiny')})
+    rc = front.rank_correlation(front.points(acc, speed, 'eager'), imagenet)
+    assert rc['n'] == 3 and rc['rho'] == -1.0 and rc['positive'] is False  # ours never enter the correlation
+
+
+def test_summary_renders_a_page_and_plots(tmp_path):
+    acc = _accuracy({'convformer_tiny': [82.0, 82.5, 82.2], 'fastvit_t12': [84.0, 84.4, 84.5], 'p3': [70.0, 71, 70]})
+    speed = _speed({'convformer_tiny': (60.0, 58.0, 62.0), 'fastvit_t12': (90.0, 85.0, 95.0), 'p3': (59, 50, 70)})
+    summary = front.summarise(acc, speed, modes=('eager',))
+    assert summary['eager']['dominated_by'] == {'convformer_tiny': ['fastvit_t12'], 'p3': ['fastvit_t12']}
+    page = front.render_markdown(summary, title='Tiny front', sources=['fmnist-front96.json'])
+    assert '`fastvit_t12` (1.50x, +2.07 pt)' in page
+    assert 'on the front' in page and 'speed ranges overlap' in page
+    fig = front.render_plot(summary, 'eager')
+    fig.savefig(tmp_path / 'f.png')
+    assert (tmp_path / 'f.png').stat().st_size > 1000
+
+
+def test_paired_difference_uses_common_seeds_only():
+    a = _point('a', [80.0, 81.0, 82.0], (1.0, 1.0, 1.0))
+    b = front.Point('b', False, {0: 79.0, 2: 80.0}, 1.0, 1.0, 1.0)
+    mean, se, n = front.paired_difference(a, b)
+    assert n == 2 and mean == pytest.approx(1.5) and se == pytest.approx(0.5)
+    empty = front.Point('c', False, {7: 1.0}, 1.0, 1.0, 1.0)
+    assert math.isnan(front.paired_difference(a, empty)[0])
