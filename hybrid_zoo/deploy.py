@@ -197,23 +197,48 @@ def build(
 
 
 def three_channel_copy(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
-    """For a model whose first conv reads one channel: a copy reading three (that conv's weights repeated and divided
-    by three) and the input transform to feed it (the image three times), so ``copy(expand(x)) == model(x)``; any
-    other model comes back as it is, with the identity."""
-    net, expand = model, (lambda x: x)
-    first = getattr(model, 'pretrained_cfg', {}).get('first_conv') or ''
-    names = dict(model.named_modules())
-    first = next((n for n in (first, first.rsplit('.', 1)[0]) if n in names), None)  # folding drops a '.conv' level
-    conv = names.get(first)
-    if isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1:
-        net = copy.deepcopy(model)
-        wide = net.get_submodule(first)
+    """For a model whose first convs read one channel: a copy reading three (each such conv's weights repeated and
+    divided by three) and the input transform to feed it (the image three times), so ``copy(expand(x)) == model(x)``;
+    any other model comes back as it is, with the identity."""
+    convs = input_convs(model)
+    if not convs or any(c.in_channels != 1 for c in convs.values()):
+        return model, lambda x: x
+    net = copy.deepcopy(model)
+    for name in convs:
+        wide = net.get_submodule(name)
         wide.weight = nn.Parameter(wide.weight.detach().repeat(1, 3, 1, 1) / 3)
         wide.in_channels = 3
-        if getattr(net, 'in_chans', None) == 1:
-            net.in_chans = 3  # timm's attribute, which our models check their input against
-        expand = lambda x: x.expand(-1, 3, -1, -1)  # noqa: E731
-    return net, expand
+    if getattr(net, 'in_chans', None) == 1:
+        net.in_chans = 3  # timm's attribute, which our models check their input against
+    return net, lambda x: x.expand(-1, 3, -1, -1)
+
+
+def input_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """The dense convs that read the image, found from ``pretrained_cfg['first_conv']`` (one name or several: FastViT
+    and MobileOne train parallel branches on the input).
+
+    A name that reparameterization folded away (``stem.0.conv_kxk.0.conv`` becomes ``stem.0.reparam_conv``) is
+    looked up through its parents: the nearest one that still exists, other than the model itself, contributes its
+    dense convs with the same input width as the model.
+    """
+    names = dict(model.named_modules())
+    first = getattr(model, 'pretrained_cfg', {}).get('first_conv') or ()
+    out: dict[str, nn.Conv2d] = {}
+    for name in (first,) if isinstance(first, str) else tuple(first):
+        parts = name.split('.')
+        while parts and '.'.join(parts) not in names:
+            parts.pop()
+        if not parts:
+            continue
+        found = '.'.join(parts)
+        if isinstance(names[found], nn.Conv2d):
+            out[found] = names[found]
+            continue
+        in_chans = getattr(model, 'in_chans', None)
+        for sub, m in names[found].named_modules(prefix=found):
+            if isinstance(m, nn.Conv2d) and m.groups == 1 and (in_chans is None or m.in_channels == in_chans):
+                out[sub] = m
+    return out
 
 
 def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]):

@@ -11,7 +11,9 @@ import torch
 from timm.models import reparameterize_model
 
 import hybrid_zoo  # noqa: F401
+from hybrid_zoo.benchmarks.peers import FRONT_PEERS
 from hybrid_zoo.deploy import MODES, DeployError, build
+from hybrid_zoo.factory import create_model
 
 SMALL = {'widths': (16, 32, 64, 96), 'depths': (1, 1, 2, 1), 'num_classes': 10}
 
@@ -126,3 +128,26 @@ def test_a_grayscale_model_goes_through_pt2e_as_an_equal_three_channel_copy():
     rgb = timm.create_model('convformer_tiny', **SMALL).eval()
     same, identity = three_channel_copy(rgb)
     assert same is rgb and identity(x) is x
+
+
+@pytest.mark.parametrize('name', ['convformer_tiny_late', *FRONT_PEERS])
+@pytest.mark.parametrize('fold', [False, True], ids=['trained', 'reparameterized'])
+def test_every_front_model_gets_an_equal_three_channel_copy(name, fold):
+    # the input convs come from pretrained_cfg['first_conv'], a name or a tuple of names (FastViT's parallel branches),
+    # which reparameterization can fold away; a model read as untouched would fail inductor's one-channel int8 graph
+    from hybrid_zoo.deploy import input_convs, three_channel_copy
+
+    torch.manual_seed(0)
+    size = 96
+    gray = create_model(name, img_size=size, num_classes=10, in_chans=1).eval()
+    if fold:
+        gray = reparameterize_model(gray)
+    assert input_convs(gray), f'{name}: no input conv found from first_conv {gray.pretrained_cfg.get("first_conv")}'
+    wide, expand = three_channel_copy(gray)
+    assert wide is not gray
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(expand(x)), gray(x), atol=1e-4, rtol=1e-4)
+    rgb = create_model(name, img_size=size, num_classes=10).eval()
+    same, identity = three_channel_copy(reparameterize_model(rgb) if fold else rgb)
+    assert identity(x) is x and same is not None
