@@ -6,11 +6,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerScale2d, register_notrace_function
+from timm.layers import DropPath, register_notrace_function
 from torch import nn
 
-from .conv import ConvNorm
-from .fold import fold_bn_before, fold_scale_after
+from .conv import ConvNorm, branch_scale, fold_branch_scale
+from .fold import fold_bn_before
 from .fused import ConvAct, ConvAdd, fusion_enabled, is_exact_gelu
 
 
@@ -155,6 +155,7 @@ class AttnBlock(nn.Module):
         attn_dim: int | None = None,
         num_heads: int | None = None,
         ffn_dw: bool = True,
+        scale: str = 'layerscale',
         device=None,
         dtype=None,
     ) -> None:
@@ -165,11 +166,11 @@ class AttnBlock(nn.Module):
         self.attn = Attention(
             dim, head_dim=head_dim, kv_reduction=kv_reduction, attn_dim=attn_dim, num_heads=num_heads, **dd
         )
-        self.ls1 = LayerScale2d(dim, ls_init_value, **dd)
+        self.ls1 = branch_scale(dim, scale, ls_init_value, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.BatchNorm2d(dim, **dd)
         self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, dw=ffn_dw, **dd)
-        self.ls2 = LayerScale2d(dim, ls_init_value, **dd)
+        self.ls2 = branch_scale(dim, scale, ls_init_value, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.fused = False  # cpe and ffn.fc2 take the residual adds as post-ops (set by reparameterize)
 
@@ -187,12 +188,10 @@ class AttnBlock(nn.Module):
         if isinstance(self.norm2, nn.BatchNorm2d):
             ffn.fc1 = fold_bn_before(self.norm2, ffn.fc1)
             self.norm2 = nn.Identity()
-        if isinstance(self.ls1, LayerScale2d):
-            attn.proj = fold_scale_after(attn.proj, self.ls1.gamma)
-            self.ls1 = nn.Identity()
-        if isinstance(self.ls2, LayerScale2d):
-            ffn.fc2 = fold_scale_after(ffn.fc2, self.ls2.gamma)
-            self.ls2 = nn.Identity()
+        if isinstance(attn.proj, nn.Conv2d):
+            attn.proj, self.ls1 = fold_branch_scale(attn.proj, self.ls1)
+        if isinstance(ffn.fc2, nn.Conv2d):
+            ffn.fc2, self.ls2 = fold_branch_scale(ffn.fc2, self.ls2)
         if fusion_enabled() and isinstance(ffn.fc2, nn.Conv2d) and isinstance(self.cpe, nn.Conv2d):
             ffn.fuse_post_ops()  # oneDNN post-ops: GELU into the conv before it, residual adds into cpe and fc2
             self.cpe = ConvAdd(self.cpe)

@@ -74,6 +74,8 @@ class ConvFormerStage(nn.Module):
         attn_heads: int = 0,
         ffn_dw: bool = True,
         attn_every: int = 1,
+        branch_scale: str = 'layerscale',
+        rep_dw: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -88,20 +90,29 @@ class ConvFormerStage(nn.Module):
             if has_attention(i, depth, attention, attn_every):
                 block = AttnBlock(
                     out_chs,
-                    head_dim,
-                    kv_reduction,
-                    mlp_ratio,
-                    act_layer,
-                    ls_init_value,
-                    dpr[i],
+                    head_dim=head_dim,
+                    kv_reduction=kv_reduction,
+                    mlp_ratio=mlp_ratio,
+                    act_layer=act_layer,
+                    ls_init_value=ls_init_value,
+                    drop_path=dpr[i],
                     attn_dim=attn_dim,
                     num_heads=attn_heads or None,
                     ffn_dw=ffn_dw,
+                    scale=branch_scale,
                     **dd,
                 )
             else:
                 block = ConvBlock(
-                    out_chs, mlp_ratio, conv_kernel_size, act_layer, ls_init_value, drop_path=dpr[i], **dd
+                    out_chs,
+                    mlp_ratio=mlp_ratio,
+                    kernel_size=conv_kernel_size,
+                    act_layer=act_layer,
+                    ls_init_value=ls_init_value,
+                    drop_path=dpr[i],
+                    scale=branch_scale,
+                    rep_dw=rep_dw,
+                    **dd,
                 )
             blocks.append(block)
         self.blocks = nn.Sequential(*blocks)
@@ -132,6 +143,10 @@ class ConvFormerFusion(nn.Module):
         ffn_dw: a depthwise 3x3 inside the attention blocks' 4x-wide FFN (v1) or none.
         attn_every: in attention stages, every ``attn_every``-th block (counted from each stage's last) has
             attention and the others are conv blocks (NextViT / iFormer interleaving); 1 = all.
+        branch_scale: the scale ending each residual branch: 'layerscale' (from ``ls_init_value``) or 'bn0', a
+            BatchNorm whose weight starts at zero; both fold away at inference.
+        rep_dw: a train-time depthwise 3x3 beside each conv block's large depthwise kernel, folded into it by
+            ``reparameterize()``.
         device, dtype: where and in which dtype every parameter and buffer is created (``device='meta'``
             builds without memory, ``dtype=torch.bfloat16`` a bf16 model), as ``timm.create_model`` passes them.
     """
@@ -156,6 +171,8 @@ class ConvFormerFusion(nn.Module):
         attn_heads: int = 0,
         ffn_dw: bool = True,
         attn_every: int = 1,
+        branch_scale: str = 'layerscale',
+        rep_dw: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -206,6 +223,8 @@ class ConvFormerFusion(nn.Module):
                     attn_heads=attn_heads,
                     ffn_dw=ffn_dw,
                     attn_every=attn_every,
+                    branch_scale=branch_scale,
+                    rep_dw=rep_dw,
                     **dd,
                 )
             )
