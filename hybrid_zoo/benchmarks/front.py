@@ -13,9 +13,11 @@ overlap, the difference is within two standard errors, or one seed gives no stan
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from scipy import stats
 
@@ -229,7 +231,16 @@ def render_markdown(front: dict, *, title: str, sources: Sequence[str]) -> str:
     """The front as a page: per mode a table of the models (dominated ones marked, with by whom) and the undecided and
     trade-off pairs; then the rank correlation with ImageNet."""
     lines = [f'# {title}', '', __doc__.split('\n\n', 2)[2].strip(), '']
-    for mode in (m for m in front if m != 'rank_correlation'):
+    meta = front.get('meta') or {}
+    if meta.get('reference_1x1_gflops'):
+        lines += [
+            f'Speeds measured {meta["speed_measured"]} on {meta["cpu"]} ({meta["threads"]} threads), where a '
+            f'channels_last 1x1 conv ran at {meta["reference_1x1_gflops"]:.0f} GFLOP/s. The front depends on the '
+            'host: on a host with a slower 1x1 conv the conv-heavy models lose ground to the attention-heavy ones, '
+            'so read the speeds as ratios measured side by side in one run, on this host.',
+            '',
+        ]
+    for mode in (m for m, v in front.items() if isinstance(v, dict) and 'points' in v):
         f = front[mode]
         lines += [f'## {MODE_LABEL.get(mode, mode)}', '', f'![front, {mode}](front-tiny-{mode}.png)', '']
         pairs = {(p['a'], p['b']): p for p in f['pairs']}
@@ -330,3 +341,51 @@ def render_plot(front: dict, mode: str):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def write_front(
+    accuracy: str | os.PathLike,
+    speed: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    int8: str | os.PathLike | None = None,
+    name: str = 'front-tiny',
+    title: str = 'Accuracy-speed front, tiny size',
+    modes: Sequence[str] = MODES,
+) -> dict:
+    """Read the three results files, write ``<out_dir>/<name>.json`` (the summary), ``.md`` and one PNG per mode.
+
+    Raises:
+        FileNotFoundError: the accuracy or speed file is missing.
+        ValueError: the speed file has no row with one of ``modes`` (run ``hybrid-zoo bench --modes ...``).
+    """
+    from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
+
+    acc_doc, speed_doc = read_json(accuracy), read_json(speed)
+    int8_doc = read_json(int8) if int8 and Path(int8).exists() else None
+    missing = [m for m in modes if not any(m in (r.get('modes') or {}) for r in speed_doc.get('models', {}).values())]
+    if missing:
+        raise ValueError(f'{speed}: expected rows measured in modes {list(modes)}, none has {missing}')
+    summary = summarise(acc_doc, speed_doc, int8_doc, modes)
+    summary['meta'] = {
+        'accuracy': Path(accuracy).name,
+        'speed': Path(speed).name,
+        'int8': Path(int8).name if int8_doc else None,
+        'recipe': acc_doc.get('recipe', {}).get('name'),
+        'speed_measured': speed_doc.get('meta', {}).get('date'),
+        'reference_1x1_gflops': (speed_doc.get('reference') or {}).get('onednn_gflops'),
+        'cpu': speed_doc.get('meta', {}).get('cpu'),
+        'threads': speed_doc.get('meta', {}).get('threads'),
+    }
+    out = Path(out_dir)
+    sources = [summary['meta'][k] for k in ('accuracy', 'speed', 'int8') if summary['meta'][k]]
+    page = render_markdown(summary, title=title, sources=sources).replace('front-tiny-', f'{name}-')
+    write_json_atomic(out / f'{name}.json', summary)
+    write_atomic(out / f'{name}.md', page)
+    import matplotlib.pyplot as plt
+
+    for mode in modes:
+        fig = render_plot(summary, mode)
+        write_figure_atomic(fig, out / f'{name}-{mode}.png')
+        plt.close(fig)
+    return summary

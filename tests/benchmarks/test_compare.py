@@ -190,3 +190,27 @@ def test_a_results_file_from_before_a_recipe_field_keeps_its_runs(tmp_path):
     f = tmp_path / 'fmnist-smoke.json'
     f.write_text(json.dumps({'recipe': old, 'variant': None, 'model_kwargs': {}, 'runs': [_row('test_resnet', 1, 9)]}))
     assert [r['seed'] for r in _other_runs(f, [('test_resnet', 0)], recipe, None, None)] == [1]
+
+
+def test_front_recipe_draws_a_class_balanced_pool_that_leaves_its_training_size():
+    import numpy as np
+
+    from hybrid_zoo.benchmarks.compare import RECIPES, balanced_pool
+
+    recipe = RECIPES['front96']
+    labels = np.random.default_rng(3).integers(0, 10, size=60_000)
+    rows = balanced_pool(labels, recipe)
+    counts = np.bincount(labels[rows], minlength=10)
+    assert len(set(counts)) == 1  # the same number of images of every class
+    assert len(rows) * (1 - recipe.val_fraction) >= recipe.train_samples
+    assert rows == sorted(set(rows)) and rows == balanced_pool(labels, recipe)  # no repeats, the same every time
+    with pytest.raises(ValueError, match='class 1 has 5 images, expected >= 667'):
+        balanced_pool(np.array([c for c in range(10) for _ in range(5 if c == 1 else 1000)]), recipe)
+
+
+@pytest.mark.parametrize(('img_size', 'windows'), [(224, (7, 7, 14, 7)), (96, (7, 12, 6, 3)), (64, (7, 8, 4, 2))])
+def test_tinyvit_windows_fit_the_maps(img_size, windows):
+    from hybrid_zoo.benchmarks.peers import fitted_kwargs
+
+    assert fitted_kwargs('tiny_vit_5m_224', img_size) == {'window_sizes': windows}  # timm's own at 224 px
+    assert fitted_kwargs('fastvit_t12', img_size) == {}

@@ -137,3 +137,22 @@ def test_paired_difference_uses_common_seeds_only():
     assert n == 2 and mean == pytest.approx(1.5) and se == pytest.approx(0.5)
     empty = front.Point('c', False, {7: 1.0}, 1.0, 1.0, 1.0)
     assert math.isnan(front.paired_difference(a, empty)[0])
+
+
+def test_write_front_writes_its_files_and_refuses_a_speed_file_without_the_modes(tmp_path):
+    import json
+
+    acc = _accuracy({'convformer_tiny': [82.0, 82.5, 82.2], 'fastvit_t12': [84.0, 84.4, 84.5]})
+    speed = _speed({'convformer_tiny': (60.0, 58.0, 62.0), 'fastvit_t12': (90.0, 85.0, 95.0)})
+    speed['reference'] = {'onednn_gflops': 431.0}
+    speed['meta'] = {'date': '2026-12-07', 'cpu': 'AMD EPYC', 'threads': 2}
+    (tmp_path / 'acc.json').write_text(json.dumps(acc))
+    (tmp_path / 'speed.json').write_text(json.dumps(speed))
+    summary = front.write_front(tmp_path / 'acc.json', tmp_path / 'speed.json', tmp_path / 'out', modes=('eager',))
+    assert summary['meta']['reference_1x1_gflops'] == 431.0
+    page = (tmp_path / 'out' / 'front-tiny.md').read_text()
+    assert '431 GFLOP/s' in page and '![front, eager](front-tiny-eager.png)' in page
+    assert (tmp_path / 'out' / 'front-tiny-eager.png').exists() and (tmp_path / 'out' / 'front-tiny.json').exists()
+    with pytest.raises(ValueError, match=r"none has \['int8-pt2e'\]"):
+        front.write_front(tmp_path / 'acc.json', tmp_path / 'speed.json', tmp_path / 'o2', modes=('int8-pt2e',))
+    assert not (tmp_path / 'o2').exists()
