@@ -8,6 +8,7 @@ modules is an NCHW map; attention blocks tokenise internally, so any input size 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from timm.layers import NormMlpClassifierHead, get_act_layer, register_notrace_function, trunc_normal_
@@ -24,8 +25,16 @@ MIN_INPUT_SIZE = 32  # one pixel at stride 32
 
 
 @register_notrace_function  # shape checks are not traceable by torch.fx; keep the call as a graph leaf
-def check_input(x: torch.Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) -> None:
-    """Raise ``ValueError`` unless ``x`` is a float (B, in_chans, H, W) tensor with H, W >= 32."""
+def check_input(
+    x: torch.Tensor,
+    in_chans: int,
+    min_size: int = MIN_INPUT_SIZE,
+    dtype: Optional[torch.dtype] = None,  # noqa: UP045  (TorchScript reads Optional, not X | None)
+    training: bool = False,
+) -> None:
+    """Raise ``ValueError`` unless ``x`` is a non-empty float (B, in_chans, H, W) tensor with H, W >= 32, of the
+    model's ``dtype`` (any float dtype under autocast), and, in training, with more than one value per channel at
+    stride 32 (what BatchNorm needs to compute batch statistics)."""
     if torch.jit.is_tracing():  # ONNX/trace export: shapes are symbolic, the checks ran in eager already
         return
     if x.dim() != 4:
@@ -37,6 +46,22 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) 
     if x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(
             f'expected height and width >= {min_size}, got {x.shape[2]}x{x.shape[3]} (shape {list(x.shape)})'
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f'expected a batch of at least one image, got an empty batch (shape {list(x.shape)})')
+    autocast = False
+    if not torch.jit.is_scripting():  # TorchScript's is_autocast_enabled takes no device
+        autocast = torch.is_autocast_enabled(x.device.type)
+    if dtype is not None and x.dtype != dtype and not autocast:
+        raise ValueError(
+            f"expected dtype {dtype} (the dtype of the model's weights), got {x.dtype}: cast the input "
+            f'(x.to({dtype})) or the model (model.to({x.dtype})), or run under torch.autocast'
+        )
+    last = x.shape[0] * ((x.shape[2] + 31) // 32) * ((x.shape[3] + 31) // 32)
+    if training and last < 2:
+        raise ValueError(
+            f'training needs more than one value per channel at stride 32 for BatchNorm, got batch {x.shape[0]} at '
+            f'{x.shape[2]}x{x.shape[3]} (a 1x1 map): use a batch of 2 or more, an input over 32 px, or eval()'
         )
 
 
@@ -299,7 +324,7 @@ class ConvFormerFusion(nn.Module):
         """
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        check_input(x, self.in_chans)
+        check_input(x, self.in_chans, dtype=self.head.norm.weight.dtype, training=self.training)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         intermediates = []
         x = self.stem(x)
@@ -324,7 +349,7 @@ class ConvFormerFusion(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, num_features, ceil(H / 32), ceil(W / 32))."""
-        check_input(x, self.in_chans)
+        check_input(x, self.in_chans, dtype=self.head.norm.weight.dtype, training=self.training)
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
