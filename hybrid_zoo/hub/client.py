@@ -103,6 +103,10 @@ class HubAuthError(HubError):
     """No token, a rejected token, or a token without write access to the target namespace."""
 
 
+class _PickleFolderError(HubError, PickleRefusedError):
+    """A model folder to push whose only weights are a pickle."""
+
+
 class HubConflictError(HubError):
     """The branch moved while a push was prepared: someone else committed to it in the meantime (HTTP 412)."""
 
@@ -119,14 +123,20 @@ def check_folder(folder: str | os.PathLike) -> nn.Module:
         CorruptWeightsError: Missing, truncated or corrupted weights, weights that do not fit the config, NaN/inf
             values or integer tensors where the model has floats (the tensor is named).
         UnknownModelError: The config names an architecture timm does not know.
+        ConfigError: The config asks for what no model may (``hybrid_zoo.factory.check_config``).
         ModelLoadError: No config.
-        HubError: Only a pickle.
+        PickleRefusedError: Only a pickle (also a ``HubError``).
+        HubError: No weights.
     """
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
-        hint = f' (found {PICKLE_WEIGHTS_NAME}: pushes never upload pickles; re-save with safe_serialization=True)'
-        raise HubError(f'{folder} has no {WEIGHTS_NAME}' + (hint if (folder / PICKLE_WEIGHTS_NAME).exists() else ''))
+        if (folder / PICKLE_WEIGHTS_NAME).exists():
+            raise _PickleFolderError(
+                f'{folder} has no {WEIGHTS_NAME}, only {PICKLE_WEIGHTS_NAME}: pushes never upload pickles; re-save '
+                'it with timm.models.save_for_hf(..., safe_serialization=True)'
+            )
+        raise HubError(f'{folder} has no {WEIGHTS_NAME}')
     check_safetensors(weights)
     model = build_from_folder(folder)
 
@@ -437,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             license=args.license,
             base_model=args.base_model,
         )
-    except (HubError, ModelLoadError, HFValidationError) as e:
+    except (ModelLoadError, HFValidationError) as e:  # the folder or the repo id: bad input
+        print(f'hybrid-zoo push: {e}', file=sys.stderr)
+        return 2
+    except HubError as e:  # the Hub refused or could not be reached
         print(f'hybrid-zoo push: {e}', file=sys.stderr)
         return 1
     print(info.pr_url or info.commit_url)

@@ -61,18 +61,34 @@ def test_factory_is_core_and_every_tier_uses_it():
     assert vit.patch_embed.img_size == (64, 64) and vit.num_classes == 3
 
 
-def test_loads_the_checked_safetensors_whatever_the_config_names(tmp_path):
+@pytest.mark.parametrize(
+    'key, value',
+    [('hf_hub_filename', 'other.bin'), ('file', 'other.bin'), ('url', 'http://127.0.0.1:9/other.bin'),
+     ('custom_load', True), ('state_dict', {'fc.weight': [0.0]})],
+)  # fmt: skip
+def test_a_config_that_names_its_own_weights_is_refused(tmp_path, key, value):
+    """A config.json does not choose the file the loader reads: naming one is refused, by field, before loading."""
     folder = tmp_path / 'model'
     model = save_folder(folder, num_classes=2)
     torch.save(timm.create_model('test_resnet', num_classes=2).state_dict(), folder / 'other.bin')  # other weights
     config = json.loads((folder / 'config.json').read_text())
-    config['pretrained_cfg'].update(hf_hub_filename='other.bin', file=str(folder / 'other.bin'), custom_load=True)
-    config['pretrained_cfg']['url'] = 'http://127.0.0.1:9/other.bin'
+    config['pretrained_cfg'][key] = str(folder / value) if key == 'file' else value
     (folder / 'config.json').write_text(json.dumps(config))
-    for loaded in (factory.load_model(folder), factory.create_model(f'local-dir:{folder}', pretrained=True)):
-        assert same_weights(model, loaded)
-        assert loaded.pretrained_cfg['source'] == 'local-dir' and loaded.pretrained_cfg['file'] == str(folder)
-        assert 'hf_hub_filename' not in loaded.pretrained_cfg and 'url' not in loaded.pretrained_cfg
+    for load in (
+        lambda: factory.load_model(folder),
+        lambda: factory.create_model(f'local-dir:{folder}', pretrained=True),
+        lambda: factory.build_from_folder(folder),
+    ):
+        with pytest.raises(factory.ConfigError, match=rf'config\.json pretrained_cfg\.{key} is .*expected no {key}'):
+            load()
+    # the repo and source a config records are overwritten by where it was found, as in timm
+    config['pretrained_cfg'].pop(key)
+    config['pretrained_cfg'].update(hf_hub_id='someone/else', source='hf-hub')
+    (folder / 'config.json').write_text(json.dumps(config))
+    loaded = factory.load_model(folder)
+    assert same_weights(model, loaded)
+    assert loaded.pretrained_cfg['source'] == 'local-dir' and loaded.pretrained_cfg['file'] == str(folder)
+    assert 'hf_hub_id' not in loaded.pretrained_cfg
 
 
 def test_pickle_only_folders_are_refused_unless_allowed(tmp_path):
