@@ -97,7 +97,7 @@ MAX_CONFIG_DEPTH = 16  # timm writes 3 levels (config -> pretrained_cfg -> mean)
 MAX_NUM_CLASSES = 100_000
 MAX_IN_CHANS = 1024
 MAX_IMG_SIZE = 4096
-MAX_BLOCKS = 1024  # the sum of a model_args depth field (depth, depths, layers...)
+MAX_BLOCKS = 256  # the sum of a model_args depth field (depth, depths, layers...); timm's deepest is ~70
 MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights
 MAX_ARG_INT = 1 << 20  # any other integer in model_args
 MAX_ARG_ITEMS = 64  # items in one model_args list
@@ -375,7 +375,9 @@ def check_config(config: Any, where: str = CONFIG_NAME) -> dict:
     check_model_name(arch, named_by=f'{where}: {CONFIG_NAME}')
     field = _field_checker(where)
     field('num_classes', config.get('num_classes'), _int_in(0, MAX_NUM_CLASSES))
-    pcfg = config.get('pretrained_cfg', {})
+    # timm reads a config without pretrained_cfg (an older layout) as one flat pretrained cfg
+    legacy = {k: v for k, v in config.items() if k not in ('architecture', 'num_features', 'labels')}
+    pcfg = config.get('pretrained_cfg', {}) if 'pretrained_cfg' in config else legacy
     field('pretrained_cfg', pcfg, lambda v: 'a JSON object' if not isinstance(v, dict) else None)
     unknown = sorted(set(pcfg) - set(timm.models.PretrainedCfg.__dataclass_fields__))
     if unknown:
@@ -397,7 +399,7 @@ def check_config(config: Any, where: str = CONFIG_NAME) -> dict:
             field(f'{scope}{key}', value, _labels)
     args = config.get('model_args', {})
     field('model_args', args, lambda v: 'a JSON object' if not isinstance(v, dict) else None)
-    _check_model_args(arch, args, field)
+    _check_model_args(arch, args, field, where)
     _check_size(arch, config, where)
     return config
 
@@ -464,7 +466,7 @@ def accepted_model_args(arch: str) -> frozenset[str] | None:
     return frozenset(params) - {'self'} - _FACTORY_ARGS
 
 
-def _check_model_args(arch: str, args: dict, field: Any) -> None:
+def _check_model_args(arch: str, args: dict, field: Any, where: str) -> None:
     accepted = accepted_model_args(arch)
     for key, value in args.items():
         if key in _FACTORY_ARGS or (accepted is not None and key not in accepted):
@@ -474,7 +476,7 @@ def _check_model_args(arch: str, args: dict, field: Any) -> None:
                 if key in _FACTORY_ARGS
                 else (f'not an argument of {arch}')
             )
-            raise ConfigError(f'{CONFIG_NAME} model_args.{key} is {what}; expected {allowed}')
+            raise ConfigError(f'{where}: {CONFIG_NAME} model_args.{key} is {what}; expected {allowed}')
         name = f'model_args.{key}'
         if key == 'num_classes':
             field(name, value, _int_in(0, MAX_NUM_CLASSES))
@@ -512,7 +514,9 @@ def _check_size(arch: str, config: dict, where: str) -> None:
     parsed = _parsed_config(config, {})
     try:
         model = _timm_create(parsed.arch, pretrained=False, device='meta', **_build_kwargs(parsed, {}))
-    except (TypeError, ValueError, AssertionError) as e:
+    except ModelLoadError:
+        raise
+    except Exception as e:  # whatever the constructor raises for arguments it cannot take
         reason = (str(e).strip().splitlines() or [''])[0]
         raise ConfigError(
             f'{where}: {CONFIG_NAME} model_args {parsed.model_args} do not build {arch}: {type(e).__name__}: {reason}; '
