@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,3 +334,19 @@ def test_compare_publishes_each_models_best_run(tmp_path, hub_server, hf_token):
     assert json.loads(record.read_text())['tags'] == published
     with pytest.raises(FileNotFoundError, match='no finished 64 px run'):
         publish(files[1:], record=None)
+
+
+def test_the_cards_load_call_works_after_import_hybrid_zoo():
+    """`hybrid_zoo.hub.load(...)`, as the model card prints it, after a plain `import hybrid_zoo`; the import itself
+    still loads no tier."""
+    import subprocess
+    import sys
+
+    code = (
+        'import sys, hybrid_zoo; assert "hybrid_zoo.hub" not in sys.modules; '
+        'print(hybrid_zoo.hub.load.__module__, hybrid_zoo.train.__name__)'
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ['hybrid_zoo.hub.client', 'hybrid_zoo.train']
+    template = (Path(hub.__file__).parent / 'templates' / 'model_card.md').read_text()
+    assert "hybrid_zoo.hub.load('{{ repo_id }}')" in template
