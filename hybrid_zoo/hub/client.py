@@ -208,10 +208,30 @@ def plan_upload(
     model = check_folder(folder)
     files: dict[str, Path | bytes] = {}
     for name, path in collect_files(folder, run_dir).items():
-        files[name] = _public_text(path) if _matches(name, REDACTED_FILES) else path
+        if name == CONFIG_NAME:
+            files[name] = _public_config(path)
+        else:
+            files[name] = _public_text(path) if _matches(name, REDACTED_FILES) else path
     card = render_card(folder, repo_id=repo_id, license=license, base_model=base_model, model=model)
     files.update(_generated_files(folder, str(card)))
     return files
+
+
+def _public_config(path: Path) -> Path | bytes:
+    """``config.json`` as it is published: local paths replaced, and ``num_classes`` only at the top level.
+
+    timm's ``save_for_hf`` repeats ``num_classes`` inside ``model_args``; transformers' timm wrapper
+    (``AutoModelForImageClassification``, ``pipeline('image-classification')``) passes ``num_classes`` itself next to
+    ``**model_args`` and stops with "multiple values for keyword argument 'num_classes'". timm reads the top-level
+    value into the pretrained cfg, which sets the head, so nothing is lost. (``in_chans`` and ``global_pool`` stay:
+    the wrapper passes neither, and a grayscale model needs its ``in_chans``.)
+    """
+    config = json.loads(path.read_text(encoding='utf-8'))
+    args = config.get('model_args')
+    if isinstance(args, dict) and 'num_classes' in args and args['num_classes'] == config.get('num_classes'):
+        config['model_args'] = {k: v for k, v in args.items() if k != 'num_classes'}
+        return (json.dumps(redact_local_paths(config), indent=2) + '\n').encode()
+    return _public_text(path)
 
 
 def _public_text(path: Path) -> Path | bytes:
