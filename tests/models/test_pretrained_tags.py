@@ -163,3 +163,19 @@ def test_registered_tags_are_pinned_as_published():
         commit, sha256 = PUBLISHED[tag]
         assert (commit, sha256) == (entry['commit'], entry.get('sha256')), tag
         assert timm.models.get_pretrained_cfg(tag).hf_hub_id == f'{entry["repo_id"]}@{commit}'
+
+
+def test_help_texts_name_only_tags_that_exist():
+    """Every tag a --help text gives as an example is registered (an 'in1k' example named nothing)."""
+    import importlib
+    import re
+
+    import hybrid_zoo_cli
+
+    tags = set(timm.list_pretrained('convformer*'))
+    names = tags | {t.split('.', 1)[1] for t in tags}
+    for command, (module, _, _) in hybrid_zoo_cli.COMMANDS.items():
+        parser = importlib.import_module(f'hybrid_zoo_cli.{module}').build_parser()
+        text = ' '.join(parser.format_help().split())
+        for tag in re.findall(r'convformer_[a-z_]+\.[a-z0-9_]+', text) + re.findall(r"a tag \('([^']+)'\)", text):
+            assert tag in names, (command, tag)
