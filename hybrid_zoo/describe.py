@@ -17,7 +17,7 @@ from torch import nn
 
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.layers import AttnBlock
-from hybrid_zoo_cli.describe import build_parser
+from hybrid_zoo_cli.describe import MAX_IMG_SIZE, MAX_IN_CHANS, MIN_IMG_SIZE, build_parser
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,17 @@ def _what(name: str, module: nn.Module, width: int) -> str:
 
 @torch.no_grad()
 def describe(model_name: str, img_size: tuple[int, int] = (224, 224), in_chans: int = 3) -> list[Part]:
-    """The parts of ``model_name`` (a registered ConvFormer name) for a ``(1, in_chans, *img_size)`` input."""
+    """The parts of ``model_name`` (a registered ConvFormer name) for a ``(1, in_chans, *img_size)`` input.
+
+    Raises:
+        ValueError: ``img_size`` outside 32 to 1,024 px or ``in_chans`` outside 1 to 64 (checked before anything is
+            built: a forward pass at 20,000 px would allocate gigabytes).
+    """
+    sides = tuple(img_size)
+    if len(sides) != 2 or not all(isinstance(s, int) and MIN_IMG_SIZE <= s <= MAX_IMG_SIZE for s in sides):
+        raise ValueError(f'expected height and width from {MIN_IMG_SIZE} to {MAX_IMG_SIZE} px, got {img_size}')
+    if not isinstance(in_chans, int) or not 1 <= in_chans <= MAX_IN_CHANS:
+        raise ValueError(f'expected in_chans from 1 to {MAX_IN_CHANS}, got {in_chans}')
     model = timm.create_model(model_name, in_chans=in_chans).eval()
     parts = [('stem', model.stem), *((f'stage {i + 1}', s) for i, s in enumerate(model.stages)), ('head', model.head)]
     x = torch.zeros(1, in_chans, *img_size)

@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 import hybrid_zoo  # noqa: F401  (registers the models)
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import machine_meta
+from hybrid_zoo.factory import ModelLoadError, create_model
+from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
 from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS
 from hybrid_zoo_cli.export import build_parser
 
@@ -208,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'wrote {args.results}')
         return 0
     kwargs = {} if args.num_classes is None else {'num_classes': args.num_classes}
-    model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs).eval()
+    try:  # the checked loader: safetensors only, a config.json cannot choose the file (hybrid_zoo.factory)
+        model = create_model(args.model, pretrained=args.pretrained, **kwargs).eval()
+    except (ModelLoadError, PretrainedWeightsNotFoundError) as e:
+        _log.error('hybrid-zoo export: %s', e)
+        return 2
     if not args.no_reparam:
         model = reparameterize(model)
     in_chans = model.pretrained_cfg.get('input_size', (3,))[0] if hasattr(model, 'pretrained_cfg') else 3

@@ -17,16 +17,26 @@ weights go through one checked loader, whatever the entry point (``hub.load``, `
    differs, the first conv adapted when ``in_chans`` differs, and a strict load otherwise;
 4. a tensor stored as an integer where the model has a floating-point one is refused.
 
+A ``config.json`` from a folder or a repo is untrusted input and is checked before anything is built
+(``check_config``): its size and nesting, the fields timm reads (``num_classes``, ``input_size``, ``label_names``)
+within bounds, no weights source of its own (``file``, ``url``, ``hf_hub_filename``), and ``model_args`` limited to
+what the architecture's constructor accepts, never the factory's own options (``pretrained_strict``,
+``checkpoint_path``, ``pretrained_cfg_overlay``...), with a parameter count a meta-device build measures. The model
+is then built from that checked dict; timm does not read the file again. Weights load strictly unless the caller
+passes ``pretrained_strict=False``.
+
 Only torch and timm are imported here; ``huggingface_hub`` and ``safetensors`` (the ``hub`` extra) are imported by
 the functions that download or read weights. Nothing here imports a tier (``train``, ``hub``, ``benchmarks``).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -41,20 +51,29 @@ from torch import nn
 __all__ = [
     'CONFIG_NAME',
     'HUB_PREFIXES',
+    'MAX_CONFIG_BYTES',
+    'MAX_CONFIG_DEPTH',
+    'MAX_IMG_SIZE',
+    'MAX_IN_CHANS',
+    'MAX_NUM_CLASSES',
+    'MAX_PARAMS',
     'PICKLE_WEIGHTS_NAME',
     'WEIGHTS_NAME',
+    'ConfigError',
     'CorruptWeightsError',
     'ModelLoadError',
     'PickleRefusedError',
     'UnknownModelError',
     'build_from_folder',
     'check_dtypes',
+    'check_config',
     'check_model_name',
     'check_safetensors',
     'create_model',
     'import_plugins',
     'load_model',
     'model_name',
+    'read_config',
     'resolve_model_source',
     'scan_weights',
 ]
@@ -71,6 +90,31 @@ _SOURCE_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'so
 _PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.pth.tar', '.pkl', '.ckpt')
 _COMMIT = re.compile(r'[0-9a-f]{40}')
 
+# What an untrusted config.json may ask for: generous for real models (ImageNet-22k has 21,843 classes,
+# hyperspectral inputs a few hundred bands), small enough that nothing is allocated without bound.
+MAX_CONFIG_BYTES = 4 << 20
+MAX_CONFIG_DEPTH = 16  # timm writes 3 levels (config -> pretrained_cfg -> mean)
+MAX_NUM_CLASSES = 100_000
+MAX_IN_CHANS = 1024
+MAX_IMG_SIZE = 4096
+MAX_BLOCKS = 256  # the sum of a model_args depth field (depth, depths, layers...); timm's deepest is ~70
+MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights
+MAX_ARG_INT = 1 << 20  # any other integer in model_args
+MAX_ARG_ITEMS = 64  # items in one model_args list
+# create_model / build_model_with_cfg options: how to build and load, never what to build. A config setting
+# one of these would choose the loading (pretrained_strict=False loads half the weights silently) or collide with
+# the caller's own argument (TypeError)
+_FACTORY_ARGS = frozenset({
+    'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_strict', 'pretrained_filter_fn',
+    'pretrained_model_args', 'checkpoint_path', 'cache_dir', 'scriptable', 'exportable', 'no_jit', 'features_only',
+    'feature_cfg', 'feature_cls', 'out_indices', 'kwargs_filter', 'model_cfg', 'pruned', 'device', 'dtype',
+    'allow_pickle',
+})  # fmt: skip
+_DEPTH_ARGS = frozenset({'depth', 'depths', 'layers', 'num_layers', 'num_blocks', 'blocks'})
+# weights sources a config.json may not name: timm's save_for_hf writes none of them (custom_load: false)
+_CONFIG_SOURCE_KEYS = ('file', 'url', 'hf_hub_filename', 'state_dict', 'custom_load')
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
 
 class ModelLoadError(RuntimeError):
     """A model or its weights that cannot be loaded; the message says what was expected and what to do."""
@@ -82,6 +126,11 @@ class UnknownModelError(ModelLoadError, ValueError):
 
 class CorruptWeightsError(ModelLoadError, ValueError):
     """A weights file that is truncated, corrupted, not safetensors, or holds unusable values (NaN, wrong dtype)."""
+
+
+class ConfigError(ModelLoadError, ValueError):
+    """A ``config.json`` asking for what no model may: a field out of bounds, a weights source of its own, or
+    ``model_args`` the architecture does not accept; the message names the field, the limit and the value."""
 
 
 class PickleRefusedError(ModelLoadError):
@@ -168,26 +217,34 @@ def create_model(
             tables); other models take any size and their constructors do not accept the argument.
         allow_pickle: Accept weights that exist only as a pickle, read with ``torch.load(weights_only=True)``.
         **kwargs: Passed to ``timm.create_model``: ``num_classes`` (a different value gets a new classifier),
-            ``in_chans`` (the first conv is adapted), ``features_only``, ``pretrained_cfg_overlay``, ``cache_dir``...
+            ``in_chans`` (the first conv is adapted), ``features_only``, ``pretrained_cfg_overlay``, ``cache_dir``,
+            ``pretrained_strict=False`` (load what matches and skip the rest: only when the caller asks)...
 
     Returns:
         The model, in training mode as timm returns it.
 
     Raises:
         UnknownModelError: ``name`` (or the architecture its ``config.json`` names) is not registered.
+        ConfigError: The ``config.json`` of a folder or repo asks for what no model may (``check_config``).
         PickleRefusedError: Only a pickle is available and ``allow_pickle`` is False.
-        CorruptWeightsError: The weights are truncated, corrupted, hold NaN/inf or an integer where floats belong.
+        CorruptWeightsError: The weights are truncated, corrupted, hold NaN/inf or an integer where floats belong,
+            or do not fit the model (missing or unexpected tensors).
         ModelLoadError: No config or no weights where they were expected.
     """
     import_plugins()
     source, model_id = _parse_name(name)
     if source is None:
         check_model_name(model_id)
-    checked = _checked_weights(source, model_id, kwargs, allow_pickle) if pretrained else None
+    if pretrained:
+        checked = _checked_weights(source, model_id, kwargs, allow_pickle)
+    elif source is not None:  # the architecture still comes from an untrusted config.json
+        checked = _Checked(model_id, None, model_id, config=_source_config(source, model_id, kwargs.get('cache_dir')))
+    else:
+        checked = None
 
     def build(**extra: Any) -> nn.Module:
         if checked is not None:
-            return _build_checked(checked, {**kwargs, **extra})
+            return _build_checked(checked, pretrained, {**kwargs, **extra})
         return _timm_create(name, pretrained=pretrained, **kwargs, **extra)
 
     if img_size and source is None:
@@ -211,15 +268,17 @@ def load_model(source: str | os.PathLike, *, allow_pickle: bool = False, **kwarg
 
 
 def build_from_folder(folder: str | os.PathLike, **kwargs: Any) -> nn.Module:
-    """An untrained model built from ``<folder>/config.json`` exactly as timm builds it after download.
+    """An untrained model built from ``<folder>/config.json`` (checked by ``check_config``) as timm builds it after
+    download.
 
     Raises:
-        ModelLoadError: ``config.json`` is missing.
+        ModelLoadError: ``config.json`` is missing or unreadable.
+        ConfigError: It asks for what no model may.
         UnknownModelError: It names an architecture timm does not know.
     """
     folder = Path(folder)
-    _read_config(folder / CONFIG_NAME, str(folder))
-    return _timm_create(f'local-dir:{folder}', pretrained=False, **kwargs)
+    config = _parsed_config(read_config(folder / CONFIG_NAME, str(folder)), {'source': 'local-dir'})
+    return _build_checked(_Checked(str(folder), None, str(folder), config=config), False, kwargs)
 
 
 def _parse_name(name: str) -> tuple[str | None, str]:
@@ -240,16 +299,283 @@ def _timm_create(name: str, **kwargs: Any) -> nn.Module:
         raise
 
 
+# ---- untrusted config.json --------------------------------------------------------------------------------------------
+def read_config(path: str | os.PathLike, where: str | None = None) -> dict:
+    """Read a ``config.json`` from a folder or a repo as the untrusted input it is: size and nesting are bounded
+    before it is parsed, then ``check_config`` checks what it asks for.
+
+    Args:
+        path: The file.
+        where: How to name its folder or repo in errors; defaults to the file's folder.
+
+    Raises:
+        ModelLoadError: The file is missing or not JSON.
+        ConfigError: It is too large or too deep, or ``check_config`` refuses it.
+        UnknownModelError: It names an architecture timm does not know.
+    """
+    path = Path(path)
+    where = where or str(path.parent)
+    if not path.is_file():
+        found = f'has no {CONFIG_NAME}' if path.parent.is_dir() else 'does not exist'
+        raise ModelLoadError(
+            f'{where} {found}: expected a folder written by timm.models.save_for_hf with {CONFIG_NAME} and '
+            f'{WEIGHTS_NAME} (hybrid-zoo train writes one to <output_dir>/model)'
+        )
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f'{where}: {CONFIG_NAME} is {size:,d} bytes; expected at most {MAX_CONFIG_BYTES:,d}')
+    try:
+        text = path.read_bytes().decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ModelLoadError(f'{where}: {CONFIG_NAME} is not valid JSON ({e})') from None
+    depth = json_depth(text)
+    if depth > MAX_CONFIG_DEPTH:  # json.loads recurses once per level: 200,000 levels end in RecursionError
+        raise ConfigError(
+            f'{where}: {CONFIG_NAME} nests {depth} levels of lists and objects; expected at most {MAX_CONFIG_DEPTH}'
+        )
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f'{where}: {CONFIG_NAME} is not valid JSON ({e})') from None
+    return check_config(config, where)
+
+
+def json_depth(text: str) -> int:
+    """How deeply the lists and objects of a JSON text nest (0 for a scalar), without parsing it."""
+    brackets = re.sub(r'[^\[\]{}]', '', _STRING.sub('', text))
+    depth = deepest = 0
+    for char in brackets:
+        depth += 1 if char in '[{' else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_config(config: Any, where: str = CONFIG_NAME) -> dict:
+    """Check what an untrusted ``config.json`` asks timm to build, before anything is built; returns it.
+
+    The fields timm reads are bounded (``MAX_NUM_CLASSES``, ``MAX_IN_CHANS``, ``MAX_IMG_SIZE``); the config may name
+    no weights source (``file``, ``url``, ``hf_hub_filename``, ``state_dict``, ``custom_load``: the loader chooses
+    the file); ``model_args`` may hold only arguments the architecture's constructor accepts (never the factory's
+    own, such as ``pretrained_strict`` or ``checkpoint_path``), and the model they describe, built on the meta
+    device (nothing allocated), has at most ``MAX_PARAMS`` parameters.
+
+    Args:
+        config: The parsed ``config.json``.
+        where: How to name its folder or repo in errors.
+
+    Raises:
+        ConfigError: Naming the field, the limit and the value.
+        UnknownModelError: ``architecture`` is not registered.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f'{where}: {CONFIG_NAME} holds {type(config).__name__}; expected a JSON object')
+    arch = config.get('architecture')
+    if not isinstance(arch, str):
+        raise ModelLoadError(f'{where}: {CONFIG_NAME} names no architecture (expected "architecture": "<name>")')
+    check_model_name(arch, named_by=f'{where}: {CONFIG_NAME}')
+    field = _field_checker(where)
+    field('num_classes', config.get('num_classes'), _int_in(0, MAX_NUM_CLASSES))
+    # timm reads a config without pretrained_cfg (an older layout) as one flat pretrained cfg
+    legacy = {k: v for k, v in config.items() if k not in ('architecture', 'num_features', 'labels')}
+    pcfg = config.get('pretrained_cfg', {}) if 'pretrained_cfg' in config else legacy
+    field('pretrained_cfg', pcfg, lambda v: 'a JSON object' if not isinstance(v, dict) else None)
+    unknown = sorted(set(pcfg) - set(timm.models.PretrainedCfg.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f'{where}: {CONFIG_NAME} pretrained_cfg has fields timm does not know: {", ".join(unknown)}; expected '
+            'only PretrainedCfg fields (as timm.models.save_for_hf writes them)'
+        )
+    for key in _CONFIG_SOURCE_KEYS:
+        if pcfg.get(key):
+            raise ConfigError(
+                f'{where}: {CONFIG_NAME} pretrained_cfg.{key} is {pcfg[key]!r}: a config does not choose its weights '
+                f'(the loader reads {WEIGHTS_NAME} beside it); expected no {key}, as timm.models.save_for_hf writes'
+            )
+    field('pretrained_cfg.num_classes', pcfg.get('num_classes'), _int_in(0, MAX_NUM_CLASSES))
+    for key in ('input_size', 'test_input_size', 'min_input_size'):
+        field(f'pretrained_cfg.{key}', pcfg.get(key), _input_size)
+    for key in ('label_names', 'label_descriptions'):
+        for scope, value in (('', config.get(key)), ('pretrained_cfg.', pcfg.get(key))):
+            field(f'{scope}{key}', value, _labels)
+    args = config.get('model_args', {})
+    field('model_args', args, lambda v: 'a JSON object' if not isinstance(v, dict) else None)
+    _check_model_args(arch, args, field, where)
+    _check_size(arch, config, where)
+    return config
+
+
+def _field_checker(where: str) -> Any:
+    def field(name: str, value: Any, check: Any) -> None:
+        if value is None:
+            return
+        expected = check(value)
+        if expected:
+            shown = repr(value) if len(repr(value)) <= 80 else f'{repr(value)[:77]}...'
+            raise ConfigError(f'{where}: {CONFIG_NAME} {name} is {shown}; expected {expected}')
+
+    return field
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(low: int, high: int) -> Any:
+    return lambda v: None if _is_int(v) and low <= v <= high else f'an integer from {low:,d} to {high:,d}'
+
+
+def _input_size(value: Any) -> str | None:
+    ok = (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(_is_int(v) for v in value)
+        and 1 <= value[0] <= MAX_IN_CHANS
+        and all(1 <= v <= MAX_IMG_SIZE for v in value[1:])
+    )
+    return (
+        None
+        if ok
+        else f'[channels, height, width] with 1 to {MAX_IN_CHANS:,d} channels and sides of 1 to {MAX_IMG_SIZE:,d}'
+    )
+
+
+def _labels(value: Any) -> str | None:
+    if isinstance(value, list | dict) and len(value) <= MAX_NUM_CLASSES:
+        return None
+    return f'a list or object of at most {MAX_NUM_CLASSES:,d} labels'
+
+
+def _img_size(value: Any) -> str | None:
+    sides = value if isinstance(value, list | tuple) and len(value) == 2 else [value]
+    ok = all(_is_int(v) and 1 <= v <= MAX_IMG_SIZE for v in sides)
+    return None if ok else f'a side (or [height, width]) from 1 to {MAX_IMG_SIZE:,d}'
+
+
+def accepted_model_args(arch: str) -> frozenset[str] | None:
+    """The constructor arguments a config's ``model_args`` may set for ``arch``; ``None`` when the architecture's
+    constructor is not known here (other timm models: the meta-device build in ``check_config`` decides)."""
+    import inspect
+
+    try:
+        from hybrid_zoo.models import MODEL_NAMES, ConvFormerFusion
+    except ImportError:
+        return None
+    if arch not in MODEL_NAMES:
+        return None
+    params = inspect.signature(ConvFormerFusion.__init__).parameters
+    return frozenset(params) - {'self'} - _FACTORY_ARGS
+
+
+def _check_model_args(arch: str, args: dict, field: Any, where: str) -> None:
+    accepted = accepted_model_args(arch)
+    for key, value in args.items():
+        if key in _FACTORY_ARGS or (accepted is not None and key not in accepted):
+            allowed = f'one of {", ".join(sorted(accepted))}' if accepted else f'a constructor argument of {arch}'
+            what = (
+                'a loading option of the factory, not an argument of the architecture'
+                if key in _FACTORY_ARGS
+                else (f'not an argument of {arch}')
+            )
+            raise ConfigError(f'{where}: {CONFIG_NAME} model_args.{key} is {what}; expected {allowed}')
+        name = f'model_args.{key}'
+        if key == 'num_classes':
+            field(name, value, _int_in(0, MAX_NUM_CLASSES))
+        elif key == 'in_chans':
+            field(name, value, _int_in(1, MAX_IN_CHANS))
+        elif key == 'img_size':
+            field(name, value, _img_size)
+        elif key in _DEPTH_ARGS:
+            blocks = value if isinstance(value, list) else [value]
+            ok = all(_is_int(v) and v >= 0 for v in blocks) and sum(blocks) <= MAX_BLOCKS
+            field(
+                name, value, lambda v, ok=ok: None if ok else f'block counts >= 0 adding up to at most {MAX_BLOCKS:,d}'
+            )
+        else:
+            field(name, value, _bounded_value)
+
+
+def _bounded_value(value: Any) -> str | None:
+    if isinstance(value, list):
+        if len(value) > MAX_ARG_ITEMS:
+            return f'at most {MAX_ARG_ITEMS} items'
+        return next((e for e in map(_bounded_value, value) if e), None)
+    if isinstance(value, dict):
+        return next((e for e in map(_bounded_value, value.values()) if e), None)
+    if _is_int(value) and abs(value) > MAX_ARG_INT:
+        return f'integers from {-MAX_ARG_INT:,d} to {MAX_ARG_INT:,d}'
+    if isinstance(value, float) and not math.isfinite(value):
+        return 'finite numbers'
+    return None
+
+
+def _check_size(arch: str, config: dict, where: str) -> None:
+    """Build the model the config describes on the meta device (no memory) and bound its parameter count; an
+    argument the constructor refuses is named here, before anything real is built."""
+    parsed = _parsed_config(config, {})
+    try:
+        model = _timm_create(parsed.arch, pretrained=False, device='meta', **_build_kwargs(parsed, {}))
+    except ModelLoadError:
+        raise
+    except Exception as e:  # whatever the constructor raises for arguments it cannot take
+        reason = (str(e).strip().splitlines() or [''])[0]
+        raise ConfigError(
+            f'{where}: {CONFIG_NAME} model_args {parsed.model_args} do not build {arch}: {type(e).__name__}: {reason}; '
+            'expected arguments its constructor accepts'
+        ) from None
+    params = sum(p.numel() for p in model.parameters())
+    if params > MAX_PARAMS:
+        raise ConfigError(
+            f'{where}: {CONFIG_NAME} describes {arch} with {params:,d} parameters (model_args {parsed.model_args}); '
+            f'expected at most {MAX_PARAMS:,d}'
+        )
+
+
+@dataclass(frozen=True)
+class _Config:
+    """A checked ``config.json`` as timm's hub loader parses it: what to build and its pretrained cfg."""
+
+    arch: str
+    pretrained_cfg: dict
+    model_args: dict
+
+
+def _parsed_config(config: dict, provenance: dict) -> _Config:
+    from timm.models._hub import _parse_model_cfg  # the parsing timm's hf-hub: and local-dir: names use
+
+    pcfg, arch, model_args = _parse_model_cfg(copy.deepcopy(config), dict(provenance))
+    return _Config(arch, pcfg, dict(model_args))
+
+
+def _build_kwargs(config: _Config, kwargs: dict) -> dict:
+    """``timm.create_model`` kwargs for a parsed config: what timm's ``local-dir:`` loading passes, the caller's
+    kwargs taking precedence over the config's ``model_args``."""
+    return {
+        'pretrained_cfg': copy.deepcopy(config.pretrained_cfg),
+        'pretrained_model_args': dict(config.model_args),
+        **config.model_args,
+        **kwargs,
+    }
+
+
+def _source_config(source: str, model_id: str, cache_dir: Any) -> _Config:
+    """The checked config of an ``hf-hub:`` repo or a ``local-dir:`` folder (no weights)."""
+    if source == 'hf-hub':
+        path, where = _hub_config(model_id, cache_dir)
+        return _parsed_config(read_config(path, where), {'source': 'hf-hub', 'hf_hub_id': model_id})
+    return _parsed_config(read_config(Path(model_id) / CONFIG_NAME, model_id), {'source': 'local-dir'})
+
+
 # ---- the checked loader -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Checked:
     """A verified weights file and what timm builds around it."""
 
-    name: str  # what timm.create_model builds: 'arch[.tag]' or 'local-dir:<folder holding config.json>'
-    path: Path | None  # the one file timm loads; None: the caller passed tensors in pretrained_cfg['state_dict']
+    name: str  # the registry name 'arch[.tag]' timm builds when there is no config
+    path: Path | None  # the one file timm loads; None: no weights, or the caller's pretrained_cfg['state_dict']
     label: str  # how messages name the file, e.g. 'org/x@main:model.safetensors'
     dtypes: dict[str, torch.dtype] = field(default_factory=dict)  # of every tensor in the file
     provenance: dict[str, Any] = field(default_factory=dict)  # the source fields the built model's cfg keeps
+    config: _Config | None = None  # the checked config.json of a folder or repo
 
 
 def _checked_weights(source: str | None, model_id: str, kwargs: dict, allow_pickle: bool) -> _Checked:
@@ -260,8 +586,8 @@ def _checked_weights(source: str | None, model_id: str, kwargs: dict, allow_pick
     return _from_registry(model_id, kwargs, allow_pickle)
 
 
-def _from_hub_repo(model_id: str, cache_dir: Any, allow_pickle: bool) -> _Checked:
-    """An ``hf-hub:`` repo: its ``config.json``, then ``model.safetensors`` at the commit that config came from."""
+def _hub_config(model_id: str, cache_dir: Any) -> tuple[Path, str]:
+    """(the downloaded ``config.json`` of an ``hf-hub:`` repo, how messages name the repo)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
     from timm.models._hub import hf_split
@@ -269,36 +595,43 @@ def _from_hub_repo(model_id: str, cache_dir: Any, allow_pickle: bool) -> _Checke
     repo_id, revision = hf_split(model_id)
     where = f'{repo_id}@{revision or "main"}'
     try:
-        config = Path(
-            hf_hub_download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, library_name='timm')
-        )
+        path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, library_name='timm')
     except EntryNotFoundError:
         raise ModelLoadError(
             f'{where} has no {CONFIG_NAME}: expected a repo in timm format (hybrid-zoo push, timm push_to_hf_hub)'
         ) from None
-    _read_config(config, where)
+    return Path(path), where
+
+
+def _from_hub_repo(model_id: str, cache_dir: Any, allow_pickle: bool) -> _Checked:
+    """An ``hf-hub:`` repo: its ``config.json``, then ``model.safetensors`` at the commit that config came from."""
+    from timm.models._hub import hf_split
+
+    repo_id, revision = hf_split(model_id)
+    config_path, where = _hub_config(model_id, cache_dir)
+    provenance = {'source': 'hf-hub', 'hf_hub_id': model_id}
+    config = _parsed_config(read_config(config_path, where), provenance)
     # the cache files a download under snapshots/<commit>/: the weights are fetched at that same commit, so a push
     # between the two downloads cannot pair this config with other weights
-    commit = config.parent.name if _COMMIT.fullmatch(config.parent.name) else revision
+    commit = config_path.parent.name if _COMMIT.fullmatch(config_path.parent.name) else revision
     path, pickled = _download_weights(
         repo_id, commit, where, (WEIGHTS_NAME,), PICKLE_WEIGHTS_NAME, cache_dir, allow_pickle
     )
     label = f'{where}:{path.name}'
-    dtypes = _verify(path, label, pickled)
-    return _Checked(f'local-dir:{config.parent}', path, label, dtypes, {'source': 'hf-hub', 'hf_hub_id': model_id})
+    return _Checked(model_id, path, label, _verify(path, label, pickled), provenance, config)
 
 
 def _from_folder(folder: Path, allow_pickle: bool) -> _Checked:
     """A local folder in ``save_for_hf`` layout: ``model.safetensors``, or (if allowed) ``pytorch_model.bin``."""
-    _read_config(folder / CONFIG_NAME, str(folder))
+    provenance = {'source': 'local-dir', 'file': str(folder)}
+    config = _parsed_config(read_config(folder / CONFIG_NAME, str(folder)), provenance)
     path, pickled = _folder_weights(folder, allow_pickle)
-    dtypes = _verify(path, str(path), pickled)
-    return _Checked(f'local-dir:{folder}', path, str(path), dtypes, {'source': 'local-dir', 'file': str(folder)})
+    return _Checked(str(folder), path, str(path), _verify(path, str(path), pickled), provenance, config)
 
 
 def _from_registry(model_id: str, kwargs: dict, allow_pickle: bool) -> _Checked:
     """A registry name: the weights its pretrained cfg (code, plus the caller's overlay) names."""
-    from hybrid_zoo.models.pretrained import check_weights_reachable
+    from hybrid_zoo.models.pretrained import check_pinned_weights, check_weights_reachable
 
     arch, tag = timm.models.split_model_name_tag(model_id)
     cfg = timm.models.resolve_pretrained_cfg(
@@ -334,6 +667,7 @@ def _from_registry(model_id: str, kwargs: dict, allow_pickle: bool) -> _Checked:
             check_weights_reachable(dict(cfg, hf_hub_filename=None), cache_dir=kwargs.get('cache_dir'))
         path, pickled = _download_weights(repo_id, revision, where, safe, pickle, kwargs.get('cache_dir'), allow_pickle)
         label = f'{where}:{path.name}'
+        check_pinned_weights(cfg, path)  # a registered tag names one set of weights, by commit and sha256
         return _Checked(model_id, path, label, _verify(path, label, pickled), provenance)
     if cfg.get('url'):
         from timm.models._hub import download_cached_file
@@ -350,15 +684,30 @@ def _from_registry(model_id: str, kwargs: dict, allow_pickle: bool) -> _Checked:
     )
 
 
-def _build_checked(checked: _Checked, kwargs: dict) -> nn.Module:
-    """timm builds the model and loads ``checked.path`` and nothing else (see the module docstring)."""
+def _build_checked(checked: _Checked, pretrained: bool, kwargs: dict) -> nn.Module:
+    """timm builds the model (from the checked config, if any) and loads ``checked.path`` and nothing else."""
+    kwargs = dict(kwargs)
+    if checked.path is not None:
+        # every weight source of the cfg is replaced: the checked file is the only one timm may read
+        only = dict.fromkeys(_SOURCE_KEYS) | {'file': str(checked.path), 'custom_load': False}
+        kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), **only}
+    try:
+        if checked.config is not None:
+            model = _timm_create(checked.config.arch, pretrained=pretrained, **_build_kwargs(checked.config, kwargs))
+        else:
+            model = _timm_create(checked.name, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:  # a strict load_state_dict: tensors missing, unexpected or of another shape
+        if not (pretrained and str(e).startswith('Error(s) in loading state_dict')):
+            raise
+        lines = str(e).splitlines()
+        detail = ' '.join(line.strip() for line in lines[1:4])
+        more = f' ({len(lines) - 4} more lines)' if len(lines) > 4 else ''
+        raise CorruptWeightsError(
+            f'{checked.label} does not fit the model it is loaded into: {detail[:600]}{more}. Expected every tensor of '
+            'the model with its shape; pass pretrained_strict=False only to load a partial checkpoint on purpose.'
+        ) from None
     if checked.path is None:
-        return _timm_create(checked.name, pretrained=True, **kwargs)
-    # every weight source of the cfg is replaced: an untrusted config.json's hf_hub_filename, file or url (and
-    # the hf-hub / local-dir source a prefixed name sets) would otherwise choose the file timm reads
-    only = dict.fromkeys(_SOURCE_KEYS) | {'file': str(checked.path), 'custom_load': False}
-    overlay = {**(kwargs.pop('pretrained_cfg_overlay', None) or {}), **only}
-    model = _timm_create(checked.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        return model
     check_dtypes(checked.dtypes, model, name=checked.label)
     for module in model.modules():  # the features wrapper keeps a copy of the cfg
         cfg = getattr(module, 'pretrained_cfg', None)
@@ -370,25 +719,6 @@ def _build_checked(checked: _Checked, kwargs: dict) -> nn.Module:
                 else:
                     cfg[key] = value
     return model
-
-
-def _read_config(path: Path, where: str) -> dict:
-    """A ``config.json`` whose architecture is registered."""
-    if not path.is_file():
-        found = f'has no {CONFIG_NAME}' if path.parent.is_dir() else 'does not exist'
-        raise ModelLoadError(
-            f'{where} {found}: expected a folder written by timm.models.save_for_hf with {CONFIG_NAME} and '
-            f'{WEIGHTS_NAME} (hybrid-zoo train writes one to <output_dir>/model)'
-        )
-    try:
-        config = json.loads(path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f'{where}: {CONFIG_NAME} is not valid JSON ({e})') from None
-    arch = config.get('architecture') if isinstance(config, dict) else None
-    if not isinstance(arch, str):
-        raise ModelLoadError(f'{where}: {CONFIG_NAME} names no architecture (expected "architecture": "<name>")')
-    check_model_name(arch, named_by=f'{where}: {CONFIG_NAME}')
-    return config
 
 
 def _weight_names(filename: str | None) -> tuple[tuple[str, ...], str | None]:

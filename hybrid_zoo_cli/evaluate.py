@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         '--model',
         required=True,
         help="the model: a folder written by 'hybrid-zoo train' (<output_dir>/model), 'hf-hub:org/name', "
-        "'local-dir:/path', or a registry name with a tag ('convformer_tiny.in1k')",
+        "'local-dir:/path', or a registry name with a tag ('convformer_tiny.fmnist_64')",
     )
     parser.add_argument(
         '--dataset',

@@ -30,6 +30,7 @@ from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, writ
 from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS, fitted_kwargs
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
+from hybrid_zoo.factory import sha256_file
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
@@ -570,6 +571,8 @@ def publish(
         out[f'{model}.{FMNIST_TAG}'] = {
             'repo_id': repo_id,
             'commit': info.oid,
+            # the tag is pinned to this commit and these bytes (hybrid_zoo.models.pretrained.PUBLISHED)
+            'sha256': sha256_file(run_dir / 'model' / 'model.safetensors'),
             'results_file': row['results_file'],
             'recipe': row['recipe'],
             'seed': row['seed'],

@@ -103,6 +103,10 @@ class HubAuthError(HubError):
     """No token, a rejected token, or a token without write access to the target namespace."""
 
 
+class _PickleFolderError(HubError, PickleRefusedError):
+    """A model folder to push whose only weights are a pickle."""
+
+
 class HubConflictError(HubError):
     """The branch moved while a push was prepared: someone else committed to it in the meantime (HTTP 412)."""
 
@@ -119,14 +123,20 @@ def check_folder(folder: str | os.PathLike) -> nn.Module:
         CorruptWeightsError: Missing, truncated or corrupted weights, weights that do not fit the config, NaN/inf
             values or integer tensors where the model has floats (the tensor is named).
         UnknownModelError: The config names an architecture timm does not know.
+        ConfigError: The config asks for what no model may (``hybrid_zoo.factory.check_config``).
         ModelLoadError: No config.
-        HubError: Only a pickle.
+        PickleRefusedError: Only a pickle (also a ``HubError``).
+        HubError: No weights.
     """
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
-        hint = f' (found {PICKLE_WEIGHTS_NAME}: pushes never upload pickles; re-save with safe_serialization=True)'
-        raise HubError(f'{folder} has no {WEIGHTS_NAME}' + (hint if (folder / PICKLE_WEIGHTS_NAME).exists() else ''))
+        if (folder / PICKLE_WEIGHTS_NAME).exists():
+            raise _PickleFolderError(
+                f'{folder} has no {WEIGHTS_NAME}, only {PICKLE_WEIGHTS_NAME}: pushes never upload pickles; re-save '
+                'it with timm.models.save_for_hf(..., safe_serialization=True)'
+            )
+        raise HubError(f'{folder} has no {WEIGHTS_NAME}')
     check_safetensors(weights)
     model = build_from_folder(folder)
 
@@ -198,10 +208,30 @@ def plan_upload(
     model = check_folder(folder)
     files: dict[str, Path | bytes] = {}
     for name, path in collect_files(folder, run_dir).items():
-        files[name] = _public_text(path) if _matches(name, REDACTED_FILES) else path
+        if name == CONFIG_NAME:
+            files[name] = _public_config(path)
+        else:
+            files[name] = _public_text(path) if _matches(name, REDACTED_FILES) else path
     card = render_card(folder, repo_id=repo_id, license=license, base_model=base_model, model=model)
     files.update(_generated_files(folder, str(card)))
     return files
+
+
+def _public_config(path: Path) -> Path | bytes:
+    """``config.json`` as it is published: local paths replaced, and ``num_classes`` only at the top level.
+
+    timm's ``save_for_hf`` repeats ``num_classes`` inside ``model_args``; transformers' timm wrapper
+    (``AutoModelForImageClassification``, ``pipeline('image-classification')``) passes ``num_classes`` itself next to
+    ``**model_args`` and stops with "multiple values for keyword argument 'num_classes'". timm reads the top-level
+    value into the pretrained cfg, which sets the head, so nothing is lost. (``in_chans`` and ``global_pool`` stay:
+    the wrapper passes neither, and a grayscale model needs its ``in_chans``.)
+    """
+    config = json.loads(path.read_text(encoding='utf-8'))
+    args = config.get('model_args')
+    if isinstance(args, dict) and 'num_classes' in args and args['num_classes'] == config.get('num_classes'):
+        config['model_args'] = {k: v for k, v in args.items() if k != 'num_classes'}
+        return (json.dumps(redact_local_paths(config), indent=2) + '\n').encode()
+    return _public_text(path)
 
 
 def _public_text(path: Path) -> Path | bytes:
@@ -437,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
             license=args.license,
             base_model=args.base_model,
         )
-    except (HubError, ModelLoadError, HFValidationError) as e:
+    except (ModelLoadError, HFValidationError) as e:  # the folder or the repo id: bad input
+        print(f'hybrid-zoo push: {e}', file=sys.stderr)
+        return 2
+    except HubError as e:  # the Hub refused or could not be reached
         print(f'hybrid-zoo push: {e}', file=sys.stderr)
         return 1
     print(info.pr_url or info.commit_url)

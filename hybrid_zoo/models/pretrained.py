@@ -11,6 +11,13 @@ request with a short timeout): weights that are nowhere to be found fail in seco
 ``PretrainedWeightsNotFoundError``, which names the repo and the endpoint and says how to produce or serve them,
 instead of timm's tens of seconds of retries ending in ``LocalEntryNotFoundError``.
 
+A tag names exactly one set of weights: its ``hf_hub_id`` carries the commit it was published at
+(``<HUB_ORG>/<arch>.<tag>@<commit>``, so timm fetches that commit whatever the repo's ``main`` holds now, and the Hub
+cache keeps each commit apart), and ``PUBLISHED`` records that commit with the sha256 of its ``model.safetensors``
+(``hybrid-zoo compare --publish`` records both in ``model_cards/results/pretrained.json``; a test keeps the two
+alike). ``check_weights_reachable`` and the checked loader refuse other weights with
+``PretrainedWeightsMismatchError``. A tag published before sha256s were recorded is pinned by its commit alone.
+
 timm makes a tag with weights the architecture's default, which would turn ``create_model('convformer_tiny')``
 into a 1-channel, 10-class model: ``keep_untagged_default`` undoes that, so only an explicit tag (or
 ``pretrained=True`` on a name whose default has weights, none here) picks these weights.
@@ -19,6 +26,8 @@ into a 1-channel, 10-class model: ``keep_untagged_default`` undoes that, so only
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -42,6 +51,15 @@ FMNIST_TAG = 'fmnist_64'
 FMNIST_MODELS = ('convformer_tiny_early', 'convformer_tiny', 'convformer_tiny_late')
 
 
+# tag -> (commit it was published at, sha256 of its model.safetensors or None where not recorded), as
+# model_cards/results/pretrained.json records them
+PUBLISHED: dict[str, tuple[str, str | None]] = {
+    'convformer_tiny_early.fmnist_64': ('da453c5036802d57eb852d85574ec3ac595f2ece', None),
+    'convformer_tiny.fmnist_64': ('77278511967c337a3ce9ba1a71b1513f30a2a23c', None),
+    'convformer_tiny_late.fmnist_64': ('8ae05b808e0cd91a9e6093e5a18e0ab31094b11e', None),
+}
+
+
 def fmnist_cfg() -> dict:
     """The pretrained-cfg fields of a Fashion-MNIST 64 px tag (architecture-independent)."""
     return {
@@ -58,8 +76,60 @@ def fmnist_cfg() -> dict:
 
 
 def pretrained_tags() -> dict[str, dict]:
-    """``'<architecture>.<tag>'`` -> cfg fields (``hf_hub_id`` included) for every published weight."""
-    return {f'{m}.{FMNIST_TAG}': dict(fmnist_cfg(), hf_hub_id=f'{HUB_ORG}/{m}.{FMNIST_TAG}') for m in FMNIST_MODELS}
+    """``'<architecture>.<tag>'`` -> cfg fields for every published weight; ``hf_hub_id`` names the repo and the
+    commit the tag was published at (``PUBLISHED``)."""
+    return {
+        f'{m}.{FMNIST_TAG}': dict(
+            fmnist_cfg(), hf_hub_id=f'{HUB_ORG}/{m}.{FMNIST_TAG}@{PUBLISHED[f"{m}.{FMNIST_TAG}"][0]}'
+        )
+        for m in FMNIST_MODELS
+    }
+
+
+def pinned_sha256(pretrained_cfg: dict) -> str | None:
+    """The sha256 a registered tag's weights were published with, when its cfg still names the registered repo and
+    commit (a caller's overlay naming other weights is the caller's choice) and the sha256 was recorded."""
+    name = f'{pretrained_cfg.get("architecture")}.{pretrained_cfg.get("tag")}'
+    commit, sha256 = PUBLISHED.get(name, (None, None))
+    if commit is None or pretrained_cfg.get('hf_hub_id') != f'{HUB_ORG}/{name}@{commit}':
+        return None
+    return sha256
+
+
+def check_pinned_weights(pretrained_cfg: dict, path: str | os.PathLike) -> None:
+    """Refuse a downloaded weights file that is not the one a registered tag was published with.
+
+    Raises:
+        PretrainedWeightsMismatchError: The file's sha256 differs from the recorded one.
+    """
+    expected = pinned_sha256(pretrained_cfg)
+    if expected is None:
+        return
+    path = Path(path)
+    blob = path.resolve().name  # the Hub cache names an LFS blob by its sha256
+    actual = blob if re.fullmatch(r'[0-9a-f]{64}', blob) else _sha256(path)
+    if actual != expected:
+        raise PretrainedWeightsMismatchError(_mismatch_message(pretrained_cfg, actual, expected))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mismatch_message(pretrained_cfg: dict, actual: str, expected: str) -> str:
+    name = f'{pretrained_cfg.get("architecture")}.{pretrained_cfg.get("tag")}'
+    return (
+        f'{name} names the weights published as {pretrained_cfg.get("hf_hub_id")} with sha256 {expected}, but the Hub '
+        f'(or the local cache) holds other weights there (sha256 {actual}): they were not loaded. A registered tag '
+        'names exactly one set of weights; load weights of your own by their repo: '
+        "timm.create_model('hf-hub:<your-namespace>/<name>', pretrained=True)."
+    )
 
 
 def keep_untagged_default(default_cfgs: dict) -> None:
@@ -72,6 +142,10 @@ def keep_untagged_default(default_cfgs: dict) -> None:
 
 class PretrainedWeightsNotFoundError(RuntimeError):
     """A pretrained tag's weights are neither in the local Hub cache nor reachable through ``HF_ENDPOINT``."""
+
+
+class PretrainedWeightsMismatchError(PretrainedWeightsNotFoundError):
+    """What the Hub or the cache holds for a registered tag is not the weights the tag was published with."""
 
 
 def check_weights_reachable(pretrained_cfg: dict, cache_dir: str | os.PathLike | None = None) -> None:
@@ -109,7 +183,9 @@ def check_weights_reachable(pretrained_cfg: dict, cache_dir: str | os.PathLike |
     repo_id, revision = hf_split(hf_hub_id)
     files = (pretrained_cfg['hf_hub_filename'],) if pretrained_cfg.get('hf_hub_filename') else WEIGHT_FILES
     for filename in files:
-        if isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision), str):
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(cached, str):
+            check_pinned_weights(pretrained_cfg, cached)
             return
     # the URL timm's hf_hub_download will ask (its template is fixed from HF_ENDPOINT when huggingface_hub loads)
     urls = [hf_hub_url(repo_id, filename, revision=revision) for filename in files]
@@ -122,14 +198,18 @@ def check_weights_reachable(pretrained_cfg: dict, cache_dir: str | os.PathLike |
 
     if constants.HF_HUB_OFFLINE:
         raise not_found('HF_HUB_OFFLINE is set and they are not in the local cache')
+    expected = pinned_sha256(pretrained_cfg)
     for url in urls:
         try:
-            get_hf_file_metadata(url, timeout=PREFLIGHT_TIMEOUT_S)
-            return
+            metadata = get_hf_file_metadata(url, timeout=PREFLIGHT_TIMEOUT_S)
         except EntryNotFoundError:
             continue
         except Exception as error:  # refused, timed out, unknown repo or revision: the same way out for the user
             raise not_found(f'{type(error).__name__}: {error}'.strip()) from error
+        # an LFS file's etag is its sha256: other weights are refused before they are downloaded
+        if expected is not None and metadata.etag and metadata.etag != expected:
+            raise PretrainedWeightsMismatchError(_mismatch_message(pretrained_cfg, metadata.etag, expected))
+        return
     raise not_found(f'the repo holds none of {", ".join(files)}')
 
 

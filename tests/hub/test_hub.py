@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import RepositoryNotFoundError
 
+from hybrid_zoo.factory import sha256_file
 from hybrid_zoo.hub import client as hub
 
 pytestmark = [
@@ -253,7 +255,21 @@ def test_push_publishes_no_local_paths(tmp_path, hub_server, hf_token):
     assert {p: p.read_bytes() for p in run.rglob('*') if p.is_file()} == before  # the local files keep their paths
 
 
-def test_registered_fmnist_tag_loads_from_project_namespace(tmp_path, hub_server, hf_token):
+def pin(monkeypatch, tag: str, commit: str, sha256: str) -> None:
+    """Register ``tag`` as published at ``commit`` with ``sha256`` (what ``compare --publish`` records)."""
+    import dataclasses
+
+    from timm.models import _registry
+
+    from hybrid_zoo.models import pretrained
+
+    monkeypatch.setitem(pretrained.PUBLISHED, tag, (commit, sha256))
+    cfg = timm.models.get_pretrained_cfg(tag)
+    hf_hub_id = f'{pretrained.HUB_ORG}/{tag}@{commit}'
+    monkeypatch.setitem(_registry._model_pretrained_cfgs, tag, dataclasses.replace(cfg, hf_hub_id=hf_hub_id))
+
+
+def test_registered_fmnist_tag_loads_from_project_namespace(tmp_path, hub_server, hf_token, monkeypatch):
     """The pretrained tag a comparison publishes: pushed to the project's org, loaded by its timm name."""
     from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES, HUB_ORG
 
@@ -267,7 +283,8 @@ def test_registered_fmnist_tag_loads_from_project_namespace(tmp_path, hub_server
         safe_serialization=True,
         data_config={'input_size': (1, 64, 64)},
     )
-    hub.push(tmp_path, f'{HUB_ORG}/{tag}')
+    info = hub.push(tmp_path, f'{HUB_ORG}/{tag}')
+    pin(monkeypatch, tag, info.oid, sha256_file(tmp_path / 'model' / 'model.safetensors'))  # what a publish records
     loaded = timm.create_model(tag, pretrained=True).eval()
     assert_same_weights(model, loaded)
     assert loaded.pretrained_cfg['label_names'] == FASHION_MNIST_CLASSES
@@ -310,7 +327,26 @@ def test_compare_publishes_each_models_best_run(tmp_path, hub_server, hf_token):
     for model, w in winners.items():
         entry = published[f'{model}.fmnist_64']
         assert entry['repo_id'] == f'{HUB_ORG}/{model}.fmnist_64' and entry['seed'] == 1
+        # the tag is pinned to this commit and these bytes: both are recorded
+        weights = HfApi().hf_hub_download(entry['repo_id'], 'model.safetensors', revision=entry['commit'])
+        assert entry['sha256'] == sha256_file(weights)
         assert_same_weights(w, hub.load(f'hf-hub:{entry["repo_id"]}'))
     assert json.loads(record.read_text())['tags'] == published
     with pytest.raises(FileNotFoundError, match='no finished 64 px run'):
         publish(files[1:], record=None)
+
+
+def test_the_cards_load_call_works_after_import_hybrid_zoo():
+    """`hybrid_zoo.hub.load(...)`, as the model card prints it, after a plain `import hybrid_zoo`; the import itself
+    still loads no tier."""
+    import subprocess
+    import sys
+
+    code = (
+        'import sys, hybrid_zoo; assert "hybrid_zoo.hub" not in sys.modules; '
+        'print(hybrid_zoo.hub.load.__module__, hybrid_zoo.train.__name__)'
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ['hybrid_zoo.hub.client', 'hybrid_zoo.train']
+    template = (Path(hub.__file__).parent / 'templates' / 'model_card.md').read_text()
+    assert "hybrid_zoo.hub.load('{{ repo_id }}')" in template

@@ -1,11 +1,14 @@
-"""One checked loader behind every entry point (``hub.load``, ``hybrid-zoo eval``, ``train --pretrained``), against
-the local Hub server: only the verified ``model.safetensors`` is loaded, pickles are refused unless asked, and
-unusable weights are refused by name, at push and at load."""
+"""One checked loader behind every entry point, against the local Hub server: every Python function and every
+``hybrid-zoo`` command that can be pointed at weights (enumerated below; a new command fails the test until it is
+classified) refuses a pickle-only folder or repo and a ``config.json`` that names another weights file; only the
+verified ``model.safetensors`` is ever loaded, and unusable weights are refused by name, at push and at load."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+from pathlib import Path
 
 import pytest
 import timm
@@ -13,9 +16,10 @@ import torch
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
+import hybrid_zoo_cli
 from hybrid_zoo import factory
 from hybrid_zoo.hub import client as hub
-from hybrid_zoo.train import evaluate
+from hybrid_zoo.train import data, evaluate
 from hybrid_zoo.train.loop import TrainConfig, build_model
 
 pytestmark = [
@@ -58,22 +62,133 @@ def loaders(name: str):
     }
 
 
-def test_a_config_cannot_point_the_loader_at_another_file(tmp_path, hub_server, hf_token):
-    """H2: config.json names a pickle of other weights (hf_hub_filename, file, url); model.safetensors is loaded."""
-    model = make_folder(tmp_path)
-    torch.save(timm.create_model(ARCH, num_classes=2).state_dict(), tmp_path / 'other.bin')
-    config = json.loads((tmp_path / 'config.json').read_text())
-    config['pretrained_cfg'].update(hf_hub_filename='other.bin', file='other.bin', url='http://127.0.0.1:9/other.bin')
-    repo = 'alice/redirect'
-    upload(repo, {'config.json': json.dumps(config).encode(), 'model.safetensors': tmp_path / 'model.safetensors'})
-    upload(repo, {'other.bin': tmp_path / 'other.bin'})
+# ---- every entry point ------------------------------------------------------------------------------------------------
+# hybrid-zoo commands a user can point at weights (a folder, a repo, a name): each is fed the hostile sources below
+WEIGHT_COMMANDS = ('eval', 'train', 'export', 'push', 'describe')
+# the others, and why no user-named weights reach them
+NO_WEIGHT_COMMANDS = {
+    'demo': 'trains its own model; loads back only what it pushed to its own throwaway server',
+    'prepare-data': 'writes datasets',
+    'compare': 'trains registered architectures; a continued recipe starts from its own runs through train',
+    'hub-server': 'serves files, loads none',
+    'stats': 'counts registered architectures, untrained',
+    'bench': 'times untrained models',
+    'profile': 'profiles untrained models',
+    'render-docs': 'renders result files',
+}
+
+
+def test_every_command_is_classified():
+    assert set(hybrid_zoo_cli.COMMANDS) == set(WEIGHT_COMMANDS) | set(NO_WEIGHT_COMMANDS)
+
+
+def test_no_module_loads_weights_past_the_checked_loader():
+    """Outside factory.py nothing in the package asks timm for pretrained weights or unpickles a file."""
+    root = Path(factory.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob('*.py')):
+        if path.name == 'factory.py':
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            call = ast.unparse(node.func)
+            pretrained = [k for k in node.keywords if k.arg == 'pretrained']
+            loads = call.endswith(('torch.load', 'load_checkpoint', 'load_pretrained', 'load_state_dict_from_hf'))
+            if loads or (call == 'timm.create_model' and pretrained and ast.unparse(pretrained[0].value) != 'False'):
+                offenders.append(f'{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)[:80]}')
+    assert not offenders, offenders
+
+
+@pytest.fixture(scope='module')
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp('data') / 'digits'
+    data.prepare_digits(path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def hostile(tmp_path_factory, hub_server, hub_tokens):
+    """{kind: (folder, 'hf-hub:' repo)}: a pickle-only model, and a config naming another file beside safetensors."""
+    root = tmp_path_factory.mktemp('hostile')
+    folders = {'pickle-only': root / 'pickle-only', 'redirect': root / 'redirect'}
+    model = make_folder(folders['pickle-only'])
+    torch.save(model.state_dict(), folders['pickle-only'] / 'pytorch_model.bin')
+    (folders['pickle-only'] / 'model.safetensors').unlink()
+    make_folder(folders['redirect'])
+    torch.save(timm.create_model(ARCH, num_classes=2).state_dict(), folders['redirect'] / 'other.bin')
+    config = json.loads((folders['redirect'] / 'config.json').read_text())
+    config['pretrained_cfg']['hf_hub_filename'] = 'other.bin'
+    (folders['redirect'] / 'config.json').write_text(json.dumps(config))
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('HF_TOKEN', hub_tokens['alice'])
+        for kind, folder in folders.items():
+            repo = f'alice/hostile-{kind}'
+            upload(repo, {p.name: p for p in folder.iterdir()})
+            out[kind] = (str(folder), f'hf-hub:{repo}')
+    return out
+
+
+REFUSALS = {'pickle-only': r'pytorch_model\.bin', 'redirect': r'hf_hub_filename'}
+
+
+def python_entry_points(source: str, digits: str, tmp_path: Path) -> dict:
+    """Every library function that loads weights, as a user calls it with ``source`` (a folder or a repo id)."""
+    name = source if source.startswith('hf-hub:') else f'local-dir:{source}'
+    run = TrainConfig(model=ARCH, pretrained=source, dataset=digits, output_dir=str(tmp_path / 'run'))
+    points = {
+        'factory.create_model': lambda: factory.create_model(name, pretrained=True),
+        'factory.load_model': lambda: factory.load_model(source),
+        'hub.load': lambda: hub.load(source),
+        'evaluate.load_model': lambda: evaluate.load_model(source),
+        'evaluate.evaluate': lambda: evaluate.evaluate(source, digits, 'test', max_samples=8, cpu=True),
+        'train build_model (--pretrained)': lambda: build_model(run, num_classes=2),
+    }
+    if not source.startswith('hf-hub:'):  # a push takes a local folder
+        points['hub.check_folder'] = lambda: hub.check_folder(source)
+        points['hub.push'] = lambda: hub.push(source, 'alice/never')
+    return points
+
+
+def cli_entry_points(source: str, digits: str, tmp_path: Path) -> dict[str, list[str]]:
+    """Every command of ``WEIGHT_COMMANDS`` pointed at ``source``."""
+    name = source if source.startswith('hf-hub:') else f'local-dir:{source}'
+    tiny = ['--dataset', digits, '--workers', '0']
+    points = {
+        'eval': ['eval', '--model', source, *tiny, '--max-samples', '8', '--cpu'],
+        'train': ['train', '--model', ARCH, '--pretrained', source, *tiny, '--epochs', '1', '--max-train-samples', '16']
+        + ['--max-val-samples', '16', '--img-size', '32', '--output-dir', str(tmp_path / 'train')],
+        'export': ['export', '--model', name, '--pretrained', '--output', str(tmp_path / 'm.onnx')],
+        'describe': ['describe', name],
+    }
+    if not source.startswith('hf-hub:'):
+        points['push'] = ['push', source, 'alice/never', '--dry-run']
+    return points
+
+
+@pytest.mark.parametrize('where', ['folder', 'repo'])
+@pytest.mark.parametrize('kind', ['pickle-only', 'redirect'])
+def test_every_entry_point_refuses_hostile_weights(
+    kind, where, hostile, digits, tmp_path, hf_token, hub_server, capfd, caplog
+):
+    source = hostile[kind][where == 'repo']
     start = len(hub_server.requests)
-    for entry, load in loaders(f'hf-hub:{repo}').items():
-        loaded = load()
-        assert same_weights(model, loaded), entry
-        assert loaded.pretrained_cfg['hf_hub_id'] == repo and loaded.pretrained_cfg['source'] == 'hf-hub'
-        assert not {'hf_hub_filename', 'file', 'url'} & loaded.pretrained_cfg.keys(), entry
-    assert not [p for _, p in list(hub_server.requests)[start:] if p.endswith('other.bin')]  # never even fetched
+    for entry, load in python_entry_points(source, digits, tmp_path).items():
+        with pytest.raises(factory.ModelLoadError, match=REFUSALS[kind]):
+            load()
+        assert entry  # the entry point's name shows in a failure's traceback
+    capfd.readouterr()
+    for command, argv in cli_entry_points(source, digits, tmp_path).items():
+        caplog.clear()
+        assert hybrid_zoo_cli.main(argv) == 2, command
+        err = capfd.readouterr().err + caplog.text  # the commands log their errors; pytest captures the log
+        assert 'Traceback' not in err, (command, err)
+        if command != 'describe':  # describe takes registered names only: it says so
+            assert any(m in err for m in ('pytorch_model.bin', 'hf_hub_filename')), (command, err)
+    fetched = [p for m, p in list(hub_server.requests)[start:] if m == 'GET' and p.endswith(('.bin', '.pth'))]
+    assert not fetched  # looked at (HEAD), never downloaded
+    assert not (tmp_path / 'm.onnx').exists() and not (tmp_path / 'train' / 'model').exists()
 
 
 def test_pickle_only_repos_and_folders_are_refused_by_every_entry_point(tmp_path, hub_server, hf_token):

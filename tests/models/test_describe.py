@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 
+import hypothesis.strategies as st
 import pytest
 import timm
 import torch
+from hypothesis import given, settings
 
 import hybrid_zoo
 from hybrid_zoo.describe import describe
+from hybrid_zoo.describe import main as describe_main
 from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo_cli.describe import build_parser
 
 
 @pytest.mark.parametrize('name', ['convformer_tiny_early', 'convformer_tiny_late'])
@@ -40,6 +46,46 @@ def test_cli_prints_the_table_and_rejects_bad_input():
         and out.splitlines()[-1].startswith('total')
     )
     bad = subprocess.run([*run, 'convformer_tiny', '--img-size', '16'], capture_output=True, text=True)
-    assert bad.returncode == 2 and 'expected height and width >= 32' in bad.stderr
+    assert bad.returncode == 2 and '--img-size: expected an integer from 32 to 1024 px' in bad.stderr
     unknown = subprocess.run([*run, 'convformer_s18'], capture_output=True, text=True)
     assert unknown.returncode == 2 and 'expected one of convformer_tiny_early' in unknown.stderr
+
+
+SIZES = st.one_of(st.integers(min_value=-(10**6), max_value=10**6), st.text(max_size=4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(sizes=st.lists(SIZES, min_size=1, max_size=2), chans=SIZES)
+def test_sizes_are_bounded_before_anything_is_built(sizes, chans):
+    """Any --img-size / --in-chans: the parser accepts exactly the sizes describe can run without allocating
+    gigabytes, and says which flag, range and value it refused (exit 2, no traceback)."""
+    argv = ['convformer_tiny', '--img-size', *map(str, sizes), '--in-chans', str(chans)]
+
+    def in_range(text, low: int, high: int) -> bool:
+        try:
+            return low <= int(str(text)) <= high
+        except ValueError:
+            return False
+
+    sizes_ok = all(in_range(s, 32, 1024) for s in sizes)
+    chans_ok = in_range(chans, 1, 64)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:
+            assert e.code == 2 and not (sizes_ok and chans_ok)
+            flag = '--in-chans' if sizes_ok else '--img-size'
+            assert f'{flag}: expected an integer from' in stderr.getvalue() and 'Traceback' not in stderr.getvalue()
+            return
+    assert sizes_ok and chans_ok and args.in_chans == int(str(chans))
+
+
+def test_describe_refuses_sizes_that_would_allocate_gigabytes():
+    for size, chans in (((20000, 20000), 3), ((224, 224), 100_000), ((-32, -32), 3), ((224, 224), 0)):
+        with pytest.raises(ValueError, match='expected'):
+            describe('convformer_tiny', size, chans)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as caught:
+        describe_main(['convformer_tiny', '--img-size', '20000'])
+    assert caught.value.code == 2 and 'got' in stderr.getvalue()

@@ -6,12 +6,15 @@ Hub repos go through the same loader; they are tested against the local Hub serv
 from __future__ import annotations
 
 import ast
+import copy
 import json
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
 import timm
 import torch
+from hypothesis import HealthCheck, given, settings
 from safetensors.torch import load_file, save_file
 
 import hybrid_zoo
@@ -61,18 +64,34 @@ def test_factory_is_core_and_every_tier_uses_it():
     assert vit.patch_embed.img_size == (64, 64) and vit.num_classes == 3
 
 
-def test_loads_the_checked_safetensors_whatever_the_config_names(tmp_path):
+@pytest.mark.parametrize(
+    'key, value',
+    [('hf_hub_filename', 'other.bin'), ('file', 'other.bin'), ('url', 'http://127.0.0.1:9/other.bin'),
+     ('custom_load', True), ('state_dict', {'fc.weight': [0.0]})],
+)  # fmt: skip
+def test_a_config_that_names_its_own_weights_is_refused(tmp_path, key, value):
+    """A config.json does not choose the file the loader reads: naming one is refused, by field, before loading."""
     folder = tmp_path / 'model'
     model = save_folder(folder, num_classes=2)
     torch.save(timm.create_model('test_resnet', num_classes=2).state_dict(), folder / 'other.bin')  # other weights
     config = json.loads((folder / 'config.json').read_text())
-    config['pretrained_cfg'].update(hf_hub_filename='other.bin', file=str(folder / 'other.bin'), custom_load=True)
-    config['pretrained_cfg']['url'] = 'http://127.0.0.1:9/other.bin'
+    config['pretrained_cfg'][key] = str(folder / value) if key == 'file' else value
     (folder / 'config.json').write_text(json.dumps(config))
-    for loaded in (factory.load_model(folder), factory.create_model(f'local-dir:{folder}', pretrained=True)):
-        assert same_weights(model, loaded)
-        assert loaded.pretrained_cfg['source'] == 'local-dir' and loaded.pretrained_cfg['file'] == str(folder)
-        assert 'hf_hub_filename' not in loaded.pretrained_cfg and 'url' not in loaded.pretrained_cfg
+    for load in (
+        lambda: factory.load_model(folder),
+        lambda: factory.create_model(f'local-dir:{folder}', pretrained=True),
+        lambda: factory.build_from_folder(folder),
+    ):
+        with pytest.raises(factory.ConfigError, match=rf'config\.json pretrained_cfg\.{key} is .*expected no {key}'):
+            load()
+    # the repo and source a config records are overwritten by where it was found, as in timm
+    config['pretrained_cfg'].pop(key)
+    config['pretrained_cfg'].update(hf_hub_id='someone/else', source='hf-hub')
+    (folder / 'config.json').write_text(json.dumps(config))
+    loaded = factory.load_model(folder)
+    assert same_weights(model, loaded)
+    assert loaded.pretrained_cfg['source'] == 'local-dir' and loaded.pretrained_cfg['file'] == str(folder)
+    assert 'hf_hub_id' not in loaded.pretrained_cfg
 
 
 def test_pickle_only_folders_are_refused_unless_allowed(tmp_path):
@@ -176,3 +195,142 @@ def test_registry_tags_keep_the_fast_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
     with pytest.raises(PretrainedWeightsNotFoundError, match='hybrid-zoo/convformer_tiny.fmnist_64.*HF_HUB_OFFLINE'):
         factory.load_model('convformer_tiny.fmnist_64', cache_dir=tmp_path)
+
+
+# ---- untrusted config.json --------------------------------------------------------------------------------------------
+def slim_folder(path: Path) -> dict:
+    """A slim convformer_tiny folder as the trainer writes it; returns its config."""
+    save_folder(path, 'convformer_tiny', num_classes=2, **SLIM)
+    return json.loads((path / 'config.json').read_text())
+
+
+def write_config(path: Path, config: dict) -> None:
+    (path / 'config.json').write_text(json.dumps(config))
+
+
+def test_a_config_cannot_make_loading_lenient(tmp_path):
+    """model_args.pretrained_strict=false with half the tensors gone: refused by name; strict loading names what
+    is missing; only the caller may ask for a partial load."""
+    folder = tmp_path / 'model'
+    config = slim_folder(folder)
+    weights = load_file(folder / 'model.safetensors')
+    kept = dict(list(weights.items())[: len(weights) // 2])
+    save_file(kept, folder / 'model.safetensors')
+    write_config(folder, {**config, 'model_args': {**config['model_args'], 'pretrained_strict': False}})
+    with pytest.raises(factory.ConfigError, match=r'model_args\.pretrained_strict is a loading option of the factory'):
+        factory.load_model(folder)
+    write_config(folder, config)
+    # without the stem and the head (the model's filter, which names missing blocks itself, passes them on)
+    kept = {k: v for k, v in weights.items() if not k.startswith(('stem.', 'head.'))}
+    save_file(kept, folder / 'model.safetensors')
+    with pytest.raises(factory.CorruptWeightsError, match=r'does not fit the model.*Missing key\(s\).*stem'):
+        factory.load_model(folder)
+    partial = factory.load_model(folder, pretrained_strict=False)  # asked for by the caller: loaded as far as it goes
+    assert all(torch.equal(partial.state_dict()[k], v) for k, v in kept.items())
+
+
+@pytest.mark.parametrize(
+    'change, match',
+    [
+        ({'model_args': {'checkpoint_path': '/tmp/x.pth'}}, r'model_args\.checkpoint_path is a loading option'),
+        ({'model_args': {'pretrained_cfg_overlay': {'file': 'x'}}}, r'model_args\.pretrained_cfg_overlay is a loading'),
+        ({'model_args': {'not_an_arg': 1}}, r'model_args\.not_an_arg is not an argument of convformer_tiny'),
+        ({'num_classes': -5}, r'config\.json num_classes is -5; expected an integer from 0 to 100,000'),
+        ({'model_args': {'num_classes': -5}}, r'model_args\.num_classes is -5; expected an integer from 0 to'),
+        ({'model_args': {'in_chans': 100000}}, r'model_args\.in_chans is 100000; expected an integer from 1 to 1,024'),
+        ({'model_args': {'depths': [100000, 1, 1, 1]}}, r'depths is \[100000, 1, 1, 1\]; expected .* at most 256'),
+        ({'model_args': {'widths': [65536] * 4}}, r'with [\d,]+ parameters .*expected at most 1,000,000,000'),
+        ({'model_args': {'mlp_ratio': 1e300}}, r'parameters|do not build'),
+        ({'pretrained_cfg': {'input_size': [1, 20000, 64]}}, r'pretrained_cfg\.input_size is \[1, 20000, 64\]'),
+        ({'pretrained_cfg': {'unknown_field': 1}}, r'pretrained_cfg has fields timm does not know: unknown_field'),
+        ({'label_names': ['x'] * 100_001}, r'label_names is .*expected a list or object of at most 100,000 labels'),
+        ({'model_args': {'fusion': 'sideways'}}, r'do not build convformer_tiny: ValueError: fusion must be one of'),
+    ],
+    ids=lambda v: None if isinstance(v, str) else next(iter(v.get('model_args', v))),
+)
+def test_an_untrusted_config_is_bounded_before_anything_is_built(tmp_path, change, match):
+    """Each refusal names the field, the limit and the value: no TypeError, no allocation, no silent acceptance."""
+    folder = tmp_path / 'model'
+    config = slim_folder(folder)
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    write_config(folder, config)
+    for load in (lambda: factory.load_model(folder), lambda: factory.build_from_folder(folder)):
+        with pytest.raises(factory.ConfigError, match=match):
+            load()
+
+
+def test_a_config_nested_deeper_than_any_model_needs_is_refused_unparsed(tmp_path):
+    folder = tmp_path / 'model'
+    slim_folder(folder)
+    (folder / 'config.json').write_text('[' * 200_000 + ']' * 200_000)
+    with pytest.raises(factory.ConfigError, match=r'nests 200000 levels .*expected at most 16'):
+        factory.load_model(folder)
+    text = '{"architecture": "convformer_tiny", "pretrained_cfg": {"description": "' + '[{' * 100 + '"}}'
+    (folder / 'config.json').write_text(text)
+    factory.build_from_folder(folder)  # brackets inside strings are text, not nesting
+    (folder / 'config.json').write_bytes(b' ' * (factory.MAX_CONFIG_BYTES + 1))
+    with pytest.raises(factory.ConfigError, match=r'config\.json is [\d,]+ bytes; expected at most'):
+        factory.build_from_folder(folder)
+
+
+def test_old_configs_that_repeat_the_head_in_model_args_still_load(tmp_path):
+    """Configs published before pushes dropped num_classes from model_args load through the checked loader, and a
+    caller's num_classes still replaces the head."""
+    folder = tmp_path / 'model'
+    config = slim_folder(folder)
+    config['model_args'].update(num_classes=2, in_chans=3, global_pool='avg')
+    write_config(folder, config)
+    assert factory.load_model(folder).num_classes == 2
+    assert factory.load_model(folder, num_classes=5).num_classes == 5
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+FIELDS = [
+    ('num_classes',),
+    ('label_names',),
+    ('pretrained_cfg', 'num_classes'),
+    ('pretrained_cfg', 'input_size'),
+    ('pretrained_cfg', 'test_input_size'),
+    *(('model_args', k) for k in ('num_classes', 'in_chans', 'widths', 'depths', 'head_dim', 'kv_reductions')),
+    *(('model_args', k) for k in ('mlp_ratio', 'attn_heads', 'attn_every', 'conv_kernel_size', 'fusion')),
+    *(('model_args', k) for k in ('pretrained_strict', 'checkpoint_path', 'features_only', 'img_size')),
+]
+SIZES = st.one_of(
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.lists(st.integers(min_value=-(10**9), max_value=10**9), min_size=0, max_size=6),
+)
+
+
+@pytest.mark.filterwarnings('ignore:Initializing zero-element tensors')  # a zero width builds, and fails at forward
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=st.one_of(JSON, SIZES))
+def test_any_config_field_is_built_within_bounds_or_refused_by_name(slim_config, field, value):
+    """Over config fields and JSON values: check_config either refuses with a ConfigError naming the field (or the
+    parameter count the values add up to), or the model it lets through is within every bound."""
+    config = copy.deepcopy(slim_config)
+    node = config
+    for key in field[:-1]:
+        node = node.setdefault(key, {})
+    node[field[-1]] = value
+    try:
+        factory.check_config(config, 'untrusted')
+    except factory.ConfigError as e:
+        assert '.'.join(field) in str(e) or 'parameters' in str(e) or 'do not build' in str(e), (field, str(e))
+        return
+    model = timm.create_model('convformer_tiny', device='meta', **{**SLIM_ARGS, **config.get('model_args', {})})
+    assert sum(p.numel() for p in model.parameters()) <= factory.MAX_PARAMS
+    assert 0 <= (config.get('num_classes') or 0) <= factory.MAX_NUM_CLASSES
+    assert 1 <= model.in_chans <= factory.MAX_IN_CHANS and 0 <= model.num_classes <= factory.MAX_NUM_CLASSES
+
+
+SLIM_ARGS = {'widths': [32, 32, 64, 64], 'depths': [1, 1, 1, 1]}
+
+
+@pytest.fixture(scope='module')
+def slim_config(tmp_path_factory) -> dict:
+    return slim_folder(tmp_path_factory.mktemp('slim') / 'model')
