@@ -17,7 +17,7 @@ from timm.models import register_model
 from hybrid_zoo.flops import count_macs
 from hybrid_zoo.models.convformer_fusion import _create
 from hybrid_zoo.models.model import ConvFormerFusion
-from hybrid_zoo.models.variants import VARIANTS_V1
+from hybrid_zoo.models.variants import VARIANTS, VARIANTS_V1
 
 # arm -> the design change
 ARMS: dict[str, dict] = {
@@ -79,9 +79,49 @@ def _entrypoint(architecture: str, arm: str):
     return create
 
 
+# Architecture v3 candidates: changes to the registered v2 that fold away at deployment, so the deployed model has
+# v2's GMACs exactly (tests/models/test_v3_candidates.py); each is priced against v2 by the rule in
+# docs/reports/arch-v3.md, written before the runs.
+ARMS_V3: dict[str, dict] = {
+    # TinyViT's MBConv: a zero-initialised BatchNorm ends each residual branch instead of LayerScale 1e-6
+    'bn0': {'branch_scale': 'bn0'},
+    # RepLKNet / FastViT: a train-time depthwise 3x3 beside each 7x7, folded into it
+    'repdw': {'rep_dw': True},
+    # the activation the x86 int8 flow fuses into a quantized conv (torchao's qconv post-ops: relu, hardtanh,
+    # hardswish, silu; GELU only into a quantized linear)
+    'silu': {'act_layer': 'silu'},
+    'bn0_repdw_silu': {'branch_scale': 'bn0', 'rep_dw': True, 'act_layer': 'silu'},
+}
+DESCRIPTIONS.update(
+    {
+        'bn0': 'zero-init BN branch scale (TinyViT)',
+        'repdw': 'train-time dw3x3 beside the dw7x7, folded',
+        'silu': 'SiLU (int8-fusable) for GELU',
+        'bn0_repdw_silu': 'bn0 + repdw + silu',
+    }
+)
+
+
+def arm_kwargs_v3(architecture: str, arm: str) -> dict:
+    """The whole architecture of v3 ``arm`` applied to the registered (v2) ``architecture``."""
+    return {**VARIANTS[architecture].kwargs(), **ARMS_V3[arm]}
+
+
+def _entrypoint_v3(architecture: str, arm: str):
+    def create(pretrained: bool = False, **kwargs):
+        return _create(architecture, pretrained=False, **dict(arm_kwargs_v3(architecture, arm), **kwargs))
+
+    create.__name__ = create.__qualname__ = f'{architecture}{SEP}{arm}'
+    return create
+
+
 CANDIDATES: tuple[str, ...] = tuple(
     f'{a}{SEP}{arm}' for a in VARIANTS_V1 for arm in ARMS if arm != 'kv4' or VARIANTS_V1[a].fusion == 'early'
 )
+CANDIDATES_V3: tuple[str, ...] = tuple(f'{a}{SEP}{arm}' for a in VARIANTS for arm in ARMS_V3)
 for _n in CANDIDATES:
     _a, _arm = _n.split(SEP)
     globals()[_n] = register_model(_entrypoint(_a, _arm))
+for _n in CANDIDATES_V3:
+    _a, _arm = _n.split(SEP)
+    globals()[_n] = register_model(_entrypoint_v3(_a, _arm))
