@@ -160,3 +160,14 @@ def remove_debris(dst: str | os.PathLike) -> list[Path]:
     if removed:
         logger.info('removed %s (left by an interrupted write of %s)', [p.name for p in removed], dst)
     return removed
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()

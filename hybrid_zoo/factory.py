@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import json
 import logging
 import math
@@ -47,6 +46,8 @@ from typing import Any
 import timm
 import torch
 from torch import nn
+
+from hybrid_zoo.atomic import sha256_file
 
 __all__ = [
     'CONFIG_NAME',
@@ -933,12 +934,3 @@ def _verify(path: Path, label: str, pickle: bool) -> dict[str, torch.dtype]:
     else:
         check_safetensors(path, name=label, sha256=sha256)
     return scan_weights(path, name=label, pickle=pickle)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()

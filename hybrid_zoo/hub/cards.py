@@ -29,6 +29,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hybrid_zoo import __doc__ as package_doc
 from hybrid_zoo import __version__
+from hybrid_zoo.atomic import sha256_file
 from hybrid_zoo.factory import build_from_folder
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.models.variants import measured_on_current
@@ -277,6 +278,30 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def held_out_scores(folder: Path, train_args: dict) -> list[dict]:
+    """The ``hybrid-zoo eval`` results that may enter a trained folder's ``model-index``.
+
+    ``eval_results.json`` in the model folder or its run folder (``hybrid-zoo eval --output-dir <run>``) counts when
+    it was measured on exactly these weights (its ``weights_sha256``) and on a split that chose nothing: not the
+    training split (whose share was carved for validation) and not a validation split the run named. Anything else
+    is left out, and the log says why.
+    """
+    out = []
+    weights = folder / 'model.safetensors'
+    for path in dict.fromkeys([folder / 'eval_results.json', folder.parent / 'eval_results.json']):
+        scores = _read_json(path)
+        if not scores or not weights.is_file():
+            continue
+        chose = {train_args.get('train_split') or 'train', train_args.get('val_split')} - {None}
+        if scores.get('weights_sha256') != sha256_file(weights):
+            logger.info('%s left out of the card: measured on other weights than %s', path.name, weights.name)
+        elif str(scores.get('split')) in chose:
+            logger.info('%s left out of the card: split %r trained or chose the model', path.name, scores.get('split'))
+        elif scores.get('dataset') and _is_number(scores.get('top1')):
+            out.append(scores)
+    return out
+
+
 def _eval_results(metrics: dict, dataset: str, split: str, protocol: str | None = None) -> list:
     """``model-index`` entries (``EvalResult``) for the top-1/top-5 accuracies in ``metrics``.
 
@@ -394,6 +419,8 @@ def render_card(
     if not base_model and str(train_args.get('model', '')).startswith(('hf-hub:', 'hf_hub:')):
         base_model = str(train_args['model']).split(':', 1)[1]
     eval_results = _eval_results(results, str(dataset), split) if dataset and not chose_checkpoint else []
+    for held_out in held_out_scores(folder, train_args):
+        eval_results += _eval_results(held_out, str(held_out['dataset']), str(held_out['split']))
     card_data = _card_data(
         repo_id or arch, license=license, fusion=fusion, eval_results=eval_results,
         datasets=[d for d in [_hub_dataset(dataset)] if d], base_model=base_model,

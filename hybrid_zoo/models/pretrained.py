@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..atomic import sha256_file
 from ..labels import FASHION_MNIST_CLASSES
 
 HUB_ORG = 'hybrid-zoo'
@@ -107,19 +108,9 @@ def check_pinned_weights(pretrained_cfg: dict, path: str | os.PathLike) -> None:
         return
     path = Path(path)
     blob = path.resolve().name  # the Hub cache names an LFS blob by its sha256
-    actual = blob if re.fullmatch(r'[0-9a-f]{64}', blob) else _sha256(path)
+    actual = blob if re.fullmatch(r'[0-9a-f]{64}', blob) else sha256_file(path)
     if actual != expected:
         raise PretrainedWeightsMismatchError(_mismatch_message(pretrained_cfg, actual, expected))
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _mismatch_message(pretrained_cfg: dict, actual: str, expected: str) -> str:

@@ -27,6 +27,7 @@ from sklearn.metrics import confusion_matrix
 from timm.data import create_transform
 from tqdm.auto import tqdm
 
+from hybrid_zoo.atomic import sha256_file, write_json_atomic
 from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.loop imports them from here)
     HUB_PREFIXES,
     ModelLoadError,
@@ -215,10 +216,13 @@ def evaluate(
         'model': model_or_path if isinstance(model_or_path, str) else model_name(model),
         'input_size': list(data_cfg['input_size']),
     }
+    weights = Path(model_or_path) / 'model.safetensors' if isinstance(model_or_path, str) else None
+    if weights is not None and weights.is_file():  # which weights were measured: a card shows the score only for them
+        results['weights_sha256'] = sha256_file(weights)
     if output_dir is not None and accelerator.is_main_process:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'eval_results.json').write_text(json.dumps(results, indent=2))
+        write_json_atomic(out / 'eval_results.json', results)
         title = f'{results["model"]} on {name}/{split}: top-1 {results["top1"]:.2f}%'
         plot_confusion_matrix(metrics['confusion_matrix'], label_names, out / 'confusion_matrix.png', title)
         logger.info('wrote %s and %s', out / 'eval_results.json', out / 'confusion_matrix.png')
