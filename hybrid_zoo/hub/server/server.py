@@ -69,6 +69,7 @@ class HubServer:
         ticket_ttl: Seconds an LFS upload URL stays valid (the batch reply's ``expires_in``).
 
     Raises:
+        ValueError: ``port`` is not an integer from 0 to 65535.
         DataDirError: ``data_dir`` is not a writable folder, or another server uses it.
         OSError: The address cannot be bound (the port is in use, say).
 
@@ -88,6 +89,8 @@ class HubServer:
         timeout: float = 60.0,
         ticket_ttl: float = 3600.0,
     ):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f'port: expected an integer from 0 (any free port) to 65535, got {port!r}')
         self.store = Store(data_dir)
         self.timeout, self.ticket_ttl = timeout, ticket_ttl
         self.tokens: dict[str, tuple[str, str]] = {

@@ -8,7 +8,11 @@ Layout under ``data_dir``::
     repos/<type>s/<ns>/<name>/commits/<commit>.json   one immutable file per commit
     repos/<type>s/<ns>/<name>/lfs/<sha256>             LFS objects uploaded to this repo
     objects/tmp/                           uploads in progress and blobs of commits not yet accepted
-    lock                                   held (``flock``) by the one server that uses this folder
+
+The one server that uses the folder holds an ``flock`` on the folder itself, through a descriptor it keeps open
+until it stops: the kernel drops the lock when that process ends, however it ends, and no file that anybody
+deletes can release it (a lock *file* can be deleted under a running server, and the next server would then
+lock a new file of the same name and overwrite the first one's refs).
 
 A commit becomes visible only when ``refs.json`` is replaced (``os.replace`` is atomic), after its
 blobs and its commit file are on disk: a crash or a dropped upload leaves unreferenced files, never a
@@ -213,25 +217,29 @@ class Store:
         self._lock = threading.RLock()  # serialises ref updates; blobs and commit files are immutable
         try:
             (self.root / 'objects' / 'tmp').mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.root / 'lock', 'a+')  # held until close()
+            with tempfile.TemporaryFile(dir=self.root / 'objects' / 'tmp'):  # writable, not only there
+                pass
+            # not inherited by child processes (os.open's default), so only this process ever holds it
+            self._root_fd: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as e:
             raise DataDirError(
                 f'--data-dir {str(self.root)!r} must be a folder this user can write: {e.strerror}'
             ) from None
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._lock_file.close()
+            self.close()
             raise DataDirError(
-                f'--data-dir {str(self.root)!r} is in use by another hub server (it holds {self.root / "lock"}); '
-                'stop that one or choose another folder'
+                f'--data-dir {str(self.root)!r} is in use by another hub server (it holds a lock on the folder '
+                'until it stops); stop that one or choose another folder'
             ) from None
         self._clean_debris()
 
     def close(self) -> None:
         """Release the data folder (another server may then open it)."""
-        if not self._lock_file.closed:
-            self._lock_file.close()  # closing the file releases the flock
+        fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor of the open folder releases the flock
 
     def _clean_debris(self) -> None:
         """Remove what a killed server left: partial uploads, staged blobs, half-created or half-deleted repos."""
