@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restarted server can take the same port at once
+    # socketserver's default backlog of 5 drops the connections of a burst of clients beyond it, which then
+    # wait for TCP's one-second SYN retry; the kernel caps this at net.core.somaxconn
+    request_queue_size = 1024
 
     def __init__(self, address, hub: HubServer):
         self.hub = hub
