@@ -19,6 +19,20 @@ TOKENS_ENV = 'HZ_HUB_TOKENS'
 _STANDALONE = 'hybrid_zoo_hub_server'  # the server package's name when loaded without hybrid_zoo
 
 
+MAX_PORT = 65535
+
+
+def port_number(text: str) -> int:
+    """``--port``: an integer from 0 (any free port) to 65535, or an argparse error saying so."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = None
+    if port is None or not 0 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f'expected an integer from 0 (any free port) to {MAX_PORT}, got {text!r}')
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='hybrid-zoo hub-server',
@@ -28,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         'spaces), all together; without any token the server is read-only.',
     )
     p.add_argument('--host', default='127.0.0.1', help='interface to bind (default: %(default)s, this machine only)')
-    p.add_argument('--port', type=int, default=8765, help='TCP port; 0 picks a free one (default: %(default)s)')
+    p.add_argument(
+        '--port', type=port_number, default=8765, help='TCP port, 0 to 65535; 0 picks a free one (default: %(default)s)'
+    )
     p.add_argument(
         '--data-dir',
         required=True,

@@ -4,7 +4,9 @@ tokens kept off the command line and start-up errors as one line (L14), a start 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -14,8 +16,10 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from hybrid_zoo.hub.server import HubServer, main, parse_tokens
+from hybrid_zoo.hub.server import DataDirError, HubServer, build_parser, main, parse_tokens
 
 
 def free_port() -> int:
@@ -62,6 +66,46 @@ def test_a_second_server_on_one_data_dir_refuses_to_start(tmp_path, capsys):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+def delete_top_level_files(data_dir) -> None:
+    """What a careless clean-up does: every plain file directly in the data folder goes, lock files included."""
+    for path in data_dir.iterdir():
+        if path.is_file():
+            path.unlink()
+
+
+def test_deleting_files_cannot_release_the_data_dir(tmp_path, capsys):
+    """The lock is the operating system's, on the folder itself: no file deletion lets a second server in."""
+    with HubServer(tmp_path):
+        delete_top_level_files(tmp_path)
+        with pytest.raises(DataDirError, match='in use by another hub server'):
+            HubServer(tmp_path)
+        with pytest.raises(DataDirError, match='in use by another hub server'):
+            HubServer(tmp_path / '.' / 'objects' / '..')  # another spelling of the same folder
+        (tmp_path.parent / f'{tmp_path.name}-link').symlink_to(tmp_path)
+        with pytest.raises(DataDirError, match='in use by another hub server'):
+            HubServer(tmp_path.parent / f'{tmp_path.name}-link')
+
+    proc = start_cli(['--port', str(free_port()), '--data-dir', str(tmp_path)])  # another process holds it
+    try:
+        delete_top_level_files(tmp_path)
+        code, err = run_main(['--port', '0', '--data-dir', str(tmp_path)], capsys)
+        assert code == 2 and err.count('\n') == 1 and 'in use by another hub server' in err, err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+
+
+def test_a_lock_left_by_a_dead_server_does_not_block(tmp_path):
+    proc = start_cli(['--port', str(free_port()), '--data-dir', str(tmp_path)])
+    proc.kill()  # SIGKILL: no clean-up at all
+    proc.communicate(timeout=10)
+    # what older servers left: a lock file naming a process long gone; it is not ours to delete
+    (tmp_path / 'lock').write_text('12345\n')
+    with HubServer(tmp_path, tokens={'tok': 'alice'}) as hub:
+        assert whoami(int(hub.address.rsplit(':', 1)[1]), 'tok')['name'] == 'alice'
+    assert (tmp_path / 'lock').read_text() == '12345\n'
 
 
 # ---- L10: debris of a killed server ----------------------------------------------------------------------
@@ -133,6 +177,38 @@ def test_start_up_errors_are_one_line_and_exit_2(tmp_path, capsys, problem):
         code, err = run_main(argv, capsys)
     assert code == 2 and err.count('\n') == 1 and expected in err, err
     assert 'Traceback' not in err
+
+
+# tmp_path is shared by the examples: each one checks that nothing was created in it
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    port=st.one_of(
+        st.integers(), st.integers(-3, 3), st.integers(65533, 65538), st.integers(-(2**70), 2**70), st.floats()
+    )
+)
+def test_the_port_is_checked_before_anything_binds(port, tmp_path):
+    """Every integer from 0 to 65535 is a port (0: any free one); anything else is a one-line error, exit 2."""
+    text, data_dir = str(port), str(tmp_path / 'data')
+    if isinstance(port, int) and 0 <= port <= 65535:
+        assert build_parser().parse_args([f'--port={text}', '--data-dir', data_dir]).port == port
+        return
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        main([f'--port={text}', '--data-dir', data_dir])
+    assert exit_.value.code == 2
+    assert f"expected an integer from 0 (any free port) to 65535, got '{text}'" in err.getvalue()
+    with pytest.raises(ValueError, match='expected an integer from 0'):
+        HubServer(data_dir, port=port)
+    assert not os.path.exists(data_dir)  # refused before the data folder is touched
+
+
+@pytest.mark.parametrize('port', ['70000', '-1'])
+def test_a_port_out_of_range_is_a_usage_error_without_traceback(tmp_path, port):
+    cmd = [sys.executable, '-m', 'hybrid_zoo_cli.hub_server', '--port', port, '--data-dir', str(tmp_path / 'data')]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert f"--port: expected an integer from 0 (any free port) to 65535, got '{port}'" in done.stderr
+    assert not (tmp_path / 'data').exists()
 
 
 # ---- L17: a light server ---------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``yaml.safe_load`` keeps anchors as shared references, which ``json.dumps`` then expands: a few hundred bytes of
 nested aliases ("billion laughs") become gigabytes. This loader refuses aliases and deep nesting, caps the size
 of the front matter, and turns YAML's non-JSON scalars into what the Hub serves: dates and timestamps stay the
-text written, ``!!binary`` its base64 text, ``!!set`` a list.
+text written, ``!!binary`` its base64 text, ``!!set`` a list, an integer written in more than 40 characters its
+text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ except ImportError:  # pragma: no cover - exercised only without the hub extra
 
 MAX_FRONT_MATTER = 256 * 1024
 MAX_DEPTH = 64
+MAX_INT_TEXT = 40  # an integer written longer than this is served as its text
 _FRONT_MATTER = re.compile(r'\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)', re.S)
 
 
@@ -48,12 +50,19 @@ if yaml is not None:
     def _scalar_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
         return loader.construct_scalar(node)
 
+    def _int_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | str:
+        # ``0x`` and a few thousand digits is a valid YAML int that JSON readers cannot take (and that Python will
+        # not even print past 4,300 decimal digits); sexagesimal ``1:0:0:...`` grows as fast
+        text = loader.construct_scalar(node)
+        return text if len(text) > MAX_INT_TEXT else yaml.SafeLoader.construct_yaml_int(loader, node)
+
     def _set_as_list(loader: yaml.SafeLoader, node: yaml.MappingNode) -> list:
         return [loader.construct_object(key, deep=True) for key, _ in node.value]
 
     _CardLoader.add_constructor('tag:yaml.org,2002:timestamp', _scalar_text)
     _CardLoader.add_constructor('tag:yaml.org,2002:binary', _scalar_text)
     _CardLoader.add_constructor('tag:yaml.org,2002:set', _set_as_list)
+    _CardLoader.add_constructor('tag:yaml.org,2002:int', _int_or_text)
 
 
 def _jsonable(value: Any) -> Any:

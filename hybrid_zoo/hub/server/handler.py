@@ -24,7 +24,6 @@ request and only up to each route's cap (``body.py``), and sockets time out (``H
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import json
@@ -38,7 +37,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .body import BodyError, RequestBody
 from .card import MAX_FRONT_MATTER, CardError, parse_card
-from .names import SHA256, InvalidName, check_path, check_repo_id
+from .names import SHA256, InvalidName, check_path, check_ref_name, check_repo_id
 from .store import REPO_TYPES, Commit, FileEntry, Op, StagedBlob, Store, StoreError, wants_lfs
 
 if TYPE_CHECKING:
@@ -93,9 +92,47 @@ def _cached_card(store: Store, sha256: str, size: int) -> dict:
 class _Reply(Exception):
     """Raised inside a route to answer with an error (the store's errors map onto this)."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.headers = status, message, code, headers
+
+
+def _range_number(digits: str) -> int:
+    """A Range header's decimal number; past 18 digits, a number larger than any file (``int()`` of thousands of
+    digits is slow, and refused past 4,300)."""
+    digits = digits.lstrip('0') or '0'
+    return int(digits) if len(digits) <= 18 else 1 << 63
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` of the one byte range a ``Range`` header asks of a file of ``size`` bytes (RFC 9110 section
+    14); None when the whole file is the answer (200).
+
+    Served: a single ``bytes=first-[last]`` or ``bytes=-suffix``, the unit in any case. Anything else (other units,
+    several ranges, no number) is ignored, as RFC 9110 allows. A zero-length file has no byte to point at: a suffix
+    range gets the whole (empty) file.
+
+    Raises:
+        _Reply: 416 with ``Content-Range: bytes */size`` when the range is not satisfiable: its first byte is at
+            or past the end, ``last < first``, or the suffix is empty.
+    """
+    m = re.fullmatch(r'bytes=(\d*)-(\d*)', header.strip(), re.IGNORECASE)
+    if not m or not (m.group(1) or m.group(2)):
+        return None
+    if m.group(1):
+        first = _range_number(m.group(1))
+        last = _range_number(m.group(2)) if m.group(2) else None
+        if first < size and (last is None or last >= first):
+            return first, size if last is None else min(last + 1, size)
+    else:
+        suffix = _range_number(m.group(2))
+        if suffix > 0:
+            return (max(size - suffix, 0), size) if size else None
+    raise _Reply(
+        416,
+        f'Range {header.strip()[:100]!r} is not satisfiable for a file of {size} bytes',
+        headers={'Content-Range': f'bytes */{size}'},
+    )
 
 
 def _field(body: dict, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
@@ -106,6 +143,21 @@ def _field(body: dict, name: str, kind: type | tuple[type, ...], default: Any = 
         expected = ' or '.join(k.__name__ for k in kinds)
         raise _Reply(400, f'Expected {name!r} to be {expected} in the request body, got {type(value).__name__}')
     return value
+
+
+def _private(body: dict, repo_type: str) -> bool | None:
+    """Visibility asked by a create or settings body (``visibility`` wins over ``private``); None if neither.
+
+    A ``protected`` Space (app public, files private, on the Hub) is private here: this server serves no apps.
+    """
+    visibility = _field(body, 'visibility', str)
+    if visibility is not None:
+        allowed = ('public', 'private', 'protected') if repo_type == 'space' else ('public', 'private')
+        if visibility not in allowed:
+            raise _Reply(400, f"Expected 'visibility' of a {repo_type} to be one of {allowed}, got {visibility!r}")
+        return visibility != 'public'
+    private = _field(body, 'private', (bool, int))
+    return None if private is None else bool(private)
 
 
 class HubHandler(BaseHTTPRequestHandler):
@@ -222,7 +274,9 @@ class HubHandler(BaseHTTPRequestHandler):
                     raise self.body.framing_error
                 self.user, self.role = self._authenticate()
                 self._route(segments)
-            except (StoreError, _Reply) as e:
+            except _Reply as e:
+                self._refuse(e.status, e.message, e.code, e.headers)
+            except StoreError as e:
                 self._refuse(e.status, e.message, e.code)
             except BodyError as e:
                 self._refuse(e.status, e.message)
@@ -239,12 +293,12 @@ class HubHandler(BaseHTTPRequestHandler):
             return
         self._finish_body()
 
-    def _refuse(self, status: int, message: str, code: str | None = None) -> None:
+    def _refuse(self, status: int, message: str, code: str | None = None, headers: dict | None = None) -> None:
         if self._replied:  # a route failed mid-reply: the client sees a short body, and the connection ends
             logger.warning('%s %s failed after its reply started: %s', self.command, _redact(self.path), message)
             self.close_connection = True
         else:
-            self._error(status, message, code)
+            self._error(status, message, code, headers)
 
     def _finish_body(self) -> None:
         """Read what the route left of the body (a small rest), or close: the next request starts after it."""
@@ -298,16 +352,17 @@ class HubHandler(BaseHTTPRequestHandler):
             if seg[1:] == ['validate-yaml'] and method == 'POST':
                 return self._validate_yaml()
             if len(seg) >= 4 and seg[1].endswith('s') and seg[1][:-1] in REPO_TYPES:
-                return self._repo_api(seg[1][:-1], f'{seg[2]}/{seg[3]}', seg[4:])
+                return self._repo_api(seg[1][:-1], f'{unquote(seg[2])}/{unquote(seg[3])}', seg[4:])
         elif seg[:1] == ['lfs-upload'] and len(seg) == 2 and method == 'PUT':
             return self._lfs_put(seg[1])
         else:
             repo_type = _PREFIX_TO_TYPE.get(seg[0], 'model') if seg else 'model'
             rest = seg[1:] if seg and seg[0] in _PREFIX_TO_TYPE else seg
             if len(rest) == 6 and rest[1].endswith('.git') and rest[2:] == ['info', 'lfs', 'objects', 'batch']:
-                return self._lfs_batch(repo_type, f'{rest[0]}/{rest[1][:-4]}')
+                return self._lfs_batch(repo_type, f'{unquote(rest[0])}/{unquote(rest[1][:-4])}')
             if len(rest) >= 5 and rest[2] == 'resolve' and method in ('GET', 'HEAD'):
-                return self._resolve(repo_type, f'{rest[0]}/{rest[1]}', unquote(rest[3]), unquote('/'.join(rest[4:])))
+                repo_id = f'{unquote(rest[0])}/{unquote(rest[1])}'
+                return self._resolve(repo_type, repo_id, unquote(rest[3]), unquote('/'.join(rest[4:])))
         raise _Reply(404, f'No route for {method} {_redact(self.path)}')
 
     def _repo_api(self, repo_type: str, repo_id: str, rest: list[str]) -> None:
@@ -397,15 +452,15 @@ class HubHandler(BaseHTTPRequestHandler):
             raise _Reply(
                 403, f'You do not have the rights to create a {repo_type} under the namespace {repo_id.split("/")[0]}'
             )
-        visibility = _field(body, 'visibility', str)
-        private = visibility != 'public' if visibility else bool(_field(body, 'private', (bool, int)))
+        private = bool(_private(body, repo_type))
         try:
             self.hub.store.create_repo(repo_type, repo_id, private=private, author=self.user)
         except StoreError as e:
             if e.status != 409:
                 raise
             # create_repo(exist_ok=True) reads the url from the 409 body
-            return self._json({'error': 'You already created this repo', 'url': url}, 409)
+            message = 'You already created this repo'
+            return self._json({'error': message, 'url': url}, 409, {'X-Error-Message': message})
         logger.info('created %s %s (private=%s)', repo_type, repo_id, private)
         self._json({'url': url, 'name': repo_id, 'id': repo_id})
 
@@ -418,11 +473,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json({})
 
     def _settings(self, repo_type: str, repo_id: str) -> None:
-        body = self._json_body()  # _repo_api checked write access first
-        private = _field(body, 'private', (bool, int))
-        visibility = _field(body, 'visibility', str)
-        if visibility is not None:
-            private = visibility != 'public'
+        private = _private(self._json_body(), repo_type)  # _repo_api checked write access first
         if private is not None:
             self.hub.store.set_private(repo_type, repo_id, bool(private))
         self._json({})
@@ -433,7 +484,8 @@ class HubHandler(BaseHTTPRequestHandler):
             parse_card(content)
         except CardError as e:  # the Hub's 400: the client lists the messages of ``errors``
             message = f'Invalid YAML metadata in README.md: {e}'
-            return self._json({'error': message, 'errors': [{'message': message}], 'warnings': []}, 400)
+            reply = {'error': message, 'errors': [{'message': message}], 'warnings': []}
+            return self._json(reply, 400, {'X-Error-Message': message[:MAX_HEADER_MESSAGE]})
         self._json({'errors': [], 'warnings': []})
 
     # ---- read routes -------------------------------------------------------------------------
@@ -573,17 +625,10 @@ class HubHandler(BaseHTTPRequestHandler):
         if f.lfs:
             headers.update({'X-Linked-Etag': f'"{f.sha256}"', 'X-Linked-Size': str(f.size)})
         start, end, status = 0, f.size, 200
-        rng = re.fullmatch(r'bytes=(\d*)-(\d*)', self.headers.get('Range', '').strip())
-        if rng and (rng.group(1) or rng.group(2)):
-            if rng.group(1):
-                start = int(rng.group(1))
-                end = min(int(rng.group(2)) + 1, f.size) if rng.group(2) else f.size
-            else:  # suffix range: the last N bytes
-                start = max(f.size - int(rng.group(2)), 0)
-            if (start >= f.size or end <= start) and f.size > 0:
-                raise _Reply(416, f'Range {self.headers["Range"]!r} not satisfiable for a file of {f.size} bytes')
-            status = 206
-            headers['Content-Range'] = f'bytes {start}-{max(end - 1, start)}/{f.size}'
+        span = byte_range(self.headers.get('Range', ''), f.size)
+        if span is not None:
+            (start, end), status = span, 206
+            headers['Content-Range'] = f'bytes {start}-{end - 1}/{f.size}'
         self.send_response(status)
         self.send_header('Content-Type', 'application/octet-stream')
         self.send_header('Content-Length', str(end - start))
@@ -604,9 +649,11 @@ class HubHandler(BaseHTTPRequestHandler):
                 raise _Reply(400, f"Expected each of 'files' to be an object with a 'path', got {type(item).__name__}")
             path = check_path(_field(item, 'path', str) or '')
             size = _field(item, 'size', int, 0)
+            if isinstance(size, bool) or size < 0:
+                raise _Reply(400, f"Expected the 'size' of {path!r} to be a number of bytes, got {size!r}")
             try:
                 sample = base64.b64decode(_field(item, 'sample', str) or '', validate=True)
-            except binascii.Error as e:
+            except ValueError as e:  # binascii.Error, or non-ASCII text
                 raise _Reply(400, f"Expected 'sample' of {path!r} to be base64, got invalid data ({e})") from None
             existing = commit.files.get(path)
             files.append(
@@ -703,7 +750,7 @@ class HubHandler(BaseHTTPRequestHandler):
             if content is None:
                 raise _Reply(400, f"Expected the 'content' of {path!r} (base64) in the commit, got none")
             data = base64.b64decode(content, validate=True)
-        except binascii.Error as e:
+        except ValueError as e:  # binascii.Error, or non-ASCII text
             raise _Reply(400, f'The content of {path!r} is not valid base64 ({e})') from None
         if len(data) > MAX_INLINE_FILE:
             raise _Reply(
@@ -730,6 +777,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if self.command == 'DELETE':
             self.hub.store.set_ref(repo_type, repo_id, 'heads', name, None)
         else:
+            check_ref_name(name, 'branch')  # the name first, as git does: 400 whatever the starting point
             starting_point = _field(self._json_body(), 'startingPoint', str) or 'main'
             start = self._commit_of(repo_type, repo_id, starting_point)
             self.hub.store.set_ref(repo_type, repo_id, 'heads', name, start.id)
@@ -742,6 +790,7 @@ class HubHandler(BaseHTTPRequestHandler):
             tag = _field(self._json_body(), 'tag', str)
             if not tag:
                 raise _Reply(400, "Expected a 'tag' name in the request body")
+            check_ref_name(tag, 'tag')
             commit = self._commit_of(repo_type, repo_id, arg)
             self.hub.store.set_ref(repo_type, repo_id, 'tags', tag, commit.id)
         self._json({})

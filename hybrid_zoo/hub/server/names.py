@@ -62,7 +62,8 @@ def check_ref_name(name: str, what: str = 'branch') -> str:
 
     The rules are ``git check-ref-format``'s, restricted to ASCII letters, digits and ``. _ - /``, plus: no name
     that looks like a full commit id (git resolves those first, and so does this server: a branch named like
-    commit A must never stand for another commit), no ``refs/`` prefix, no leading ``-``, not ``HEAD``.
+    commit A must never stand for another commit), no ``refs/`` prefix, no leading ``-``, not ``HEAD``, at most
+    255 characters.
     """
     reason = None
     if not isinstance(name, str) or not name:

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restarted server can take the same port at once
+    # socketserver's default backlog of 5 drops the connections of a burst of clients beyond it, which then
+    # wait for TCP's one-second SYN retry; the kernel caps this at net.core.somaxconn
+    request_queue_size = 1024
 
     def __init__(self, address, hub: HubServer):
         self.hub = hub
@@ -69,6 +72,7 @@ class HubServer:
         ticket_ttl: Seconds an LFS upload URL stays valid (the batch reply's ``expires_in``).
 
     Raises:
+        ValueError: ``port`` is not an integer from 0 to 65535.
         DataDirError: ``data_dir`` is not a writable folder, or another server uses it.
         OSError: The address cannot be bound (the port is in use, say).
 
@@ -88,6 +92,8 @@ class HubServer:
         timeout: float = 60.0,
         ticket_ttl: float = 3600.0,
     ):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f'port: expected an integer from 0 (any free port) to 65535, got {port!r}')
         self.store = Store(data_dir)
         self.timeout, self.ticket_ttl = timeout, ticket_ttl
         self.tokens: dict[str, tuple[str, str]] = {

@@ -8,7 +8,11 @@ Layout under ``data_dir``::
     repos/<type>s/<ns>/<name>/commits/<commit>.json   one immutable file per commit
     repos/<type>s/<ns>/<name>/lfs/<sha256>             LFS objects uploaded to this repo
     objects/tmp/                           uploads in progress and blobs of commits not yet accepted
-    lock                                   held (``flock``) by the one server that uses this folder
+
+The one server that uses the folder holds an ``flock`` on the folder itself, through a descriptor it keeps open
+until it stops: the kernel drops the lock when that process ends, however it ends, and no file that anybody
+deletes can release it (a lock *file* can be deleted under a running server, and the next server would then
+lock a new file of the same name and overwrite the first one's refs).
 
 A commit becomes visible only when ``refs.json`` is replaced (``os.replace`` is atomic), after its
 blobs and its commit file are on disk: a crash or a dropped upload leaves unreferenced files, never a
@@ -69,6 +73,7 @@ LFS_SUFFIXES = (
     '.webp',
 )
 LFS_MIN_SIZE = 10 * 1024 * 1024
+DEFAULT_BRANCH = 'main'
 GITATTRIBUTES = ''.join(f'*{suffix} filter=lfs diff=lfs merge=lfs -text\n' for suffix in LFS_SUFFIXES)
 
 
@@ -121,6 +126,27 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
 def wants_lfs(path: str, size: int, sample: bytes = b'') -> bool:
     """Upload mode the Hub would pick: LFS for weight/data/image suffixes, big files and binary content."""
     return path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE or b'\0' in sample
+
+
+def _gone(repo_id: str) -> StoreError:
+    return StoreError(404, f'Repository not found: {repo_id}', 'RepoNotFound')
+
+
+def file_folder_clash(files: Iterable[str], touched: Iterable[str]) -> str | None:
+    """A path of ``touched`` that is also a folder of ``files`` (``a`` and ``a/b``), or None.
+
+    git keeps a tree per folder, so one name cannot be both; a snapshot of such a revision could not be written
+    to a disk either. Only the paths a commit touches are checked, so an older store's trees stay committable.
+    """
+    files = set(files)
+    folders = {p.rsplit('/', i)[0] for p in files for i in range(1, p.count('/') + 1)}
+    for path in (p for p in touched if p in files):  # a path added, then deleted in the same commit, is gone
+        if path in folders:
+            return path
+        for parent in (path.rsplit('/', i)[0] for i in range(1, path.count('/') + 1)):
+            if parent in files:
+                return parent
+    return None
 
 
 def _checked(check, *args) -> str:
@@ -213,25 +239,29 @@ class Store:
         self._lock = threading.RLock()  # serialises ref updates; blobs and commit files are immutable
         try:
             (self.root / 'objects' / 'tmp').mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.root / 'lock', 'a+')  # held until close()
+            with tempfile.TemporaryFile(dir=self.root / 'objects' / 'tmp'):  # writable, not only there
+                pass
+            # not inherited by child processes (os.open's default), so only this process ever holds it
+            self._root_fd: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as e:
             raise DataDirError(
                 f'--data-dir {str(self.root)!r} must be a folder this user can write: {e.strerror}'
             ) from None
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._lock_file.close()
+            self.close()
             raise DataDirError(
-                f'--data-dir {str(self.root)!r} is in use by another hub server (it holds {self.root / "lock"}); '
-                'stop that one or choose another folder'
+                f'--data-dir {str(self.root)!r} is in use by another hub server (it holds a lock on the folder '
+                'until it stops); stop that one or choose another folder'
             ) from None
         self._clean_debris()
 
     def close(self) -> None:
         """Release the data folder (another server may then open it)."""
-        if not self._lock_file.closed:
-            self._lock_file.close()  # closing the file releases the flock
+        fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor of the open folder releases the flock
 
     def _clean_debris(self) -> None:
         """Remove what a killed server left: partial uploads, staged blobs, half-created or half-deleted repos."""
@@ -311,9 +341,7 @@ class Store:
                 )
             with self._lock:
                 if self.repo_meta(repo_type, repo_id) is None:
-                    raise StoreError(
-                        404, f'Repository not found: {repo_id} (deleted during the upload)', 'RepoNotFound'
-                    )
+                    raise _gone(repo_id)
                 self._publish(StagedBlob(sha256, size, '', Path(tmp)))
                 self._link_lfs(repo_type, repo_id, sha256)
         finally:
@@ -377,21 +405,35 @@ class Store:
         with self._lock:
             meta = self.repo_meta(repo_type, repo_id)
             if meta is None:
-                raise StoreError(404, f'Repository not found: {repo_id}', 'RepoNotFound')
+                raise _gone(repo_id)
             meta['private'] = private
             write_json_atomic(self._dir(repo_type, repo_id) / 'repo.json', meta)
 
     # ---- refs and commits ----------------------------------------------------------------------
     def refs(self, repo_type: str, repo_id: str) -> dict[str, dict[str, str]]:
-        return json.loads((self._dir(repo_type, repo_id) / 'refs.json').read_text())
+        """Branches (``heads``), tags and PR refs; 404 when the repo is gone (deleted since the caller looked)."""
+        try:
+            return json.loads((self._dir(repo_type, repo_id) / 'refs.json').read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            raise _gone(repo_id) from None
+
+    def _live_refs(self, repo_type: str, repo_id: str) -> dict[str, dict[str, str]]:
+        """:meth:`refs` of a repo that exists (under ``self._lock``: a delete cannot then come in between)."""
+        if self.repo_meta(repo_type, repo_id) is None:
+            raise _gone(repo_id)
+        return self.refs(repo_type, repo_id)
 
     def _save_refs(self, repo_type: str, repo_id: str, refs: dict) -> None:
         write_json_atomic(self._dir(repo_type, repo_id) / 'refs.json', refs)
 
     def read_commit(self, repo_type: str, repo_id: str, commit_id: str) -> Commit:
-        return Commit.from_json(
-            json.loads((self._dir(repo_type, repo_id) / 'commits' / f'{commit_id}.json').read_text())
-        )
+        try:
+            text = (self._dir(repo_type, repo_id) / 'commits' / f'{commit_id}.json').read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            if self.repo_meta(repo_type, repo_id) is None:
+                raise _gone(repo_id) from None
+            raise  # a ref to a commit that is not there: a damaged store, not the client's doing
+        return Commit.from_json(json.loads(text))
 
     def _save_commit(self, repo_type: str, repo_id: str, commit: Commit) -> None:
         write_json_atomic(self._dir(repo_type, repo_id) / 'commits' / f'{commit.id}.json', commit.to_json())
@@ -461,7 +503,7 @@ class Store:
         """
         staged = {blob.sha256: blob for blob in staged}
         with self._lock:
-            refs = self.refs(repo_type, repo_id)
+            refs = self._live_refs(repo_type, repo_id)
             if revision.startswith('refs/pr/'):
                 kind, name = 'prs', revision[len('refs/pr/') :]
             else:
@@ -494,6 +536,11 @@ class Store:
                         raise StoreError(404, f"A folder with this name doesn't exist: {op.path}", 'EntryNotFound')
                     for p in gone:
                         del files[p]
+            clash = file_folder_clash(files, (op.path for op in ops if op.kind == 'add'))
+            if clash is not None:
+                raise StoreError(
+                    409, f'{clash!r} would be both a file and a folder in {revision}: git cannot store that, delete one'
+                )
             for blob in staged.values():
                 self._publish(blob)
             entries = {p: self._entry(f, staged) if isinstance(f, Op) else f for p, f in files.items()}
@@ -515,18 +562,31 @@ class Store:
         return self.entry_for(op.sha256, op.lfs)
 
     def set_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_id: str | None) -> None:
-        """Create (``commit_id``) or delete (None) a branch (``heads``) or tag (``tags``).
+        """Create (``commit_id``) or delete (None) a branch (``heads``) or tag (``tags``), as git would.
 
-        New names must pass :func:`check_ref_name` (git's rules, and never a name that looks like a commit id).
+        A new name must pass :func:`check_ref_name` (git's rules, and never a name that looks like a commit id), be
+        new, and be neither a folder of existing refs of its kind nor inside one (``a`` and ``a/b``: git keeps refs
+        as files). The default branch cannot be deleted.
         """
+        what = 'Branch' if kind == 'heads' else 'Tag'
+        if commit_id is not None:
+            _checked(check_ref_name, name, what.lower())
         with self._lock:
-            refs = self.refs(repo_type, repo_id)
-            what = 'Branch' if kind == 'heads' else 'Tag'
+            refs = self._live_refs(repo_type, repo_id)
             if commit_id is None:
+                if kind == 'heads' and name == DEFAULT_BRANCH:
+                    raise StoreError(403, f'The default branch {DEFAULT_BRANCH!r} cannot be deleted')
                 if refs[kind].pop(name, None) is None:
                     raise StoreError(404, f'{what} {name!r} does not exist', 'RevisionNotFound')
             elif name in refs[kind]:
                 raise StoreError(409, f'{what} {name!r} already exists')
             else:
-                refs[kind][_checked(check_ref_name, name, what.lower())] = commit_id
+                clash = next((n for n in refs[kind] if n.startswith(f'{name}/') or name.startswith(f'{n}/')), None)
+                if clash is not None:
+                    raise StoreError(
+                        409,
+                        f'{what} {name!r} cannot be created while {what.lower()} {clash!r} exists: '
+                        "one ref name cannot be another's folder (git keeps refs as files)",
+                    )
+                refs[kind][name] = commit_id
             self._save_refs(repo_type, repo_id, refs)
