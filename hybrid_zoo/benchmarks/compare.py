@@ -331,16 +331,24 @@ def compare(
     report_only: bool = False,
     model_kwargs: dict | None = None,
     variant: str | None = None,
+    rerun: bool = False,
 ) -> dict:
     """Train and test every (model, seed) pair; write and return the results file contents.
 
-    With ``report_only`` nothing is trained: the finished runs are summarised (a cut comparison's results).
-    ``model_kwargs`` build every model with a design change (``variant`` names it: its runs get their own
+    A pair already recorded in ``results`` (same recipe and design, an architecture that has not changed since) is
+    kept as recorded and not trained again, so a comparison committed in parts resumes in a fresh checkout; ``rerun``
+    trains the given pairs again and replaces their rows. A run cut in the middle resumes from its checkpoint under
+    ``work_dir``. With ``report_only`` nothing is trained: the finished runs are summarised (a cut comparison's
+    results). ``model_kwargs`` build every model with a design change (``variant`` names it: its runs get their own
     folder, ``<recipe>-<variant>``), so a before/after pair shares the recipe and differs in the design only.
+
+    Raises:
+        ValueError: ``results`` holds another recipe or design (it is never overwritten by a different comparison).
     """
 
     if model_kwargs and not variant:
         raise ValueError(f'model_kwargs {model_kwargs} need a variant name, so their runs do not mix with the others')
+    _check_same_comparison(results, recipe, variant, model_kwargs)
     work = Path(work_dir) / (f'{recipe.name}-{variant}' if variant else recipe.name)
     work.mkdir(parents=True, exist_ok=True)
     pairs = [(m, s) for s in seeds for m in models]  # seed-major: a cut comparison still covers every model
@@ -349,14 +357,22 @@ def compare(
         pairs = [(m, s) for (m, s), f in zip(pairs, done, strict=True) if f.exists()]
         if not pairs:
             raise FileNotFoundError(f'no finished runs under {work}')
-    rows = _other_runs(results, pairs, recipe, variant, model_kwargs)
-    data: dict = {}
+    if rerun or report_only:
+        rows = _other_runs(results, pairs, recipe, variant, model_kwargs)
+    else:
+        rows = _other_runs(results, [], recipe, variant, model_kwargs)
+        recorded = {(r['model'], r['seed']) for r in rows}
+        skipped = [p for p in pairs if p in recorded]
+        if skipped:
+            _log.info('%d run(s) already recorded in %s, kept as they are: %s', len(skipped), results, skipped)
+        pairs = [p for p in pairs if p not in recorded]
     meta = machine_meta()
-    if report_only and Path(results).exists():  # the machine that trained, not the one summarising
+    if (report_only or not pairs) and Path(results).exists():  # the machine that trained, not the one summarising
         meta = read_json(results).get('meta', meta)
     parent_work = None
     if recipe.continues:
         parent_work = Path(work_dir) / (f'{recipe.continues}-{variant}' if variant else recipe.continues)
+    data = _document(meta, recipe, variant, model_kwargs, rows)
     for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
         row = run_one(
             model,
@@ -372,21 +388,51 @@ def compare(
             row['diagnostics'] = diagnostics(Path(row['model_dir']).parent)
         rows.append(row)
         _log.info('%s seed %d: test top-1 %.2f', model, seed, rows[-1]['test_top1'])
-        data = {
-            'meta': meta,
-            'recipe': dataclasses.asdict(recipe),
-            'variant': variant,
-            'model_kwargs': dict(model_kwargs or {}),
-            'dataset': 'Fashion-MNIST (Debian dataset-fashion-mnist), test split = the 10,000 official test images',
-            'runs': rows,
-            'summary': summarize(rows),
-            'ranking_stable_across_seeds': ranking_stable(rows),
-            'ranking_swaps': swapped_pairs(rows),
-            'models': per_model(rows),
-        }
+        data = _document(meta, recipe, variant, model_kwargs, rows)
         write_json_atomic(results, data)
+    if not rows:
+        raise FileNotFoundError(f'nothing to summarise: no run of {list(models)} recorded in {results} or finished')
     render(data, Path(results))
     return data
+
+
+def _document(meta: dict, recipe: Recipe, variant: str | None, model_kwargs: dict | None, rows: list[dict]) -> dict:
+    return {
+        'meta': meta,
+        'recipe': dataclasses.asdict(recipe),
+        'variant': variant,
+        'model_kwargs': dict(model_kwargs or {}),
+        'dataset': 'Fashion-MNIST (Debian dataset-fashion-mnist), test split = the 10,000 official test images',
+        'runs': rows,
+        'summary': summarize(rows),
+        'ranking_stable_across_seeds': ranking_stable(rows),
+        'ranking_swaps': swapped_pairs(rows),
+        'models': per_model(rows),
+    }
+
+
+def _check_same_comparison(
+    results: str | os.PathLike, recipe: Recipe, variant: str | None, model_kwargs: dict | None
+) -> None:
+    """Refuse to write into a results file of another recipe or design (a shortened recipe would replace the runs of
+    the full one under the same name)."""
+    if not Path(results).exists():
+        return
+    old = read_json(results)
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
+    theirs = {**defaults, **(old.get('recipe') or {})}
+    ours = json.loads(json.dumps(dataclasses.asdict(recipe)))
+    if (
+        theirs != ours
+        or old.get('variant') != variant
+        or (old.get('model_kwargs') or {}) != json.loads(json.dumps(dict(model_kwargs or {})))
+    ):
+        changed = sorted(k for k in ours if theirs.get(k) != ours[k])
+        raise ValueError(
+            f'{results} holds another comparison (recipe {theirs.get("name")!r}, variant {old.get("variant")!r}; '
+            f'differs in {changed or ["variant/model_kwargs"]}): expected the same recipe and design to add runs to '
+            'it; name another results file'
+        )
 
 
 def diagnostics(run_dir: str | os.PathLike) -> dict | None:

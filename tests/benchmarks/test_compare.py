@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -60,8 +61,18 @@ def test_compare_trains_tests_and_resumes(tmp_path):
     # rerunning some models (a changed architecture) keeps the other models' runs of the same recipe
     only_peer = compare(['test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
     assert sorted(r['model'] for r in only_peer['runs']) == ['convformer_tiny', 'test_resnet']
-    other = compare(['test_resnet'], [0], RECIPES['smoke'], data, tmp_path / 'work', results, workers=0)
-    assert [r['model'] for r in other['runs']] == ['test_resnet']  # another recipe: nothing of the old file kept
+    # a fresh checkout: the runs folder is gone, the committed results file is there; nothing is trained again
+    shutil.rmtree(tmp_path / 'work')
+    resumed = compare(['convformer_tiny', 'test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0)
+    assert resumed['runs'] == again['runs'] and not (tmp_path / 'work' / 'smoke' / 'test_resnet-s0').exists()
+    redone = compare(['test_resnet'], [0], recipe, data, tmp_path / 'work', results, workers=0, rerun=True)
+    assert (tmp_path / 'work' / 'smoke' / 'test_resnet-s0' / 'compare_row.json').exists()  # asked by name: trained
+    assert sorted(r['model'] for r in redone['runs']) == ['convformer_tiny', 'test_resnet']
+    # another recipe (a shortened one above all) never writes into this comparison's file
+    before = results.read_text()
+    with pytest.raises(ValueError, match=r"holds another comparison .* differs in \['batch_size', 'train_samples'\]"):
+        compare(['test_resnet'], [0], RECIPES['smoke'], data, tmp_path / 'work', results, workers=0)
+    assert results.read_text() == before
 
 
 def test_a_rerun_keeps_other_runs_of_the_current_architecture_only(tmp_path):
