@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +130,25 @@ def test_readme_block_runs(index, workspace):
     out = _run(lang, code, work, env, 1200)
     if 'hub-server' in code:
         assert '10' in out.splitlines(), out  # the registered tag loaded the demo's 10-class model
+
+
+def test_readme_stays_a_readme():
+    """At most 15 KiB: reports, profiles and A/B tables live in docs/reports/, one link away."""
+    assert README.stat().st_size <= 15 * 1024, f'README.md is {README.stat().st_size} bytes, expected <= 15 KiB'
+
+
+@pytest.mark.parametrize('mode', ['L', 'RGB'])
+def test_timm_block_pipeline_takes_a_real_image_file(mode, tmp_path):
+    """The usage block's data pipeline, as printed, on an image file read from disk (grayscale, or RGB made gray)."""
+    from PIL import Image
+
+    _, code, _ = _plan_for(2)
+    printed = "Image.new('L', (28, 28), 128)"
+    assert printed in code and 'cfg = timm.data.resolve_data_config({}, model=model)' in code
+    path = tmp_path / f'{mode}.png'
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    Image.fromarray(pixels if mode == 'RGB' else pixels[..., 0], mode).save(path)
+    code = code.replace(printed, f"Image.open({str(path)!r}).convert('L')")
+    code += '\nassert logits.shape == (1, 10), logits.shape\n'
+    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+    _run('python', code, tmp_path, env, 600)

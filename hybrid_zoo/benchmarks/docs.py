@@ -80,14 +80,12 @@ def model_table(results: Path) -> str | None:
             ],
             rows,
         )
-        + f'\n\nGMACs at {meta["input_size"][1]}x{meta["input_size"][2]}, 1000 classes, counted by '
-        f'`{meta["counter"]}`. Placement spread within a size (max/min - 1): {spread}. '
-        f'Source: `model_cards/results/model_stats.json` (torch {meta["torch"]}, timm {meta["timm"]}, {meta["date"]}). '
+        + f'\n\nGMACs at {meta["input_size"][1]} px, 1000 classes, attention counted (`{meta["counter"]}`); '
+        f'placement spread within a size (max/min - 1): {spread}; `model_stats.json` ({meta["date"]}). '
         'CPU img/s: eager fp32, batch 32, 224 px, 2 threads'
-        + (f' on a machine whose 1x1 conv ran at {rate:.0f} GFLOP/s in the same run' if rate else '')
-        + ' (`bench-cpu.json`, '
-        '[docs/performance.md](docs/performance.md)). Fashion-MNIST: mean test top-1 over seeds at 64 px under one '
-        'recipe, tiny size only (`fmnist-cpu64.json`, [docs/fashion-mnist.md](docs/fashion-mnist.md)).'
+        + (f', 1x1 conv at {rate:.0f} GFLOP/s in the same run' if rate else '')
+        + ' (`bench-cpu.json`, [report](docs/reports/cpu-speed.md)). Fashion-MNIST: mean test top-1 over seeds, '
+        '64 px, one recipe (`fmnist-cpu64.json`, [report](docs/reports/fashion-mnist.md)).'
     )
 
 
@@ -138,6 +136,44 @@ def _modes(name: str) -> Callable[[Path], str | None]:
     return block
 
 
+def deploy_best_table(results: Path) -> str | None:
+    """Per size, our fastest deployed form against the peers' fastest (any mode, and fp32 modes only), from the
+    deployment-modes runs ``deploy-<size>.json``."""
+    fp32 = ('eager', 'compiled', 'onnxruntime')
+    rows = []
+    for size in ('tiny', 'small', 'base'):
+        path = results / f'deploy-{size}.json'
+        if not path.exists():
+            continue
+        best: dict[tuple[bool, bool], tuple[float, str, str]] = {}
+        for name, r in read_json(path)['models'].items():
+            for mode, m in (r.get('modes') or {}).items():
+                if m.get('img_s') is None:
+                    continue
+                for only_fp32 in (False, True):
+                    key = (bool(r.get('ours')), only_fp32)
+                    if (mode in fp32 or not only_fp32) and m['img_s'] > best.get(key, (0.0,))[0]:
+                        best[key] = (m['img_s'], name, mode)
+        if len(best) < 4:
+            continue
+
+        def cell(key: tuple[bool, bool], best: dict = best) -> str:
+            img_s, name, mode = best[key]
+            return f'`{name}` {mode} {img_s:.1f}'
+
+        ratio = best[(True, False)][0] / best[(False, False)][0]
+        rows.append([size, cell((True, False)), cell((False, False)), f'{ratio:.2f}x', cell((True, True)),
+                     cell((False, True))])  # fmt: skip
+    if not rows:
+        return None
+    head = ['size', 'our best deployed', 'best deployed peer', 'ours / peer', 'our best fp32 deployed',
+            'best fp32 deployed peer']  # fmt: skip
+    return _table(head, rows) + (
+        '\n\nImages/s at batch 32, 224 px, 2 threads, one round per size; fp32 modes: eager (folded), compiled, '
+        'onnxruntime. Source: `model_cards/results/deploy-<size>.json`.'
+    )
+
+
 def _md(name: str) -> Callable[[Path], str | None]:
     """A block that is a results file's own markdown, verbatim."""
 
@@ -149,21 +185,44 @@ def _md(name: str) -> Callable[[Path], str | None]:
     return block
 
 
+def _architecture(row: dict) -> int:
+    """The architecture version a comparison row was trained with (rows of v1 predate the field)."""
+    return row.get('architecture_version') or 1
+
+
 def design_table(results: Path) -> str | None:
-    """Before/after of each design change tried on the CPU protocol: ``fmnist-cpu64-<variant>.json`` vs the default."""
+    """Before/after of each design change tried on the CPU protocol: ``fmnist-cpu64-<variant>.json`` against the
+    runs of the same model and architecture version without the change.
+
+    A variant trained before an architecture change is set beside the baseline of its own version (the current
+    comparison where it still holds that version, else a kept baseline such as ``fmnist-cpu64-v1.json``), never
+    beside a later architecture's default. Baselines are the files without model kwargs; they are not variants.
+    """
     base_path = results / 'fmnist-cpu64.json'
     if not base_path.exists():
         return None
-    base = read_json(base_path)
+    files = {path: read_json(path) for path in [base_path, *sorted(results.glob('fmnist-cpu64-*.json'))]}
+    baselines = [(path, doc) for path, doc in files.items() if not doc.get('model_kwargs')]
+
+    def baseline(name: str, version: int) -> tuple[Path, dict] | tuple[None, None]:
+        for path, doc in baselines:
+            row = doc['models'].get(name)
+            if row is not None and _architecture(row) == version:
+                return path, row
+        return None, None
+
     parts = []
-    for path in sorted(results.glob('fmnist-cpu64-*.json')):
-        var = read_json(path)
-        kwargs = ', '.join(f'{k}={v!r}' for k, v in var.get('model_kwargs', {}).items())
-        rows = []
+    for path, var in files.items():
+        if not var.get('model_kwargs'):
+            continue
+        kwargs = ', '.join(f'{k}={v!r}' for k, v in var['model_kwargs'].items())
+        rows, sources, versions = [], set(), set()
         for name, m in var['models'].items():
-            b = base['models'].get(name)
+            source, b = baseline(name, _architecture(m))
             if b is None:
                 continue
+            sources.add(f'`{source.name}`')
+            versions.add(f'v{_architecture(m)}')
             rows.append(
                 [
                     f'`{name}`',
@@ -176,11 +235,12 @@ def design_table(results: Path) -> str | None:
                 ]
             )
         if rows:
-            head = ['model', 'registry default: top-1 % (seeds)', f'`{kwargs}`: top-1 % (seeds)', 'difference']
-            head.append('final train loss: default / variant')
+            head = ['model', 'without: top-1 % (seeds)', f'`{kwargs}`: top-1 % (seeds)', 'difference']
+            head.append('final train loss: without / with')
             parts.append(
-                f'Variant `{var["variant"]}` (`{kwargs}`), same recipe, seeds counted in brackets; source: '
-                f'`model_cards/results/{path.name}`.\n\n' + _table(head, rows)
+                f'Variant `{var["variant"]}` (`{kwargs}`, architecture {", ".join(sorted(versions))}), same recipe, '
+                f'seeds counted in brackets, against the runs of the same architecture without the change '
+                f'({", ".join(sorted(sources))}); source: `model_cards/results/{path.name}`.\n\n' + _table(head, rows)
             )
     return '\n\n'.join(parts) or None
 
@@ -426,6 +486,39 @@ def arch_v2_table(results: Path) -> str | None:
     )
 
 
+# What the throughput estimate of docs/scale.md assumes (no GPU run of ours exists): a sustained bf16 rate per GPU
+# typical of conv-heavy models, the ImageNet-1k recipe's GPU count and schedule, and 3 passes' worth of GEMMs per
+# training image (forward, and the two gradients of the backward).
+ASSUMED_TFLOP_S = 100
+IMAGENET_TRAIN_IMAGES = 1_281_167
+RECIPE_GPUS, RECIPE_EPOCHS = 32, 300
+
+
+def throughput_estimate(results: Path) -> str | None:
+    """Training images/s per GPU and ImageNet-1k epoch times, estimated from the counted GMACs (not measured)."""
+    path = results / 'model_stats.json'
+    if not path.exists():
+        return None
+    stats = read_json(path)
+    rows = []
+    for name in ('convformer_tiny', 'convformer_small', 'convformer_base'):
+        gmacs = stats['models'][name]['gmacs']
+        gflop = 3 * 2 * gmacs
+        per_gpu = ASSUMED_TFLOP_S * 1e3 / gflop
+        epoch_s = IMAGENET_TRAIN_IMAGES / (per_gpu * RECIPE_GPUS)
+        rows.append([f'`{name}`', f'{gmacs:.2f}', f'{gflop:.1f}', f'{per_gpu:,.0f}', f'{epoch_s:.0f}',
+                     f'{epoch_s * RECIPE_EPOCHS / 3600:.1f}'])  # fmt: skip
+    meta = stats['meta']
+    head = ['model', 'GMACs @224', 'training GFLOP per image', 'images/s per GPU', f'epoch on {RECIPE_GPUS} GPUs (s)',
+            f'{RECIPE_EPOCHS} epochs (h)']  # fmt: skip
+    return _table(head, rows) + (
+        f'\n\nEstimates, not measurements: 3 x 2 x GMACs FLOPs per training image at an assumed sustained '
+        f'{ASSUMED_TFLOP_S} TFLOP/s per GPU in bf16, {IMAGENET_TRAIN_IMAGES:,} training images per epoch, compute '
+        f'only (the input pipeline is the limit before that). GMACs: `model_cards/results/model_stats.json` '
+        f'({meta["date"]}).'
+    )
+
+
 def describe_block(results: Path) -> str:
     """``hybrid-zoo describe convformer_small`` at 224 px, as it prints (computed from the model, not measured)."""
 
@@ -459,6 +552,8 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'fusion_ab_table': fusion_ab_table,
     'modes_table_tiny': _modes('deploy-tiny.json'),
     'modes_table_small': _modes('deploy-small.json'),
+    'throughput_estimate': throughput_estimate,
+    'deploy_best': deploy_best_table,
 }
 
 
@@ -568,8 +663,104 @@ def _stale_comparisons(results: Path) -> list[str]:
 
 
 def documents(readme: Path) -> list[Path]:
-    """The files with generated blocks: the README and every page of ``docs/`` beside it."""
-    return [readme, *sorted((readme.parent / 'docs').glob('*.md'))]
+    """The files with generated blocks: the README, every page of ``docs/`` beside it and its reports."""
+    return [
+        readme,
+        *sorted((readme.parent / 'docs').glob('*.md')),
+        *sorted((readme.parent / 'docs' / 'reports').glob('*.md')),
+    ]
+
+
+_BLOCK = re.compile(r'<!-- BEGIN (\w+) -->\n.*?<!-- END \1 -->', re.S)
+_FENCE = re.compile(r'^```(\w*)\n(.*?)^```$', re.S | re.M)
+# what prose may not state unless a rendered block of the page states it too: decimals (82.28, 1.7x, 0.4 points)
+# and percentages (91.56%, +2%); integers stay free, they are mostly sizes and settings (6 epochs, 3x3 conv)
+_CLAIM = re.compile(r'(?<![\w.])[-+]?(\d+(?:\.\d+)?)%|(?<![\w.])[-+]?(\d+\.\d+)(?![\w.]*\d)')
+_NUMBER = re.compile(r'\d+(?:\.\d+)?')
+_LINK = re.compile(r'\]\(([^)\s]+)\)')
+# words that belong to the project's tracker, not to a reader ("issue 12", "the bench issue")
+_TRACKER = re.compile(r'\b(?:issue #?\d+|the \w+ issue)\b', re.I)
+# a report's first line: its subject, then the date of its measurements and the architecture version they are of
+_REPORT_TITLE = re.compile(r'# .+\(\d{4}-\d{2}-\d{2}, architecture v\d+[^)]*\)\n')
+
+
+def _prose(text: str) -> str:
+    """``text`` without generated blocks, fenced code, code spans, HTML comments and link targets."""
+    for pattern in (_BLOCK, _FENCE, re.compile(r'<!--.*?-->', re.S), re.compile(r'`[^`]+`'), _LINK):
+        text = pattern.sub(' ', text)
+    return text
+
+
+def unquoted_numbers(text: str) -> list[str]:
+    """The numeric claims of ``text``'s prose that no generated block of ``text`` contains.
+
+    A measured number is typed by hand nowhere: prose cites a results file, or repeats a figure that a block on
+    the same page renders from one (so that a re-rendered block and its prose cannot drift apart unnoticed).
+    """
+    rendered = {n for block in _BLOCK.finditer(text) for n in _NUMBER.findall(block.group(0))}
+    claims = [m.group(0) for m in _CLAIM.finditer(_prose(text))]
+    return [c for c in claims if _NUMBER.search(c).group(0) not in rendered]
+
+
+def dangling_links(doc: Path) -> list[str]:
+    """Relative links and images of ``doc`` that lead nowhere (anchors and web addresses are not followed)."""
+    text = _FENCE.sub(' ', doc.read_text())
+    targets = [t.split('#')[0] for t in _LINK.findall(text)]
+    return [
+        t for t in targets if t and '://' not in t and not t.startswith('mailto:') and not (doc.parent / t).exists()
+    ]
+
+
+def unstopped_jobs(text: str) -> list[str]:
+    """Fenced bash blocks that start a background job (a server) and neither stop nor wait for it."""
+    problems = []
+    for lang, code in _FENCE.findall(text):
+        lines = [line.split(' #')[0].rstrip() for line in code.splitlines()]
+        starts = [line.strip() for line in lines if line.endswith('&') and not line.endswith('&&')]
+        if lang in ('bash', 'sh') and starts and not re.search(r'^\s*(kill|wait)\b|;\s*(kill|wait)\b', code, re.M):
+            problems.extend(starts)
+    return problems
+
+
+def unserved_pushes(text: str) -> list[str]:
+    """Pushes in fenced bash blocks to a literal namespace that the block does not serve.
+
+    A block that pushes to ``NS/name`` (``hybrid-zoo push``, ``--push-to``) runs only where ``NS`` exists and takes
+    the token: on the bundled Hub server, which the block then starts with ``NS`` as a user of its tokens or an
+    ``--org``, and points ``HF_ENDPOINT`` at. ``<org>``-style placeholders are the reader's own namespace.
+    """
+    problems = []
+    for lang, code in _FENCE.findall(text):
+        if lang not in ('bash', 'sh'):
+            continue
+        code = code.replace('\\\n', ' ')
+        pushed = re.findall(r'hybrid-zoo push \S+ ([^\s/<]+)/', code) + re.findall(r'--push-to ([^\s/<]+)/', code)
+        served = set(re.findall(r'HZ_HUB_TOKENS=(\w[\w-]*):', code)) | set(re.findall(r'--org ([\w-]+):', code))
+        local = 'hybrid-zoo hub-server' in code and 'HF_ENDPOINT=' in code
+        problems.extend(
+            f'pushes to {ns}/ without a server serving {ns}' for ns in pushed if not (local and ns in served)
+        )
+    return problems
+
+
+def check_documents(readme: Path, results: Path) -> list[str]:
+    """Everything ``render-docs --check`` finds wrong with the documents beside ``readme``, one line each."""
+    problems = []
+    for doc in documents(readme):
+        text = doc.read_text()
+        if render_readme(text, results) != text:
+            problems.append(f'{doc} is stale: run `hybrid-zoo render-docs`')
+        problems += [f'{doc}: numeric claim {c!r} is in no rendered block of the page' for c in unquoted_numbers(text)]
+        problems += [f'{doc}: link to {t} leads nowhere' for t in dangling_links(doc)]
+        problems += [f'{doc}: background job never stopped: {j}' for j in unstopped_jobs(text)]
+        problems += [f'{doc}: {p}' for p in unserved_pushes(text)]
+        problems += [f'{doc}: project-tracker words {w!r}' for w in _TRACKER.findall(_FENCE.sub(' ', text))]
+    for report in sorted((readme.parent / 'docs' / 'reports').glob('*.md')):
+        if not _REPORT_TITLE.match(report.read_text()):
+            problems.append(f'{report}: the title must end in (YYYY-MM-DD, architecture vN)')
+    cards = readme.parent / 'model_cards'
+    problems += [f'{card}: link leads nowhere' for card in sorted(cards.glob('*.md')) if not card.exists()]
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,10 +771,10 @@ def main(argv: list[str] | None = None) -> int:
         stale = _stale_comparisons(results)
         if stale:
             print(f'stale against bench-cpu.json: {", ".join(stale)}: run `hybrid-zoo render-docs`')
-        stale_docs = [doc for doc in documents(readme) if render_readme(doc.read_text(), results) != doc.read_text()]
-        for doc in stale_docs:
-            print(f'{doc} is stale: run `hybrid-zoo render-docs`')
-        return 1 if stale or stale_docs else 0
+        problems = check_documents(readme, results)
+        for problem in problems:
+            print(problem)
+        return 1 if stale or problems else 0
     for md in rerender_comparisons(results):
         print(f'rendered {md}')
     for doc in documents(readme):

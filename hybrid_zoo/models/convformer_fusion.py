@@ -133,7 +133,26 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusio
         k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if k in ConvFormerCfg.__dataclass_fields__
     }
     model._model_args = {**arch, **getattr(model, '_model_args', {})}
+    model.pretrained_cfg = model.default_cfg = _cfg_for_channels(model.pretrained_cfg, model.in_chans)
     return model
+
+
+def _cfg_for_channels(cfg: dict, in_chans: int) -> dict:
+    """``cfg`` with ``input_size``, ``mean`` and ``std`` for ``in_chans`` channels.
+
+    timm's ``resolve_data_config`` reads them as they stand, so a model built with ``in_chans=1`` from a 3-channel
+    cfg would get a 3-channel transform that fails on its own (grayscale) images; a channel count the cfg does not
+    have takes the mean of the cfg's values for every channel (a grayscale image's ImageNet normalisation).
+    """
+    if cfg['input_size'][0] == in_chans and len(cfg['mean']) == len(cfg['std']) == in_chans:
+        return cfg
+    mean, std = (sum(cfg[k]) / len(cfg[k]) for k in ('mean', 'std'))
+    return {
+        **cfg,
+        'input_size': (in_chans, *cfg['input_size'][1:]),
+        'mean': (mean,) * in_chans,
+        'std': (std,) * in_chans,
+    }
 
 
 def _entrypoint(name: str):

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from hybrid_zoo.benchmarks.docs import render_readme
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hybrid_zoo.benchmarks.docs import (
+    ROOT,
+    check_documents,
+    dangling_links,
+    render_readme,
+    unquoted_numbers,
+    unserved_pushes,
+    unstopped_jobs,
+)
 from hybrid_zoo.benchmarks.results import RESULTS_DIR
 
 
@@ -32,7 +45,7 @@ def test_design_and_pretrained_blocks(tmp_path):
     (tmp_path / 'pretrained.json').write_text(json.dumps({'meta': {'date': '2026-11-29'}, 'tags': tags}))
     text = '<!-- BEGIN design_table -->\n<!-- END design_table -->\n<!-- BEGIN pretrained_table -->\n<!-- END pretrained_table -->\n'
     out = render_readme(text, tmp_path)
-    assert '| `convformer_tiny` | 80.00 +- 0.50 (2) | 82.50 +- 0.30 (2) | +2.50 | - |' in out
+    assert '| `convformer_tiny` | 80.00 +- 0.50 (2) | 82.50 +- 0.30 (2) | +2.50 | - |' in out  # both v1
     assert 'convnext_nano' not in out  # only models the variant changed
     assert (
         '| `convformer_tiny.fmnist_64` | `hybrid-zoo/convformer_tiny.fmnist_64` | 82.70 | cpu64, seed 1 | 0123456789 |'
@@ -110,3 +123,103 @@ def test_fusion_ab_block_reads_its_results_file():
     for name, row in data['models'].items():
         assert f'| `{name}` | {row["fused_modules"]} |' in text and f'| {row["speedup"]:.3f}x |' in text
     assert f'median speed-up {data["speedup_median"]:.3f}x' in text
+
+
+def test_a_design_change_is_set_beside_its_own_architecture_not_a_later_default(tmp_path):
+    def fm(top1, version=None):
+        row = {'top1': top1, 'top1_std': 0.1, 'seeds': 2}
+        return row if version is None else {**row, 'architecture_version': version}
+
+    current = {'models': {'convformer_tiny': fm(90.0, 2), 'convformer_tiny_late': fm(85.0)}}  # late: v1 unchanged
+    v1 = {
+        'variant': 'v1',
+        'model_kwargs': {},
+        'models': {'convformer_tiny': fm(80.0), 'convformer_tiny_late': fm(85.0)},
+    }
+    var = {'variant': 'dw5', 'model_kwargs': {'conv_kernel_size': 5},
+           'models': {'convformer_tiny': fm(81.0), 'convformer_tiny_late': fm(84.0)}}  # fmt: skip
+    (tmp_path / 'fmnist-cpu64.json').write_text(json.dumps(current))
+    (tmp_path / 'fmnist-cpu64-dw5.json').write_text(json.dumps(var))
+    block = '<!-- BEGIN design_table -->\n<!-- END design_table -->\n'
+    out = render_readme(block, tmp_path)
+    assert '| `convformer_tiny` |' not in out  # no v1 run of it without the change: no row, never v2's 90.00
+    assert '| `convformer_tiny_late` | 85.00 +- 0.10 (2) | 84.00 +- 0.10 (2) | -1.00 |' in out
+    (tmp_path / 'fmnist-cpu64-v1.json').write_text(json.dumps(v1))
+    out = render_readme(block, tmp_path)
+    assert '| `convformer_tiny` | 80.00 +- 0.10 (2) | 81.00 +- 0.10 (2) | +1.00 |' in out
+    assert 'architecture v1' in out and 'Variant `v1`' not in out  # a kept baseline is not a design change
+
+
+decimals = st.decimals(min_value=0, max_value=999, places=2, allow_nan=False).map(lambda d: f'{d:.2f}')
+
+
+@given(number=decimals, suffix=st.sampled_from(['', '%', 'x', ' points']))
+def test_a_number_in_prose_must_come_from_a_rendered_block_of_the_page(number, suffix):
+    prose = f'The model is {number}{suffix} better.\n'
+    assert unquoted_numbers(prose) == [number + suffix.strip()[:1] if suffix in ('%',) else number]
+    rendered = f'{prose}<!-- BEGIN t -->\n| a | {number} |\n<!-- END t -->\n'
+    assert unquoted_numbers(rendered) == []
+    # code (commands, arguments, versions) and link targets are not claims
+    assert unquoted_numbers(f'Run `--lr {number}` or\n```bash\nx --lr {number}\n```\n[a](v{number}.md)\n') == []
+
+
+@pytest.mark.parametrize(
+    'claim',
+    [
+        'oneDNN runs them 2.2x faster than `nn.Linear`',
+        'folds into the next 1x1 conv (+2% images/s)',
+        'this alone made peers up to 1.7x faster',
+        'took the largest logit error from 0.18 to 0.02',
+        'twice with seed 0: 91.56% and 91.17% test',
+    ],
+)
+def test_claims_without_a_results_file_are_caught(claim):
+    assert unquoted_numbers(claim + '\n')
+
+
+def test_dangling_links_and_the_card_template(tmp_path):
+    (tmp_path / 'there.md').write_text('x')
+    doc = tmp_path / 'doc.md'
+    doc.write_text('[a](there.md#s) [b](gone.md) ![c](img/none.png) [d](https://x.org/y) [e](#anchor)\n')
+    assert dangling_links(doc) == ['gone.md', 'img/none.png']
+    template = ROOT / 'model_cards' / 'template.md'  # a link to the card template, for readers of model_cards/
+    assert template.resolve().is_file() and '{{ card_data }}' in template.read_text()
+
+
+def test_command_blocks_stop_their_servers_and_push_where_they_serve():
+    server = 'HZ_HUB_TOKENS=demo:hf_demo hybrid-zoo hub-server --port 8765 --data-dir d &\n'
+    env = 'export HF_ENDPOINT=http://127.0.0.1:8765\n'
+    fence = '```bash\n{}```\n'.format
+    assert unstopped_jobs(fence(server + 'hybrid-zoo push run demo/x\n')) == [server.strip()]
+    assert (
+        unstopped_jobs(fence(server + 'kill %1\n'))
+        == unstopped_jobs(fence('a && b\nfor i in 1; do x & done; wait\n'))
+        == []
+    )
+    assert unserved_pushes(fence('hybrid-zoo prepare-data --push-to org/digits\n')) == [
+        'pushes to org/ without a server serving org'
+    ]
+    assert unserved_pushes(fence(server + env + 'hybrid-zoo push run demo/x\nkill %1\n')) == []
+    assert unserved_pushes(fence('hybrid-zoo push run <org>/x\n')) == []  # the reader's own namespace
+    org = server.replace('&', '--org hz:demo &')
+    assert unserved_pushes(fence(org + env + 'hybrid-zoo push run hz/x\nhybrid-zoo push run other/x\n')) == [
+        'pushes to other/ without a server serving other'
+    ]
+
+
+def test_the_repository_documents_pass_every_check():
+    """README.md, docs/ and docs/reports/: in sync, every number from a block, links, servers, titles, no tracker words."""
+    assert check_documents(ROOT / 'README.md', RESULTS_DIR) == []
+    reports = sorted((ROOT / 'docs' / 'reports').glob('*.md'))
+    assert reports and all(Path(r).read_text().startswith('# Report: ') for r in reports)
+
+
+def test_tracker_words_and_undated_reports_are_refused(tmp_path):
+    (tmp_path / 'docs' / 'reports').mkdir(parents=True)
+    (tmp_path / 'README.md').write_text('As issue 12 says, see the bench issue.\n')
+    (tmp_path / 'docs' / 'reports' / 'r.md').write_text('# Report: speed\n')
+    problems = check_documents(tmp_path / 'README.md', tmp_path)
+    assert any("'issue 12'" in p for p in problems) and any("'the bench issue'" in p for p in problems)
+    assert any('r.md: the title must end in' in p for p in problems)
+    (tmp_path / 'docs' / 'reports' / 'r.md').write_text('# Report: speed (2026-12-03, architecture v2)\n')
+    assert not any('r.md' in p for p in check_documents(tmp_path / 'README.md', tmp_path))
