@@ -67,6 +67,7 @@ from hybrid_zoo.train.checkpoints import (  # noqa: F401 (the errors are re-expo
     ResumeMismatchError,
     check_output_dir,
     check_resumable,
+    check_rng_state,
     copy_checkpoint,
     find_resume_checkpoint,
     prepare_output_dir,
@@ -656,6 +657,7 @@ def _setup(cfg: TrainConfig) -> _Setup:
     metrics_path = out / 'metrics.jsonl'
     history: list[dict] = []
     if resume_meta is not None:
+        check_rng_state(resume_dir, acc.process_index)  # load_state would skip a bad one with an INFO line
         try:
             acc.load_state(str(resume_dir))  # weights, optimizer, scheduler, EMA, RNG of every process
         except Exception as e:  # verified files that still do not load: say which folder and what to do
