@@ -603,16 +603,16 @@ def _setup(cfg: TrainConfig) -> _Setup:
         train_loader = StreamBatches(
             stream,
             train_tf,
-            in_chans,
-            cfg.batch_size,
-            cfg.seed,
-            acc.process_index,
-            acc.num_processes,
-            cfg.grad_accum_steps,
-            cfg.samples_per_epoch,
-            cfg.workers,
-            cfg.shuffle_buffer,
-            acc.device,
+            in_chans=in_chans,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            rank=acc.process_index,
+            num_processes=acc.num_processes,
+            accum=cfg.grad_accum_steps,
+            samples=cfg.samples_per_epoch,
+            workers=cfg.workers,
+            buffer_size=cfg.shuffle_buffer,
+            device=acc.device,
         )
         model, optimizer, val_loader = acc.prepare(model, optimizer, val_loader)
         logger.info(
