@@ -257,11 +257,14 @@ def check_replaceable(out: Path, source: str | None, overwrite: bool) -> None:
     files = _files(out)
     if not files:
         return
-    manifest = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+    try:
+        manifest = read_json(out / MANIFEST)
+    except (OSError, ValueError):  # missing, or not the JSON the writer writes
+        manifest = None
     recorded = manifest.get('files') if isinstance(manifest, dict) else None
     if not isinstance(recorded, dict):
         raise DataError(
-            f'{out} exists and was not written by prepare-data --shards (no {MANIFEST}): it holds {files[:8]}'
+            f'{out} exists and was not written by prepare-data --shards (no readable {MANIFEST}): it holds {files[:8]}'
             f'{" ..." if len(files) > 8 else ""}. Writing the shards replaces the folder, which would delete them: '
             'move them elsewhere, or choose another --out-dir'
         )
