@@ -53,6 +53,7 @@ logger = logging.getLogger('hybrid_zoo.train.data')  # not __name__: that is '__
 # names tried, in order, when no validation split is given; never 'test': the validation split picks the checkpoint
 VAL_SPLIT_CANDIDATES = ('validation', 'valid', 'val')
 _TEST_SPLIT_NAMES = ('test', 'testing')
+MAX_INFERRED_CLASSES = 100_000  # integer labels without --num-classes: a larger one is a mistake, not a class
 # a --dataset ending so is a file, never a Hub id
 _DATA_FILE_SUFFIXES = ('.parquet', '.arrow', '.csv', '.json', '.jsonl', '.txt', '.zip', '.tar', '.gz', '.tgz')
 _IMAGE_NAMES = ('image', 'img', 'images', 'pixel_values', 'picture', 'photo')
@@ -403,7 +404,13 @@ def load_train_val(
     int_labels = label_names is None
     if int_labels:
         top = max(int(p.labels().max(initial=0)) for p in parts)
-        label_names = [str(i) for i in range(max(top + 1, num_classes or 0))]
+        if num_classes is None and top >= MAX_INFERRED_CLASSES:
+            raise DataError(
+                f'the largest label of {source} is {top}, which would make {top + 1} classes; expected class indices '
+                f'below {MAX_INFERRED_CLASSES} when --num-classes is not given (pass --num-classes N for more classes, '
+                'or fix the labels)'
+            )
+        label_names = [str(i) for i in range(num_classes or top + 1)]  # a given width: larger labels are refused
     n = num_classes or len(label_names)
     if n < len(label_names) and not int_labels:
         raise DataError(f'--num-classes {n} is smaller than the {len(label_names)} classes {label_names} of {source}')

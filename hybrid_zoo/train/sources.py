@@ -425,8 +425,11 @@ def _columns(schema: pa.Schema) -> dict[str, str]:
 
 def _check_tar(file: str) -> None:
     try:
-        with tarfile.open(file) as tar:
+        with open(file, 'rb') as f, tarfile.open(fileobj=f) as tar:
             names = [m.name for m in tar.getmembers() if m.isfile()]
+            check_tar_end(f, tar.offset, file)
+    except DataError:
+        raise
     except (OSError, tarfile.TarError, EOFError) as e:
         raise DataError(
             f'shard {file} is not a readable tar file ({first_line(e)}); expected a complete webdataset shard (was it '
@@ -434,6 +437,18 @@ def _check_tar(file: str) -> None:
         ) from None
     if not names:
         raise DataError(f'shard {file} holds no examples (an empty tar); expected examples in every shard')
+
+
+def check_tar_end(f, offset: int, name: str) -> None:
+    """Refuse a tar that stops without its end-of-archive marker (two zero blocks): ``tarfile`` reads a tar cut
+    inside a member header as a complete, shorter one."""
+    f.seek(offset)
+    end = f.read(2 * tarfile.BLOCKSIZE)
+    if len(end) < 2 * tarfile.BLOCKSIZE or end.strip(b'\0'):
+        raise DataError(
+            f'shard {_shard_name(name)} is cut short: it stops at byte {offset + len(end)} without the end-of-archive '
+            'marker a complete tar ends with; expected a complete webdataset shard'
+        )
 
 
 class ShardReader:
@@ -497,6 +512,7 @@ class ShardReader:
                     example[column] = self._wds_value(column, tar.extractfile(member).read(), member.name)
             if key is not None:
                 yield example
+            check_tar_end(f, tar.offset, shard)
 
     def _wds_value(self, column: str, data: bytes, path: str) -> Any:
         """A webdataset member as ``datasets`` reads it: image bytes, a class index, or text."""
