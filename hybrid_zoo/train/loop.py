@@ -211,7 +211,7 @@ def build_loss(cfg: TrainConfig, num_classes: int) -> tuple[Any, torch.nn.Module
 # The training loop
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Run:
     """What the loop passes around: prepared objects and progress counters."""
 
@@ -651,7 +651,18 @@ def _setup(cfg: TrainConfig) -> _Setup:
     acc.register_for_checkpointing(scheduler, *([ema] if ema is not None else []))
     mixup, loss_fn = build_loss(cfg, spec.num_classes)
     run = _Run(
-        cfg, acc, model, optimizer, scheduler, train_loader, val_loader, ema, mixup, loss_fn, spec.label_names, out
+        cfg=cfg,
+        accelerator=acc,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        ema=ema,
+        mixup=mixup,
+        loss_fn=loss_fn,
+        label_names=spec.label_names,
+        out=out,
     )
 
     metrics_path = out / 'metrics.jsonl'
