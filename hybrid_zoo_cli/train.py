@@ -16,6 +16,9 @@ from .fields import KeyValueAction, add_dataclass_arguments, config_from_namespa
 __all__ = ['KeyValueAction', 'TrainConfig', 'TrainConfigError', 'build_parser', 'config_from_args', 'parse_args']
 
 
+SEED_MAX = 2**32 - 1  # the largest seed numpy's generators accept
+
+
 class TrainConfigError(ValueError):
     """Options that cannot train: the message names each option, what it expects and what it was given."""
 
@@ -237,6 +240,9 @@ class TrainConfig:
             positive_int(name, optional=True)
         positive_int('shuffle_buffer')
         need(isinstance(self.workers, int) and self.workers >= 0, 'workers', 'an integer >= 0')
+        # numpy's and torch's generators take seeds in [0, 2**32 - 1] (accelerate's set_seed seeds both)
+        seed_ok = isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= SEED_MAX
+        need(seed_ok, 'seed', f'an integer in [0, {SEED_MAX}]')
         need(self.in_chans in (None, 1, 3), 'in_chans', '1 (grayscale) or 3 (RGB)')
         need(self.mixed_precision in (None, 'no', 'bf16', 'fp16'), 'mixed_precision', "'no', 'bf16' or 'fp16'")
         need(isinstance(self.model_kwargs, dict), 'model_kwargs', 'a dict of KEY=VALUE')

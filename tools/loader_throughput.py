@@ -42,7 +42,20 @@ def _map_style(path: str, transform):
 
 def _streamed(folder: Path, transform):
     stream = open_stream(str(folder), max_val_samples=100)
-    return StreamBatches(stream, transform, 1, BATCH, 0, 0, 1, 1, 60_000, WORKERS, 10_000, torch.device('cpu'))
+    return StreamBatches(
+        stream,
+        transform,
+        in_chans=1,
+        batch_size=BATCH,
+        seed=0,
+        rank=0,
+        num_processes=1,
+        accum=1,
+        samples=60_000,
+        workers=WORKERS,
+        buffer_size=10_000,
+        device=torch.device('cpu'),
+    )
 
 
 def _time(loader, batches: int) -> float:

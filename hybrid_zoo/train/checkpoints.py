@@ -254,6 +254,38 @@ def verify_checkpoint(path: Path) -> dict:
     return meta
 
 
+def check_rng_state(path: Path, process_index: int) -> None:
+    """Refuse a checkpoint whose RNG state this process cannot restore.
+
+    ``accelerate``'s ``load_state`` skips a random-state file it cannot load or apply with an INFO line and resumes
+    with the generators as they are, so the resumed run silently differs from an uninterrupted one. The file is
+    loaded here the way accelerate loads it (``weights_only``) and applied to throw-away generators.
+
+    Raises:
+        CheckpointError: naming the file, what it holds, and the ways out.
+    """
+    import random
+
+    import numpy as np
+    import torch
+    from accelerate.utils import RNG_STATE_NAME
+    from accelerate.utils import load as accelerate_load
+
+    file = path / f'{RNG_STATE_NAME}_{process_index}.pkl'
+    try:
+        states = accelerate_load(file)
+        random.Random().setstate(states['random_state'])
+        np.random.RandomState().set_state(states['numpy_random_seed'])
+        torch.Generator().set_state(states['torch_manual_seed'])
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [''])[0][:200]
+        raise CheckpointError(
+            f'checkpoint file {file} does not hold the random-number state of process {process_index} '
+            f'({type(e).__name__}: {reason}); expected the Python, numpy and torch generator states accelerate '
+            f'saves, without which the resumed run would not repeat the uninterrupted one. {ways_out(path)}'
+        ) from None
+
+
 def save_checkpoint(accelerator, root: Path, name: str, meta: dict) -> Path:
     """``save_state`` into a temporary sibling folder on every process, then publish it as ``root/name`` atomically.
 

@@ -16,14 +16,8 @@ images included) and transformed by timm's ``create_transform``.
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
 import logging
 import os
-import re
-import shutil
-import struct
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,184 +26,48 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Image as HFImage
-from datasets.data_files import DataFilesDict, get_data_patterns
-from huggingface_hub import HfApi, constants
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from timm.data import resolve_data_config
 
-from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
-from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
-from hybrid_zoo_cli.data import EMBEDDED_CACHE, FASHION_MNIST_DIR, build_parser  # noqa: F401 (re-exported)
+from hybrid_zoo.hub.client import HubError
+from hybrid_zoo.train.checks import DataError, check_label_range, image_error, label_array
+from hybrid_zoo.train.embedded import (  # noqa: F401 (re-exported: the embedded datasets' home is embedded.py)
+    EMBEDDED_CACHE,
+    FASHION_MNIST_DIR,
+    fashion_mnist_available,
+    prepare_default,
+    prepare_digits,
+    prepare_fashion_mnist,
+    prepare_once,
+    read_idx,
+    save_dataset,
+)
+from hybrid_zoo.train.shards import check_push_target, push_shards, write_shards
+from hybrid_zoo.train.sources import create_source, looks_like_path  # noqa: F401 (re-exported)
+from hybrid_zoo_cli.data import build_parser
 
 logger = logging.getLogger('hybrid_zoo.train.data')  # not __name__: that is '__main__' under python -m
 
 # names tried, in order, when no validation split is given; never 'test': the validation split picks the checkpoint
 VAL_SPLIT_CANDIDATES = ('validation', 'valid', 'val')
 _TEST_SPLIT_NAMES = ('test', 'testing')
+MAX_INFERRED_CLASSES = 100_000  # integer labels without --num-classes: a larger one is a mistake, not a class
 # a --dataset ending so is a file, never a Hub id
 _DATA_FILE_SUFFIXES = ('.parquet', '.arrow', '.csv', '.json', '.jsonl', '.txt', '.zip', '.tar', '.gz', '.tgz')
 _IMAGE_NAMES = ('image', 'img', 'images', 'pixel_values', 'picture', 'photo')
 _LABEL_NAMES = ('label', 'labels', 'target', 'targets', 'class', 'fine_label', 'category')
 
 
-class DataError(ValueError):
-    """A dataset that cannot be used as asked; the message says what was expected and what was found.
-
-    Raised in a DataLoader worker, it reaches the main process re-created by torch with the worker's whole traceback
-    as its message; the message is cut back to the original one line (the traceback stays in ``worker_traceback``).
-    """
-
-    def __init__(self, message: str = '', *args: Any) -> None:
-        self.worker_traceback = None
-        name = type(self).__name__
-        if isinstance(message, str) and message.startswith(f'Caught {name} in DataLoader worker'):
-            # the traceback ends with the line '<module>.DataError: <original message>'
-            matches = list(re.finditer(rf'^(?:[\w.]+\.)?{name}: ', message, flags=re.MULTILINE))
-            last = matches[-1] if matches else None
-            if last is not None:
-                self.worker_traceback, message = message, message[last.end() :].rstrip()
-        super().__init__(message, *args)
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST container format: big-endian header, then raw uint8 data)."""
-    with gzip.open(path, 'rb') as f:
-        raw = f.read()
-    zero, dtype_code, ndim = struct.unpack('>HBB', raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f'{path} is not an unsigned-byte IDX file (header {raw[:4].hex()})')
-    shape = struct.unpack(f'>{ndim}I', raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def fashion_mnist_available(source_dir: str | os.PathLike = FASHION_MNIST_DIR) -> bool:
-    """Whether the four Fashion-MNIST IDX files (Debian package ``dataset-fashion-mnist``) are present."""
-    names = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz')
-    return all((Path(source_dir) / n).is_file() for n in names + ('t10k-labels-idx1-ubyte.gz',))
-
-
-def _class_dataset(images: np.ndarray, labels: np.ndarray, names: tuple[str, ...]):
-
-    features = Features({'image': HFImage(), 'label': ClassLabel(names=list(names))})
-    # datasets encodes each (H, W) uint8 array as a grayscale PNG
-    return Dataset.from_dict({'image': list(images), 'label': labels.astype(np.int64).tolist()}, features=features)
-
-
-def save_dataset(dataset, out_dir: str | os.PathLike) -> Path:
-    """``save_to_disk`` into a temporary sibling folder, then rename it into place (no half-written datasets)."""
-    out_dir = Path(out_dir)
-    tmp = temp_dir_beside(out_dir)
-    try:
-        dataset.save_to_disk(str(tmp))
-        replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
-def prepare_fashion_mnist(out_dir: str | os.PathLike, source_dir: str | os.PathLike = FASHION_MNIST_DIR):
-    """Write Fashion-MNIST (60,000 train / 10,000 test, 28x28 grayscale, 10 classes) as a HF dataset.
-
-    Args:
-        out_dir: Folder to ``save_to_disk`` into; replaced atomically if it exists.
-        source_dir: Folder holding the four IDX ``.gz`` files (``dpkg -L dataset-fashion-mnist``).
-
-    Returns:
-        The ``DatasetDict`` with splits ``train`` and ``test``.
-    """
-
-    source_dir = Path(source_dir)
-    if not fashion_mnist_available(source_dir):
-        raise DataError(
-            f'Fashion-MNIST IDX files not found in {source_dir}; install them with '
-            "'apt-get install -y dataset-fashion-mnist' or use the digits data (prepare_digits)"
-        )
-    splits = {}
-    for split, prefix in (('train', 'train'), ('test', 't10k')):
-        images = read_idx(source_dir / f'{prefix}-images-idx3-ubyte.gz')  # (N, 28, 28)
-        labels = read_idx(source_dir / f'{prefix}-labels-idx1-ubyte.gz')  # (N,)
-        splits[split] = _class_dataset(images, labels, FASHION_MNIST_CLASSES)
-    dd = DatasetDict(splits)
-    save_dataset(dd, out_dir)
-    logger.info('Fashion-MNIST written to %s (%s)', out_dir, {k: len(v) for k, v in dd.items()})
-    return dd
-
-
-def prepare_digits(out_dir: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0):
-    """Write scikit-learn's digits (1,797 8x8 grayscale images, 10 classes) as a HF dataset.
-
-    The images are the UCI "Optical Recognition of Handwritten Digits" test set; pixel values 0..16 are scaled to
-    0..255. The train/test split is stratified and seeded.
-
-    Args:
-        out_dir: Folder to ``save_to_disk`` into; replaced atomically if it exists.
-        test_fraction: Share of the images held out as ``test``.
-        seed: Seed of the split.
-
-    Returns:
-        The ``DatasetDict`` with splits ``train`` and ``test``.
-    """
-
-    digits = load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (N, 8, 8)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(images)), test_size=test_fraction, random_state=seed, stratify=digits.target
-    )
-    dd = DatasetDict(
-        {
-            'train': _class_dataset(images[idx_train], digits.target[idx_train], DIGITS_CLASSES),
-            'test': _class_dataset(images[idx_test], digits.target[idx_test], DIGITS_CLASSES),
-        }
-    )
-    save_dataset(dd, out_dir)
-    logger.info('digits written to %s (%s)', out_dir, {k: len(v) for k, v in dd.items()})
-    return dd
-
-
-def prepare_default(out_dir: str | os.PathLike = EMBEDDED_CACHE, overwrite: bool = False) -> tuple[str, str]:
-    """Prepare the demo dataset: Fashion-MNIST when its Debian package is installed, digits otherwise.
-
-    Args:
-        out_dir: Parent folder; the dataset goes to ``<out_dir>/fashion_mnist`` or ``<out_dir>/digits``.
-        overwrite: Rebuild even if the folder already holds a saved dataset.
-
-    Returns:
-        ``(name, path)``, e.g. ``('fashion_mnist', 'data/fashion_mnist')``.
-    """
-    name, prepare = (
-        ('fashion_mnist', prepare_fashion_mnist) if fashion_mnist_available() else ('digits', prepare_digits)
-    )
-    return name, _prepare_once(name, prepare, Path(out_dir) / name, overwrite)
-
-
-def _prepare_once(name: str, prepare, path: Path, overwrite: bool) -> str:
-    """``prepare(path)`` unless ``path`` already holds a saved dataset (an interrupted replacement is restored)."""
-    recover_dir(path)
-    if overwrite or not (path / 'dataset_dict.json').is_file():
-        prepare(path)
-    else:
-        logger.info('using the %s dataset already at %s', name, path)
-    return str(path)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Opening any dataset
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file()
 
 
 def open_dataset(
     source: str, config: str | None = None, embedded_cache: str | os.PathLike = EMBEDDED_CACHE
 ) -> tuple[Any, str]:
-    """Open a dataset from any of the supported places.
+    """Open a dataset, map-style, from any place ``sources.create_source`` knows.
 
     Args:
         source: ``'default'`` (the embedded demo data, prepared under ``embedded_cache`` when missing), a
@@ -226,145 +84,8 @@ def open_dataset(
         DataError: a path that does not exist (at once, never tried as a Hub id), files of another format, or a Hub
             dataset that does not exist or cannot be reached (one line, no retries).
     """
-
-    if source == 'default':
-        _, source = prepare_default(embedded_cache)
-    path = Path(source).expanduser()
-    if path.is_dir():
-        recover_dir(path)
-        if _is_saved_dataset(path):
-            loaded = _local(source, lambda: datasets.load_from_disk(str(path)), path)
-        else:
-            loaded = _local(source, lambda: datasets.load_dataset(str(path), name=config))
-    elif path.is_file():
-        loaded = _local(source, lambda: _load_parquet(source, [str(path)], by_name=False))
-    elif _has_glob(source):
-        files = sorted(f for f in glob.glob(str(path), recursive=True) if os.path.isfile(f))
-        if not files:
-            raise DataError(f'no such folder/file: {source} (the pattern matches no file)')
-        loaded = _local(source, lambda: _load_parquet(source, files, by_name=True))
-    elif looks_like_path(source):
-        raise DataError(
-            f'no such folder/file: {source} (expected an existing save_to_disk folder, imagefolder directory or '
-            'parquet file(s); a Hub id is written org/name)'
-        )
-    else:
-        loaded = _load_hub_dataset(source, config)
-    if isinstance(loaded, datasets.Dataset):
-        loaded = datasets.DatasetDict({'train': loaded})
-    return loaded, source
-
-
-def _local(source: str, load, saved: Path | None = None):
-    """``load()`` of local files, its errors as one ``DataError`` line (an empty split is named as such)."""
-    try:
-        return load()
-    except DataError:
-        raise
-    except (IndexError, KeyError, ValueError, TypeError, OSError) as e:
-        empty = _empty_saved_splits(saved) if saved is not None else []
-        if empty:
-            raise DataError(
-                f'dataset {source} has empty split(s) {empty} (0 rows), which datasets cannot load; remove them or '
-                'give them rows'
-            ) from e
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        hint = ' (an empty split?)' if 'corresponds to no data' in first else ''
-        raise DataError(f'cannot load dataset {source}: {type(e).__name__}: {first}{hint}') from e
-
-
-def _empty_saved_splits(path: Path) -> list[str]:
-    """Splits of a ``save_to_disk`` folder that hold no data files (``load_from_disk`` fails on them)."""
-
-    try:
-        names = json.loads((path / 'dataset_dict.json').read_text())['splits']
-        return [n for n in names if not json.loads((path / n / 'state.json').read_text()).get('_data_files')]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def _has_glob(source: str) -> bool:
-    return any(c in source for c in '*?[')
-
-
-def looks_like_path(source: str) -> bool:
-    """Whether ``--dataset`` names a local path rather than a Hub id (``name`` or ``org/name``).
-
-    Paths start with ``.``, ``/`` or ``~``, have more than one separator, end with a data file extension or hold
-    glob characters; such a source that does not exist is a typo, not a dataset to look up on the Hub.
-    """
-    if source.startswith(('.', '/', '~')) or _has_glob(source):
-        return True
-    if source.count('/') > 1 or (os.sep != '/' and os.sep in source):
-        return True
-    return source.lower().endswith(_DATA_FILE_SUFFIXES)
-
-
-def _load_parquet(source: str, files: list[str], by_name: bool):
-    """Parquet files as a ``DatasetDict``; ``by_name``: split them by file name as ``datasets`` does for a folder."""
-
-    others = [f for f in files if not f.endswith('.parquet')]
-    if others:
-        raise DataError(
-            f'cannot tell the format of {others[:3]} ({source}); expected parquet files, a folder or a Hub dataset id'
-        )
-    data_files = _parquet_splits(source, files) if by_name else {'train': files}
-    return datasets.load_dataset('parquet', data_files=data_files)
-
-
-def _parquet_splits(source: str, files: list[str]) -> dict[str, list[str]]:
-    """The files of a glob by split, inferred from their names with ``datasets``' own patterns.
-
-    ``data/*.parquet`` matching ``train-0.parquet`` and ``test-0.parquet`` gives ``{'train': [...], 'test': [...]}``
-    (merging them would train on the test images). A file no split claims, or one claimed twice, is refused.
-    """
-
-    files = [os.path.abspath(f) for f in files]
-    base = os.path.commonpath([os.path.dirname(f) for f in files])
-    resolved = DataFilesDict.from_patterns(get_data_patterns(base), base_path=base)
-    wanted = set(files)
-    splits = {s: sorted(wanted & {os.path.abspath(p) for p in paths}) for s, paths in resolved.items()}
-    splits = {s: f for s, f in splits.items() if f}
-    claimed = [f for fs in splits.values() for f in fs]
-    unclaimed = sorted(wanted - set(claimed))
-    if unclaimed or len(claimed) != len(set(claimed)):
-        listing = '; '.join(f'{s}: {[os.path.basename(f) for f in fs]}' for s, fs in splits.items())
-        raise DataError(
-            f'cannot tell the splits of the files matched by {source}: by name they are {listing}'
-            + (f'; no split for {[os.path.basename(f) for f in unclaimed]}' if unclaimed else '; a file in two splits')
-            + ". Name them train-*/validation-*/test-*.parquet, or give each split's files as its own pattern"
-        )
-    logger.info('%s: parquet files by split (from their names): %s', source, {s: len(f) for s, f in splits.items()})
-    return splits
-
-
-def _load_hub_dataset(source: str, config: str | None):
-    """``load_dataset`` of a Hub id; one clear line (no retry storm) when it does not exist or cannot be reached."""
-
-    if not datasets.config.HF_HUB_OFFLINE:  # offline, load_dataset reads the local cache
-        try:
-            HfApi().dataset_info(source, timeout=10)
-        except HFValidationError:
-            raise DataError(
-                f'no such folder/file and no valid Hub id: {source!r} (expected a local path or org/name)'
-            ) from None
-        except RepositoryNotFoundError:
-            raise DataError(
-                f'no such dataset: {source!r} is not a local folder or file, nor a dataset on the Hub '
-                f'({constants.ENDPOINT}); a private or gated one needs HF_TOKEN'
-            ) from None
-        except HfHubHTTPError:
-            pass  # e.g. gated or rate limited: load_dataset says what to do
-        except Exception as e:  # the transport's own errors (no network, DNS, timeout)
-            raise DataError(
-                f'{source!r} is not a local folder or file, and the Hub ({constants.ENDPOINT}) cannot be reached to '
-                f'look it up ({type(e).__name__}: {e}); a Hub dataset downloaded before loads with HF_HUB_OFFLINE=1'
-            ) from None
-    try:
-        return datasets.load_dataset(source, name=config)
-    except (OSError, ValueError) as e:  # DatasetNotFoundError, hub HTTP errors, an unknown configuration
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f'cannot load Hub dataset {source!r}: {first}') from e
+    src = create_source(source, config, embedded_cache)
+    return src.load(), src.path or source
 
 
 def detect_columns(features, image_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
@@ -430,15 +151,8 @@ class Split:
         """
         # slicing the whole (indices-aware) table: indexing by column name iterates row by row in datasets 5
         column = np.asarray(self.dataset.select_columns([self.label_column]).with_format('numpy')[:][self.label_column])
-        if column.dtype.kind in 'fO':  # a None among numbers comes out as NaN (floats) or None (objects)
-            missing = np.isnan(column) if column.dtype.kind == 'f' else np.array([v is None for v in column], bool)
-            bad = np.flatnonzero(missing[self.rows])
-            if bad.size:
-                raise DataError(
-                    f'split {self.name!r} has rows without a label: row {int(self.rows[bad[0]])} has label None '
-                    f'({bad.size} such rows); every row needs a class label'
-                )
-        return map_labels(column.astype(np.int64)[self.rows], self.label_map)
+        labels = label_array(column[self.rows], lambda i: f'row {int(self.rows[i])} of split {self.name!r}')
+        return map_labels(labels, self.label_map)
 
 
 def map_labels(labels: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
@@ -560,10 +274,8 @@ def _encode_labels(
             unique = dd[s].unique(label_column)
             if None in unique:
                 column = dd[s].select_columns([label_column]).with_format('arrow')[:][label_column]
-                row = column.to_pylist().index(None)
-                raise DataError(
-                    f'split {s!r} has rows without a label: row {row} has label None; every row needs a class label'
-                )
+                present = [None if v is None else 0 for v in column.to_pylist()]  # the names are checked below
+                label_array(present, lambda i, s=s: f'row {i} of split {s!r}')  # raises, naming the first None
             values.update(unique)
         names = sorted(values)
         class_label = ClassLabel(names=names)
@@ -575,16 +287,9 @@ def _encode_labels(
 
 def check_labels(split: Split, num_classes: int, source: str) -> None:
     """Raise a ``DataError`` naming the first offending row if any label is outside ``[0, num_classes)``."""
-    labels = split.labels()
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        first = int(split.rows[bad[0]])
-        values = sorted({int(v) for v in labels[bad][:1000]})
-        raise DataError(
-            f'labels outside [0, {num_classes}) in split {split.name!r} of {source}: row {first} has label '
-            f'{int(labels[bad[0]])} ({bad.size} such rows; values {values[:10]}). Pass --num-classes to cover them, '
-            'or fix the labels (-1 usually marks an unlabelled test split: evaluate on another split).'
-        )
+    check_label_range(
+        split.labels(), num_classes, lambda i: f'row {int(split.rows[i])} of split {split.name!r} of {source}'
+    )
 
 
 def _subset(rows: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
@@ -699,7 +404,13 @@ def load_train_val(
     int_labels = label_names is None
     if int_labels:
         top = max(int(p.labels().max(initial=0)) for p in parts)
-        label_names = [str(i) for i in range(max(top + 1, num_classes or 0))]
+        if num_classes is None and top >= MAX_INFERRED_CLASSES:
+            raise DataError(
+                f'the largest label of {source} is {top}, which would make {top + 1} classes; expected class indices '
+                f'below {MAX_INFERRED_CLASSES} when --num-classes is not given (pass --num-classes N for more classes, '
+                'or fix the labels)'
+            )
+        label_names = [str(i) for i in range(num_classes or top + 1)]  # a given width: larger labels are refused
     n = num_classes or len(label_names)
     if n < len(label_names) and not int_labels:
         raise DataError(f'--num-classes {n} is smaller than the {len(label_names)} classes {label_names} of {source}')
@@ -948,13 +659,9 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return len(self.split)
 
     def _read_error(self, row: int, e: Exception) -> DataError:
-        reason = (str(e).strip().splitlines() or [''])[0]
         path = self._image_path(row)
         where = f' (file {path})' if path else ''
-        return DataError(
-            f'cannot read or transform the image in row {row}{where} of split {self.split.name!r} of '
-            f'{self.source}: {type(e).__name__}: {reason}'
-        )
+        return image_error(f'row {row}{where} of split {self.split.name!r} of {self.source}', e)
 
     def _image_path(self, row: int) -> str | None:
         """The file the image of ``row`` came from, when the dataset recorded one (imagefolder does)."""
@@ -1005,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard_size < 1:
         logger.error('--shard-size must be an integer >= 1, got %d', args.shard_size)
         return 2
+    if out.exists() and not out.is_dir():
+        logger.error('--out-dir %s is a file; expected a folder (new, or one prepare-data wrote before)', out)
+        return 2
     which = args.which
     if which == 'default':
         which = 'fashion-mnist' if fashion_mnist_available(fm_dir) else 'digits'
@@ -1023,11 +733,13 @@ def main(argv: list[str] | None = None) -> int:
     if which in ('digits', 'all'):
         jobs.append(('digits', prepare_digits))
     try:
-        written = [_prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]
+        if args.push_to:
+            check_push_target(args.push_to)  # an unusable repo id or token fails before any work
+        written = [prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]
         if args.shards:
             sources = [args.source] if args.source else written
             written = [_write_shard_folder(src, out, args) for src in sources]
-    except DataError as e:
+    except (DataError, HubError) as e:
         logger.error('%s', e)
         return 2
     for path in written:
@@ -1037,8 +749,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_shard_folder(source: str, out: Path, args) -> str:
     """``source`` as ``args.shards`` shards in ``<out>/<name>-<format>``, pushed as a dataset repo when asked."""
-    from hybrid_zoo.train.shards import write_shards
-
     dd, display = open_dataset(source)
     first = next(iter(dd.values()))
     image_column, label_column = detect_columns(first.features)
@@ -1047,18 +757,19 @@ def _write_shard_folder(source: str, out: Path, args) -> str:
         dd = dd.class_encode_column(label_column)
     name = _display_name(display).replace('/', '_')
     folder = write_shards(
-        dd, out / f'{name}-{args.shards}', args.shards, args.shard_size, name, image_column, label_column
+        dd,
+        out / f'{name}-{args.shards}',
+        args.shards,
+        args.shard_size,
+        name,
+        image_column,
+        label_column,
+        source=str(Path(source).resolve()) if Path(source).exists() else source,
+        overwrite=args.overwrite,
     )
     if args.push_to:
-        api = HfApi()
-        api.create_repo(args.push_to, repo_type='dataset', private=args.private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(folder),
-            repo_id=args.push_to,
-            repo_type='dataset',
-            commit_message=f'{args.shards} shards of {name} (hybrid-zoo prepare-data)',
-        )
-        logger.info('pushed %s to the dataset repo %s (%s)', folder, args.push_to, constants.ENDPOINT)
+        message = f'{args.shards} shards of {name} (hybrid-zoo prepare-data)'
+        push_shards(folder, args.push_to, private=args.private, message=message)
     return str(folder)
 
 

@@ -67,6 +67,7 @@ from hybrid_zoo.train.checkpoints import (  # noqa: F401 (the errors are re-expo
     ResumeMismatchError,
     check_output_dir,
     check_resumable,
+    check_rng_state,
     copy_checkpoint,
     find_resume_checkpoint,
     prepare_output_dir,
@@ -210,7 +211,7 @@ def build_loss(cfg: TrainConfig, num_classes: int) -> tuple[Any, torch.nn.Module
 # The training loop
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Run:
     """What the loop passes around: prepared objects and progress counters."""
 
@@ -602,16 +603,16 @@ def _setup(cfg: TrainConfig) -> _Setup:
         train_loader = StreamBatches(
             stream,
             train_tf,
-            in_chans,
-            cfg.batch_size,
-            cfg.seed,
-            acc.process_index,
-            acc.num_processes,
-            cfg.grad_accum_steps,
-            cfg.samples_per_epoch,
-            cfg.workers,
-            cfg.shuffle_buffer,
-            acc.device,
+            in_chans=in_chans,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            rank=acc.process_index,
+            num_processes=acc.num_processes,
+            accum=cfg.grad_accum_steps,
+            samples=cfg.samples_per_epoch,
+            workers=cfg.workers,
+            buffer_size=cfg.shuffle_buffer,
+            device=acc.device,
         )
         model, optimizer, val_loader = acc.prepare(model, optimizer, val_loader)
         logger.info(
@@ -650,12 +651,24 @@ def _setup(cfg: TrainConfig) -> _Setup:
     acc.register_for_checkpointing(scheduler, *([ema] if ema is not None else []))
     mixup, loss_fn = build_loss(cfg, spec.num_classes)
     run = _Run(
-        cfg, acc, model, optimizer, scheduler, train_loader, val_loader, ema, mixup, loss_fn, spec.label_names, out
+        cfg=cfg,
+        accelerator=acc,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        ema=ema,
+        mixup=mixup,
+        loss_fn=loss_fn,
+        label_names=spec.label_names,
+        out=out,
     )
 
     metrics_path = out / 'metrics.jsonl'
     history: list[dict] = []
     if resume_meta is not None:
+        check_rng_state(resume_dir, acc.process_index)  # load_state would skip a bad one with an INFO line
         try:
             acc.load_state(str(resume_dir))  # weights, optimizer, scheduler, EMA, RNG of every process
         except Exception as e:  # verified files that still do not load: say which folder and what to do

@@ -33,36 +33,31 @@ shuffle buffer starts empty (its documented limit), which would change the order
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import io
 import itertools
 import logging
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import datasets
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, IterableDataset
 from datasets import Image as HFImage
 from datasets.distributed import split_dataset_by_node
 
+from hybrid_zoo.train.checks import DataError, check_label_range, image_error, label_array, open_encoded_image
 from hybrid_zoo.train.data import (
-    DataError,
     DataSpec,
     Split,
     _is_image_struct,
-    _is_saved_dataset,
     choose_splits,
     detect_columns,
-    looks_like_path,
-    prepare_default,
     to_model_mode,
 )
+from hybrid_zoo.train.embedded import EMBEDDED_CACHE
+from hybrid_zoo.train.sources import ROW_KEY, SHARD_KEY, create_source
 
 logger = logging.getLogger('hybrid_zoo.train.streaming')
 
@@ -70,9 +65,7 @@ logger = logging.getLogger('hybrid_zoo.train.streaming')
 # "<position> <example hash>" lines (which shards each process read: the multi-machine test checks it with this)
 AUDIT_ENV = 'HYBRID_ZOO_STREAM_AUDIT'
 DEFAULT_STREAM_VAL_SAMPLES = 10_000  # validation examples read into memory when --max-val-samples is not given
-STREAM_ABOVE_BYTES = 8 << 30  # a Hub dataset repo with more data than this streams unless --streaming is given
 _HASH_BINS = 1 << 32
-_SHARD_SUFFIXES = {'.parquet': 'parquet', '.tar': 'webdataset'}
 
 
 @dataclass
@@ -83,47 +76,8 @@ class Stream:
     val: Split
     spec: DataSpec
     num_shards: int
-    train_examples: int | None  # examples in the train split before the validation carve (from the card), if known
+    train_examples: int | None  # examples in the train split before the carve (card, data or parquet footers)
     carved: bool
-
-
-def _open(source: str, config: str | None, embedded_cache: str) -> tuple[Any, str, str | None, dict[str, int]]:
-    """(IterableDatasetDict, display name, path or None, split sizes when known without a card): any source, streamed."""
-    if source == 'default':
-        name, path = prepare_default(embedded_cache)
-        return _saved(Path(path), name)
-    path = Path(source).expanduser()
-    if path.is_dir() and _is_saved_dataset(path):
-        return _saved(path, path.name)
-    if path.is_dir():
-        return load_dataset(str(path), name=config, streaming=True), path.name, str(path), {}
-    if path.is_file() or any(c in source for c in '*?['):
-        files = sorted(glob.glob(str(path))) if not path.is_file() else [str(path)]
-        kinds = {_SHARD_SUFFIXES.get(Path(f).suffix) for f in files}
-        if not files or None in kinds or len(kinds) != 1:
-            raise DataError(
-                f'{source}: expected parquet (.parquet) or webdataset (.tar) shard files of one kind, got '
-                f'{[os.path.basename(f) for f in files[:5]] or "no file"}'
-            )
-        streams = load_dataset(kinds.pop(), data_files={'train': files}, streaming=True)
-        return streams, Path(files[0]).parent.name, None, {}
-    if looks_like_path(source):
-        raise DataError(f'no such folder or file: {source}')
-    try:
-        return load_dataset(source, name=config, streaming=True), source, None, {}
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f'cannot stream dataset {source!r}: {first}') from e
-
-
-def _saved(path: Path, name: str) -> tuple[Any, str, str, dict[str, int]]:
-    """A ``save_to_disk`` folder as streams of 16 shards per split (``to_iterable_dataset``), with its split sizes."""
-    dd = load_from_disk(str(path))
-    dd = dd if isinstance(dd, DatasetDict) else DatasetDict({'train': dd})
-    streams = datasets.IterableDatasetDict(
-        {s: d.to_iterable_dataset(num_shards=min(16, max(1, len(d)))) for s, d in dd.items()}
-    )
-    return streams, name, str(path), {s: len(d) for s, d in dd.items()}
 
 
 def _raw(ds: IterableDataset, image_column: str) -> IterableDataset:
@@ -143,16 +97,32 @@ def example_hash(image: dict, label: int, seed: int) -> int:
     return int.from_bytes(h.digest(), 'little') % _HASH_BINS
 
 
+def where(ex: dict, fallback: str) -> str:
+    """Where a streamed example is: its shard and row when the source records them, else ``fallback``."""
+    return f'row {ex[ROW_KEY]} of shard {ex[SHARD_KEY]}' if ex.get(SHARD_KEY) is not None else fallback
+
+
+def example_label(ex: dict, label_column: str, num_classes: int, fallback: str) -> int:
+    """The label of one streamed example, checked as map-style labels are (``checks``): present, whole, in range."""
+    place = lambda _: where(ex, fallback)  # noqa: E731
+    labels = label_array([ex[label_column]], place)
+    check_label_range(labels, num_classes, place)
+    return int(labels[0])
+
+
 class _Carve:
     """Picklable filter: True for examples on ``keep`` side of the hash threshold (True = validation)."""
 
-    def __init__(self, image_column: str, label_column: str, fraction: float, seed: int, keep_val: bool):
-        self.image_column, self.label_column = image_column, label_column
+    def __init__(
+        self, *, image_column: str, label_column: str, num_classes: int, fraction: float, seed: int, keep_val: bool
+    ) -> None:
+        self.image_column, self.label_column, self.num_classes = image_column, label_column, num_classes
         self.threshold = int(fraction * _HASH_BINS)
         self.seed, self.keep_val = seed, keep_val
 
     def __call__(self, ex: dict) -> bool:
-        is_val = example_hash(ex[self.image_column], ex[self.label_column], self.seed) < self.threshold
+        label = example_label(ex, self.label_column, self.num_classes, 'an example of the train split')
+        is_val = example_hash(ex[self.image_column], label, self.seed) < self.threshold
         return is_val == self.keep_val
 
 
@@ -168,12 +138,6 @@ def _label_names(ds: IterableDataset, label_column: str, num_classes: int | None
     )
 
 
-def _split_size(ds: IterableDataset, split: str) -> int | None:
-    splits = ds.info.splits if ds.info else None
-    info = splits.get(split) if splits else None
-    return int(info.num_examples) if info and info.num_examples else None
-
-
 def open_stream(
     source: str = 'default',
     *,
@@ -186,14 +150,16 @@ def open_stream(
     label_column: str | None = None,
     num_classes: int | None = None,
     max_val_samples: int | None = None,
-    embedded_cache: str = 'data',
+    embedded_cache: str | os.PathLike = EMBEDDED_CACHE,
 ) -> Stream:
     """Open ``source`` for streamed training; read its validation rows into memory (see the module docstring).
 
     Raises:
         DataError: an unknown source or split, missing columns, a train split that is not sharded enough.
     """
-    streams, name, path, sizes = _open(source, config, embedded_cache)
+    src = create_source(source, config, embedded_cache)
+    opened = src.stream()
+    streams, name, path, sizes = opened.splits, src.name, src.path, opened.sizes
     val_split = choose_splits(streams, source, train_split, val_split)
     train = streams[train_split]
     image_column, label_column = detect_columns(train.features, image_column, label_column)
@@ -208,20 +174,30 @@ def open_stream(
             logger.warning('validating on the %r split: its numbers are no held-out test score', val_split)
     else:
         carved = True
-        carve = _Carve(image_column, label_column, val_fraction, seed, keep_val=True)
-        val_rows = list(itertools.islice(raw.filter(carve), cap))
-        raw = raw.filter(_Carve(image_column, label_column, val_fraction, seed, keep_val=False))
+        carve = dict(
+            image_column=image_column,
+            label_column=label_column,
+            num_classes=len(label_names),
+            fraction=val_fraction,
+            seed=seed,
+        )
+        val_rows = list(itertools.islice(raw.filter(_Carve(**carve, keep_val=True)), cap))
+        raw = raw.filter(_Carve(**carve, keep_val=False))
         val_source = (
             f'validation carved from {train_split} by example hash ({val_fraction:.0%}, seed {seed}); '
             f'the first {len(val_rows)} held-out examples'
         )
     if not val_rows:
         raise DataError(f'no validation examples in {source} ({val_source}); expected at least one')
+    val_where = f'an example of split {val_split or train_split!r}'
     val_ds = Dataset.from_list(
-        [{image_column: r[image_column], label_column: int(r[label_column])} for r in val_rows]
+        [
+            {image_column: r[image_column], label_column: example_label(r, label_column, len(label_names), val_where)}
+            for r in val_rows
+        ]
     ).cast_column(image_column, HFImage())
     val = Split(val_ds, np.arange(len(val_ds)), val_split or 'carved', image_column, label_column)
-    train_examples = sizes.get(train_split) or _split_size(train, train_split)
+    train_examples = sizes.get(train_split)
     spec = DataSpec(
         name=name,
         path=path,
@@ -269,14 +245,17 @@ class StreamSlotDataset(torch.utils.data.IterableDataset):
 
     In a DataLoader with W workers, worker ``w`` delivers batches ``w, w + W, ...``; on resume it drops (undecoded)
     the examples of the batches it had delivered. Passes repeat (with a new shuffle) until the loop stops reading.
+    Labels and images are checked as map-style ones are; a bad one is named by its shard and row.
     """
 
     def __init__(
         self,
         stream: IterableDataset,
         transform,
+        *,
         image_column: str,
         label_column: str,
+        num_classes: int,
         in_chans: int,
         batch_size: int,
         seed: int,
@@ -286,18 +265,11 @@ class StreamSlotDataset(torch.utils.data.IterableDataset):
     ) -> None:
         super().__init__()
         self.stream, self.transform, self.in_chans = stream, transform, in_chans
-        self.image_column, self.label_column = image_column, label_column
-        self.batch_size, self.seed, self.epoch, self.slot, self.skip_batches = (
-            batch_size,
-            seed,
-            epoch,
-            slot,
-            skip_batches,
-        )
+        self.image_column, self.label_column, self.num_classes = image_column, label_column, num_classes
+        self.batch_size, self.seed, self.epoch, self.slot = batch_size, seed, epoch, slot
+        self.skip_batches = skip_batches
 
     def __iter__(self):
-        from PIL import Image
-
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
@@ -315,15 +287,19 @@ class StreamSlotDataset(torch.utils.data.IterableDataset):
                 s = sample_seed(self.seed, self.epoch, self.slot, worker, position)
                 random.seed(s)
                 np.random.seed(s % (1 << 32))
-                torch.default_generator.manual_seed(
-                    s
-                )  # the CPU generator alone: torch.manual_seed also queues GPU seeds
+                torch.default_generator.manual_seed(s)  # the CPU generator alone: torch.manual_seed queues GPU seeds
+                fallback = f'example {position} of data slot {self.slot} (worker {worker}, epoch {self.epoch + 1})'
+                label = example_label(ex, self.label_column, self.num_classes, fallback)
                 image = ex[self.image_column]
                 if audit_file is not None:
                     with audit_file.open('a') as f:
-                        f.write(f'{position} {example_hash(image, ex[self.label_column], 0)}\n')
-                img = Image.open(io.BytesIO(image['bytes'])) if image.get('bytes') else Image.open(image['path'])
-                yield self.transform(to_model_mode(img, self.in_chans)), int(ex[self.label_column])
+                        f.write(f'{position} {example_hash(image, label, 0)}\n')
+                try:
+                    pixels = self.transform(to_model_mode(open_encoded_image(image), self.in_chans))
+                except Exception as e:
+                    file = f' (file {image["path"]})' if image.get('path') else ''
+                    raise image_error(where(ex, fallback) + file, e) from None
+                yield pixels, label
             if not seen:
                 raise DataError(
                     f'data slot {self.slot} (worker {worker}) has no training examples: the stream has fewer shards '
@@ -353,6 +329,7 @@ class StreamBatches:
         self,
         stream: Stream,
         transform,
+        *,
         in_chans: int,
         batch_size: int,
         seed: int,
@@ -384,14 +361,15 @@ class StreamBatches:
         data = StreamSlotDataset(
             self.streams[slot],
             self.transform,
-            spec.image_column,
-            spec.label_column,
-            self.in_chans,
-            self.batch_size,
-            self.seed,
-            self.epoch,
-            slot,
-            skip_batches,
+            image_column=spec.image_column,
+            label_column=spec.label_column,
+            num_classes=spec.num_classes,
+            in_chans=self.in_chans,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            slot=slot,
+            skip_batches=skip_batches,
         )
         return torch.utils.data.DataLoader(
             data, batch_size=self.batch_size, num_workers=self.workers[slot], drop_last=True, persistent_workers=False
@@ -419,27 +397,9 @@ def describe_slots(num_shards: int, num_slots: int) -> str:
 
 def wants_streaming(source: str) -> bool:
     """Whether ``source`` should stream without being asked: webdataset (``.tar``) shards, which only stream (local
-    files, a folder, a Hub repo), or a Hub dataset repo whose data files add up to more than ``STREAM_ABOVE_BYTES``."""
-    path = Path(source).expanduser()
-    if source == 'default':
-        return False
-    if path.is_file() or any(c in source for c in '*?['):
-        return source.endswith('.tar') or any(f.endswith('.tar') for f in glob.glob(str(path)))
-    if path.is_dir():
-        return any(path.rglob('*.tar'))
-    if looks_like_path(source) or datasets.config.HF_HUB_OFFLINE:
-        return False
+    files, a folder, a Hub repo), or a Hub dataset repo whose data files add up to more than
+    ``sources.STREAM_ABOVE_BYTES``. A source that cannot be opened answers no: the map-style loader says why."""
     try:
-        from huggingface_hub import HfApi
-
-        files = HfApi().dataset_info(source, files_metadata=True, timeout=10).siblings or []
-    except Exception:  # not a reachable Hub dataset: the map-style loader says what is wrong
+        return create_source(source).wants_streaming()
+    except DataError:
         return False
-    data = [f for f in files if f.rfilename.endswith(('.tar', '.parquet', '.arrow'))]
-    big = sum(f.size or 0 for f in data) > STREAM_ABOVE_BYTES
-    if any(f.rfilename.endswith('.tar') for f in data) or big:
-        logger.info(
-            '%s: webdataset shards or more than %d GiB of data files: streaming', source, STREAM_ABOVE_BYTES >> 30
-        )
-        return True
-    return False

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from hybrid_zoo import atomic
-from hybrid_zoo.train import data
+from hybrid_zoo.train import data, embedded
 from hybrid_zoo.train.data import DataError
 
 pytestmark = pytest.mark.train
@@ -66,7 +66,7 @@ def test_prepare_fashion_mnist(tmp_path):
 
 
 def test_prepare_default_falls_back_to_digits_and_reuses(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, 'fashion_mnist_available', lambda *a: False)
+    monkeypatch.setattr(embedded, 'fashion_mnist_available', lambda *a: False)
     name, path = data.prepare_default(tmp_path)
     assert name == 'digits' and path == str(tmp_path / 'digits')
     stamp = (tmp_path / 'digits' / 'dataset_dict.json').stat().st_mtime_ns
@@ -159,9 +159,9 @@ def test_labels_outside_num_classes(tmp_path):
 
     ds = _tiny_dataset(12, label=(Value('int64'), [0, 1, 2, 3, 7, -1] * 2))
     DatasetDict({'train': ds, 'test': ds}).save_to_disk(str(tmp_path / 'bad'))
-    with pytest.raises(DataError, match=r'labels outside \[0, 3\).*row 3 has label 3'):
+    with pytest.raises(DataError, match=r"labels outside \[0, 3\): row 3 of split 'train' of .*bad has label 3"):
         data.load_train_val(str(tmp_path / 'bad'), num_classes=3)
-    with pytest.raises(DataError, match=r'row 5 has label -1'):
+    with pytest.raises(DataError, match=r"row 5 of split 'train' of .*bad has label -1"):
         data.load_train_val(str(tmp_path / 'bad'))
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hybrid_zoo.train import data
+from hybrid_zoo.train import data, embedded
 from hybrid_zoo.train.data import DataError
 
 pytestmark = pytest.mark.train
@@ -125,7 +125,7 @@ def test_data_dir_is_refused_before_anything_runs(command, tmp_path, capsys):
 def test_train_cli_data_dir_writes_nothing(tmp_path, monkeypatch):
     from hybrid_zoo.train import loop as T
 
-    monkeypatch.setattr(data, 'fashion_mnist_available', lambda *a: False)  # were the flag taken: digits, quickly
+    monkeypatch.setattr(embedded, 'fashion_mnist_available', lambda *a: False)  # were the flag taken: digits, quickly
     mine = tmp_path / 'my_images'
     mine.mkdir()
     argv = ['--model', 'test_convnext', '--img-size', '32', '--in-chans', '1', '--epochs', '1', '--workers', '0']
@@ -242,7 +242,7 @@ def test_prepare_data_writes_fashion_mnist_and_digits(tmp_path, capsys):
     from datasets import ClassLabel, load_from_disk
     from datasets import Image as HFImage
 
-    from hybrid_zoo.models.pretrained import FASHION_MNIST_CLASSES
+    from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
 
     idx = tmp_path / 'idx'  # a miniature of the Debian package's four IDX files
     idx.mkdir()
@@ -255,7 +255,7 @@ def test_prepare_data_writes_fashion_mnist_and_digits(tmp_path, capsys):
     assert capsys.readouterr().out.split() == [str(out / 'fashion_mnist'), str(out / 'digits')]
     expected = {
         'fashion_mnist': (list(FASHION_MNIST_CLASSES), 20, 10),
-        'digits': (list(data.DIGITS_CLASSES), 1437, 360),
+        'digits': (list(DIGITS_CLASSES), 1437, 360),
     }
     for name, (names, n_train, n_test) in expected.items():
         dd = load_from_disk(str(out / name))
@@ -263,7 +263,7 @@ def test_prepare_data_writes_fashion_mnist_and_digits(tmp_path, capsys):
         for split in dd.values():
             assert isinstance(split.features['image'], HFImage)
             assert split.features['label'] == ClassLabel(names=names)
-    assert data.load_train_val(str(out / 'digits'))[2].label_names == list(data.DIGITS_CLASSES)
+    assert data.load_train_val(str(out / 'digits'))[2].label_names == list(DIGITS_CLASSES)
 
 
 def test_train_config_has_one_home():

@@ -261,6 +261,76 @@ def test_resume_refuses_tampered_unknown_and_corrupt_files(tmp_path, digits, cap
     assert _meta(last)['epoch'] == 2 and _epochs(out) == [1, 2]
 
 
+@pytest.fixture(scope='module')
+def stopped_run(tmp_path_factory, digits):
+    """A run stopped after epoch 1 of 2: ``checkpoints/last`` is what a resume opens."""
+    out = tmp_path_factory.mktemp('stopped') / 'run'
+    assert T.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
+    return out
+
+
+def _rng_tampered(original: bytes):
+    """What a tampered or damaged RNG-state pickle may hold: random bytes, a cut copy, or other pickled values."""
+    from hypothesis import strategies as st
+
+    def pickled(value) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(value, buf)
+        return buf.getvalue()
+
+    states = torch.load(__import__('io').BytesIO(original), weights_only=False)
+    wrong_values = st.sampled_from(
+        [
+            {},
+            {k: v for k, v in states.items() if k != 'torch_manual_seed'},
+            {**states, 'torch_manual_seed': torch.zeros(3, dtype=torch.uint8)},
+            {**states, 'numpy_random_seed': ('MT19937', [1, 2, 3], 0, 0, 0.0)},
+            {**states, 'random_state': (3, (1, 2), None)},
+            [1, 2, 3],
+            'not the RNG state',
+        ]
+    ).map(pickled)
+    return st.one_of(
+        st.binary(max_size=256),
+        st.integers(0, len(original) - 1).map(lambda n: original[:n]),
+        wrong_values,
+    )
+
+
+def test_a_tampered_rng_state_with_a_rewritten_manifest_is_refused(tmp_path, stopped_run, digits, caplog):
+    """The manifest guards against accidents; a state accelerate would skip must still stop the resume."""
+    import shutil
+
+    from hypothesis import HealthCheck, given, settings
+
+    last = stopped_run / 'checkpoints' / 'last'
+    original = (last / 'random_states_0.pkl').read_bytes()
+    C.check_rng_state(last, 0)  # the state as saved is accepted
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(content=_rng_tampered(original))
+    def refused(content: bytes) -> None:
+        folder = tmp_path / 'probe'
+        folder.mkdir(exist_ok=True)
+        (folder / 'random_states_0.pkl').write_bytes(content)
+        with pytest.raises(C.CheckpointError, match=r'random_states_0\.pkl does not hold the random-number state'):
+            C.check_rng_state(folder, 0)
+
+    refused()
+
+    run = tmp_path / 'run'
+    shutil.copytree(stopped_run, run)
+    tampered = run / 'checkpoints' / 'last'
+    (tampered / 'random_states_0.pkl').write_bytes(b'not the RNG state')
+    C.write_manifest(tampered)  # whoever changed the file rewrote the manifest too
+    caplog.clear()
+    assert T.main(_argv(digits, run, '--epochs', 2, '--resume', 'auto')) == 2
+    assert 'does not hold the random-number state of process 0' in caplog.text
+    assert '--output-dir elsewhere' in caplog.text and not (run / 'model').exists()
+
+
 def test_resume_help_says_it_unpickles(capsys):
     with pytest.raises(SystemExit):
         T.build_parser().parse_args(['--help'])

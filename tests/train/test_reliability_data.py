@@ -105,7 +105,7 @@ def test_a_label_that_is_none_names_its_row(tmp_path, feature):
     labels[5] = None
     kind = {'string': Value('string'), 'int64': Value('int64'), 'classlabel': ClassLabel(names=['a', 'b'])}[feature]
     path = _save(tmp_path, feature, train=_split(labels, kind, values=[0] * 8))
-    with pytest.raises(DataError, match=r"split 'train' has rows without a label: row 5 has label None") as e:
+    with pytest.raises(DataError, match=r"row 5 of split 'train' has label None") as e:
         data.load_train_val(path, val_fraction=0.25)
     assert '-9223372036854775808' not in str(e.value)
 

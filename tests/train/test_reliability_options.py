@@ -5,6 +5,8 @@ through BatchNorm) as one-line errors with exit 2 instead of tracebacks."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybrid_zoo_cli import train as C
 
@@ -92,3 +94,30 @@ def test_options_the_model_cannot_take_exit_2(tmp_path, digits, caplog, argv, ex
     common += ['--output-dir', str(tmp_path / 'run')]
     assert T.main(common + argv) == 2
     assert expected in caplog.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32)))
+def test_seeds_numpy_and_torch_cannot_take_are_usage_errors(seed):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(err):
+        C.config_from_args(['--seed', str(seed)])
+    assert e.value.code == 2
+    assert f'--seed must be an integer in [0, {2**32 - 1}], got {seed}' in err.getvalue()
+    assert 'Traceback' not in err.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_every_seed_the_config_accepts_seeds_numpy_and_torch(seed):
+    import numpy as np
+    import torch
+    from accelerate.utils import set_seed
+
+    cfg = C.config_from_args(['--seed', str(seed)])
+    set_seed(cfg.seed)  # what the trainer does with it
+    np.random.default_rng(cfg.seed)
+    assert torch.initial_seed() == seed
