@@ -291,6 +291,17 @@ def _check_auth(api: HfApi, repo_id: str) -> None:
         )
 
 
+def check_write_access(api: HfApi, repo_id: str) -> None:
+    """Raise :class:`HubAuthError` (no token, a rejected or read-only token, a namespace it cannot write) or
+    :class:`HubError` (the Hub unreachable) before anything is uploaded to ``repo_id``."""
+    try:
+        _check_auth(api, repo_id)
+    except HubError:
+        raise
+    except Exception as e:
+        raise _network_error(api, repo_id, e, 'checking the token') from e
+
+
 def push(
     source: str | os.PathLike | nn.Module,
     repo_id: str,
@@ -346,12 +357,7 @@ def push(
         upload = plan_upload(folder, run_dir, repo_id, license=license, base_model=base_model)
         title = commit_message or _default_message(folder)
         api = HfApi(endpoint=endpoint, token=token, library_name='hybrid_zoo', library_version=__version__)
-        try:
-            _check_auth(api, repo_id)
-        except HubError:
-            raise
-        except Exception as e:
-            raise _network_error(api, repo_id, e, 'checking the token') from e
+        check_write_access(api, repo_id)
         logger.info('pushing %d files to %s@%s: %s', len(upload), repo_id, revision or 'main', ', '.join(upload))
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)

@@ -40,7 +40,7 @@ from huggingface_hub.errors import HFValidationError
 
 from hybrid_zoo.atomic import read_json, replace_dir, temp_dir_beside, write_atomic, write_json_atomic
 from hybrid_zoo.factory import sha256_file
-from hybrid_zoo.hub.client import HubError, _check_auth, _network_error, _validate_repo_id
+from hybrid_zoo.hub.client import HubError, _network_error, _validate_repo_id, check_write_access
 from hybrid_zoo.train.checks import DataError
 
 logger = logging.getLogger('hybrid_zoo.train.shards')
@@ -303,12 +303,7 @@ def check_push_target(repo_id: str, api: HfApi | None = None) -> HfApi:
     except HFValidationError as e:
         raise HubError(f'--push-to {repo_id!r} is not a dataset repo id: {e}; expected org/name') from None
     api = api or HfApi()
-    try:
-        _check_auth(api, repo_id)
-    except HubError:
-        raise
-    except Exception as e:
-        raise _network_error(api, repo_id, e, 'checking the token') from None
+    check_write_access(api, repo_id)
     return api
 
 
