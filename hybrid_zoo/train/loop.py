@@ -40,10 +40,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 import torch
+from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -481,12 +482,44 @@ def fit(cfg: TrainConfig) -> dict:
     return _finish(s, final, final_ema)
 
 
+class _Data(NamedTuple):
+    """The data a run reads: map-style splits, or a stream (``train`` None) and its validation split."""
+
+    train: Any
+    val: Any
+    spec: Any  # the dataset's DatasetSpec
+    stream: Any
+
+
 def _setup(cfg: TrainConfig) -> _Setup:
     """Accelerator, output folder, data, model, optimizer, schedule, EMA; the resumed state when resuming."""
 
     import_plugins()
     out = cfg.resolved_output_dir()
     started = time.perf_counter()
+    acc = _start_accelerator(cfg, out)
+    streaming = _check_data_options(cfg)
+    data = _open_data(cfg, acc, streaming=streaming)
+    model = build_model(cfg, data.spec.num_classes)
+    cfg, data_cfg, arch = _resolved_config(cfg, acc=acc, out=out, model=model, data=data)
+    meta_base = {
+        'format': CHECKPOINT_FORMAT,
+        'model': arch,
+        'num_classes': data.spec.num_classes,
+        'in_chans': data_cfg['input_size'][0],
+        'ema': cfg.ema,
+        'dataset': data.spec.identity(),
+    }
+    resume_dir, resume_meta = _resume_point(cfg, acc=acc, out=out, meta_base=meta_base)
+    run, num_epochs, updates_per_epoch = _build_run(cfg, acc=acc, out=out, model=model, data=data, data_cfg=data_cfg)
+    history = _restore(run, resume_dir=resume_dir, resume_meta=resume_meta)
+    if cfg.log_with:
+        acc.init_trackers(out.name, config=_tracker_config(cfg))
+    return _Setup(run, data.spec, arch, data_cfg, meta_base, history, num_epochs, updates_per_epoch, started)
+
+
+def _start_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
+    """The run's Accelerator, its output folder checked and marked as ours, the seed set."""
     acc = _fresh_accelerator(
         cpu=cfg.cpu or _cpu_only_multiprocess(),
         mixed_precision=cfg.mixed_precision,
@@ -504,7 +537,11 @@ def _setup(cfg: TrainConfig) -> _Setup:
         if acc.is_main_process:
             prepare_output_dir(out)
     set_seed(cfg.seed)
+    return acc
 
+
+def _check_data_options(cfg: TrainConfig) -> bool:
+    """Whether the run streams; refuses the options of the other kind of data."""
     streaming = cfg.streaming or wants_streaming(cfg.dataset)
     if not streaming:
         for name in ('checkpoint_every', 'samples_per_epoch'):
@@ -519,6 +556,11 @@ def _setup(cfg: TrainConfig) -> _Setup:
             f'--max-train-samples {cfg.max_train_samples} is for map-style data; a stream is never held whole: set '
             'the epoch with --samples-per-epoch N'
         )
+    return streaming
+
+
+def _open_data(cfg: TrainConfig, acc: Accelerator, *, streaming: bool) -> _Data:
+    """The training and validation data, prepared or downloaded by the main process first."""
     common = dict(  # the data options both loaders take
         config=cfg.dataset_config,
         train_split=cfg.train_split,
@@ -540,7 +582,15 @@ def _setup(cfg: TrainConfig) -> _Setup:
             train_split, val_split, spec = load_train_val(
                 cfg.dataset, max_train_samples=cfg.max_train_samples, **common
             )
-    model = build_model(cfg, spec.num_classes)
+    return _Data(train=train_split, val=val_split, spec=spec, stream=stream)
+
+
+def _resolved_config(
+    cfg: TrainConfig, *, acc: Accelerator, out: Path, model: torch.nn.Module, data: _Data
+) -> tuple[TrainConfig, dict, str]:
+    """What this run actually uses (as train_args.json and the checkpoints record it), its data config and the
+    model's registry name."""
+    spec, stream, streaming = data.spec, data.stream, data.stream is not None
     data_cfg = model_data_config(model, cfg.img_size, cfg.in_chans)
     in_chans, height, width = data_cfg['input_size']
     arch = model_name(model)
@@ -557,14 +607,11 @@ def _setup(cfg: TrainConfig) -> _Setup:
         streaming=streaming,
         samples_per_epoch=samples_per_epoch(stream, cfg.samples_per_epoch, cfg.val_fraction) if stream else None,
     )
-    meta_base = {
-        'format': CHECKPOINT_FORMAT,
-        'model': arch,
-        'num_classes': spec.num_classes,
-        'in_chans': in_chans,
-        'ema': cfg.ema,
-        'dataset': spec.identity(),
-    }
+    return cfg, data_cfg, arch
+
+
+def _resume_point(cfg: TrainConfig, *, acc: Accelerator, out: Path, meta_base: dict) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from and its verified meta (None, None for a fresh start)."""
     with acc.main_process_first():
         resume_dir = find_resume_checkpoint(cfg)
     resume_meta = None
@@ -583,7 +630,15 @@ def _setup(cfg: TrainConfig) -> _Setup:
         if acc.is_main_process:
             repair_best(out / 'checkpoints', resume_dir, resume_meta)
         acc.wait_for_everyone()
+    return resume_dir, resume_meta
 
+
+def _build_run(
+    cfg: TrainConfig, *, acc: Accelerator, out: Path, model: torch.nn.Module, data: _Data, data_cfg: dict
+) -> tuple[_Run, int, int]:
+    """Loaders, optimizer, schedule, EMA and loss, prepared by Accelerate: the run, its epochs, updates per epoch."""
+    spec, stream, val_split, train_split = data.spec, data.stream, data.val, data.train
+    in_chans = data_cfg['input_size'][0]
     train_tf, eval_tf = build_transforms(cfg, data_cfg)
     loader_kwargs = {
         'num_workers': cfg.workers,
@@ -664,7 +719,13 @@ def _setup(cfg: TrainConfig) -> _Setup:
         label_names=spec.label_names,
         out=out,
     )
+    return run, num_epochs, updates_per_epoch
 
+
+def _restore(run: _Run, *, resume_dir: Path | None, resume_meta: dict | None) -> list[dict]:
+    """The resumed state loaded into ``run`` (weights, optimizer, scheduler, EMA, RNG, position) and the metrics
+    history so far, written back to ``metrics.jsonl``."""
+    acc, out = run.accelerator, run.out
     metrics_path = out / 'metrics.jsonl'
     history: list[dict] = []
     if resume_meta is not None:
@@ -683,9 +744,7 @@ def _setup(cfg: TrainConfig) -> _Setup:
         logger.info('resumed from %s at epoch %d (update %d)', resume_dir, run.epoch, run.num_updates)
     if acc.is_main_process:
         _write_metrics(metrics_path, history)
-    if cfg.log_with:
-        acc.init_trackers(out.name, config=_tracker_config(cfg))
-    return _Setup(run, spec, arch, data_cfg, meta_base, history, num_epochs, updates_per_epoch, started)
+    return history
 
 
 def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
