@@ -1,8 +1,10 @@
-"""Command line of ``hybrid-zoo describe``."""
+"""``hybrid-zoo describe``: its command line, and the table (``hybrid_zoo.describe``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,3 +20,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument('--in-chans', type=int, default=3, help='input channels (default: %(default)s)')
     return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table of ``hybrid-zoo describe``; 2 (one line on stderr) for an unknown model or a bad size."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.img_size) not in (1, 2):
+        parser.error(f'--img-size takes H or H W, got {len(args.img_size)} values')
+    import hybrid_zoo
+    from hybrid_zoo.describe import describe, format_table
+
+    if args.model not in hybrid_zoo.MODEL_NAMES:
+        print(
+            f'hybrid-zoo describe: expected one of {", ".join(hybrid_zoo.MODEL_NAMES)}, got {args.model!r}',
+            file=sys.stderr,
+        )
+        return 2
+    size = (args.img_size[0], args.img_size[-1])
+    try:
+        rows = describe(args.model, size, args.in_chans)
+    except ValueError as e:
+        print(f'hybrid-zoo describe: {e}', file=sys.stderr)
+        return 2
+    print(format_table(args.model, rows, size, args.in_chans))
+    return 0

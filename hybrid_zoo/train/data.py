@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import struct
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from timm.data import resolve_data_config
 
 from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
 from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
-from hybrid_zoo_cli.data import EMBEDDED_CACHE, FASHION_MNIST_DIR, build_parser  # noqa: F401 (re-exported)
+from hybrid_zoo_config.data import EMBEDDED_CACHE, FASHION_MNIST_DIR  # noqa: F401 (re-exported)
 
 logger = logging.getLogger('hybrid_zoo.train.data')  # not __name__: that is '__main__' under python -m
 
@@ -987,29 +986,40 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Command line: hybrid-zoo prepare-data
+# What hybrid-zoo prepare-data runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    out, fm_dir = Path(args.out_dir), Path(args.fashion_mnist_dir)
-    if args.source and not args.shards:
-        logger.error('--source %s needs --shards parquet|webdataset (it converts a dataset into shards)', args.source)
-        return 2
-    if args.push_to and not args.shards:
-        logger.error(
-            '--push-to %s needs --shards parquet|webdataset (what is pushed is the shard folder)', args.push_to
-        )
-        return 2
-    if args.shard_size < 1:
-        logger.error('--shard-size must be an integer >= 1, got %d', args.shard_size)
-        return 2
-    which = args.which
+def prepare_data(
+    which: str = 'all',
+    out_dir: str | os.PathLike = EMBEDDED_CACHE,
+    fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
+    overwrite: bool = False,
+    shards: str | None = None,
+    shard_size: int = 1000,
+    source: str | None = None,
+    push_to: str | None = None,
+    private: bool = False,
+) -> list[str]:
+    """Write the embedded datasets (``which``: 'all', 'fashion-mnist', 'digits' or 'default') under ``out_dir``, or,
+    with ``shards`` ('parquet' or 'webdataset'), them or ``source`` as shard folders, pushed to ``push_to`` when given.
+
+    Returns:
+        The folders written.
+
+    Raises:
+        DataError: ``source`` or ``push_to`` without ``shards``, ``shard_size`` below 1, or unreadable data.
+    """
+    out, fm_dir = Path(out_dir), Path(fashion_mnist_dir)
+    if source and not shards:
+        raise DataError(f'--source {source} needs --shards parquet|webdataset (it converts a dataset into shards)')
+    if push_to and not shards:
+        raise DataError(f'--push-to {push_to} needs --shards parquet|webdataset (what is pushed is the shard folder)')
+    if shard_size < 1:
+        raise DataError(f'--shard-size must be an integer >= 1, got {shard_size}')
     if which == 'default':
         which = 'fashion-mnist' if fashion_mnist_available(fm_dir) else 'digits'
     jobs = []
-    if args.source:
+    if source:
         which = 'none'  # the given dataset is sharded; no embedded one is prepared
     if which in ('fashion-mnist', 'all'):
         if which == 'all' and not fashion_mnist_available(fm_dir):
@@ -1022,21 +1032,17 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(('fashion_mnist', lambda path: prepare_fashion_mnist(path, fm_dir)))
     if which in ('digits', 'all'):
         jobs.append(('digits', prepare_digits))
-    try:
-        written = [_prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]
-        if args.shards:
-            sources = [args.source] if args.source else written
-            written = [_write_shard_folder(src, out, args) for src in sources]
-    except DataError as e:
-        logger.error('%s', e)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    written = [_prepare_once(name, prepare, out / name, overwrite) for name, prepare in jobs]
+    if shards:
+        sources = [source] if source else written
+        written = [_write_shard_folder(src, out, shards, shard_size, push_to, private) for src in sources]
+    return written
 
 
-def _write_shard_folder(source: str, out: Path, args) -> str:
-    """``source`` as ``args.shards`` shards in ``<out>/<name>-<format>``, pushed as a dataset repo when asked."""
+def _write_shard_folder(
+    source: str, out: Path, shards: str, shard_size: int, push_to: str | None, private: bool
+) -> str:
+    """``source`` as ``shards`` shards in ``<out>/<name>-<format>``, pushed as a dataset repo to ``push_to`` if given."""
     from hybrid_zoo.train.shards import write_shards
 
     dd, display = open_dataset(source)
@@ -1046,21 +1052,15 @@ def _write_shard_folder(source: str, out: Path, args) -> str:
     if not isinstance(first.features[label_column], ClassLabel):
         dd = dd.class_encode_column(label_column)
     name = _display_name(display).replace('/', '_')
-    folder = write_shards(
-        dd, out / f'{name}-{args.shards}', args.shards, args.shard_size, name, image_column, label_column
-    )
-    if args.push_to:
+    folder = write_shards(dd, out / f'{name}-{shards}', shards, shard_size, name, image_column, label_column)
+    if push_to:
         api = HfApi()
-        api.create_repo(args.push_to, repo_type='dataset', private=args.private, exist_ok=True)
+        api.create_repo(push_to, repo_type='dataset', private=private, exist_ok=True)
         api.upload_folder(
             folder_path=str(folder),
-            repo_id=args.push_to,
+            repo_id=push_to,
             repo_type='dataset',
-            commit_message=f'{args.shards} shards of {name} (hybrid-zoo prepare-data)',
+            commit_message=f'{shards} shards of {name} (hybrid-zoo prepare-data)',
         )
-        logger.info('pushed %s to the dataset repo %s (%s)', folder, args.push_to, constants.ENDPOINT)
+        logger.info('pushed %s to the dataset repo %s (%s)', folder, push_to, constants.ENDPOINT)
     return str(folder)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from hybrid_zoo.hub.server import HubServer, main, parse_tokens
+from hybrid_zoo.hub.server import HubServer, parse_tokens
+from hybrid_zoo_cli.hub_server import main
 
 
 def free_port() -> int:
