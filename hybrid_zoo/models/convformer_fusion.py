@@ -136,15 +136,60 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> ConvFormerFusio
     return model
 
 
-def _entrypoint(name: str):
-    def create(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
-        # user kwargs override the variant's architecture (timm convention)
-        return _create(name, pretrained=pretrained, **dict(VARIANTS[name].kwargs(), **kwargs))
-
-    create.__name__ = create.__qualname__ = name  # timm registers an entrypoint under its __name__
-    create.__doc__ = f'{name}: {VARIANTS[name]}'
-    return create
+def _create_variant(name: str, pretrained: bool, **kwargs) -> ConvFormerFusion:
+    # user kwargs override the variant's architecture (timm convention)
+    return _create(name, pretrained=pretrained, **dict(VARIANTS[name].kwargs(), **kwargs))
 
 
-for _name in VARIANTS:
-    globals()[_name] = register_model(_entrypoint(_name))
+@register_model
+def convformer_tiny_early(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, tiny, attention from stage 2 (stride 8); architecture in ``VARIANTS['convformer_tiny_early']``."""
+    return _create_variant('convformer_tiny_early', pretrained, **kwargs)
+
+
+@register_model
+def convformer_tiny(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, tiny, attention from stage 3 (stride 16); architecture in ``VARIANTS['convformer_tiny']``."""
+    return _create_variant('convformer_tiny', pretrained, **kwargs)
+
+
+@register_model
+def convformer_tiny_late(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, tiny, attention in stage 4 only (stride 32); architecture in ``VARIANTS['convformer_tiny_late']``."""
+    return _create_variant('convformer_tiny_late', pretrained, **kwargs)
+
+
+@register_model
+def convformer_small_early(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, small, attention from stage 2 (stride 8); architecture in ``VARIANTS['convformer_small_early']``."""
+    return _create_variant('convformer_small_early', pretrained, **kwargs)
+
+
+@register_model
+def convformer_small(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, small, attention from stage 3 (stride 16); architecture in ``VARIANTS['convformer_small']``."""
+    return _create_variant('convformer_small', pretrained, **kwargs)
+
+
+@register_model
+def convformer_small_late(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, small, attention in stage 4 only (stride 32); architecture in ``VARIANTS['convformer_small_late']``."""
+    return _create_variant('convformer_small_late', pretrained, **kwargs)
+
+
+@register_model
+def convformer_base_early(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, base, attention from stage 2 (stride 8); architecture in ``VARIANTS['convformer_base_early']``."""
+    return _create_variant('convformer_base_early', pretrained, **kwargs)
+
+
+@register_model
+def convformer_base(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, base, attention from stage 3 (stride 16); architecture in ``VARIANTS['convformer_base']``."""
+    return _create_variant('convformer_base', pretrained, **kwargs)
+
+
+@register_model
+def convformer_base_late(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, base, attention in stage 4 only (stride 32); architecture in ``VARIANTS['convformer_base_late']``."""
+    return _create_variant('convformer_base_late', pretrained, **kwargs)
