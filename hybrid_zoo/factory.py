@@ -52,7 +52,6 @@ __all__ = [
     'check_model_name',
     'check_safetensors',
     'create_model',
-    'import_plugins',
     'load_model',
     'model_name',
     'resolve_model_source',
@@ -90,14 +89,6 @@ class PickleRefusedError(ModelLoadError):
 
 
 # ---- names and sources ------------------------------------------------------------------------------------------------
-def import_plugins() -> None:
-    """Register the hybrid_zoo models in timm (a no-op once the package is imported)."""
-    try:
-        import hybrid_zoo  # noqa: F401  (registers the models)
-    except ImportError as e:  # keep other timm models usable while the model package is broken
-        logger.warning('hybrid_zoo models are not registered: %s', e)
-
-
 def check_model_name(name: str, *, named_by: str | None = None) -> None:
     """Raise ``UnknownModelError`` when ``name`` (``arch`` or ``arch.tag``) is not registered in timm.
 
@@ -179,7 +170,6 @@ def create_model(
         CorruptWeightsError: The weights are truncated, corrupted, hold NaN/inf or an integer where floats belong.
         ModelLoadError: No config or no weights where they were expected.
     """
-    import_plugins()
     source, model_id = _parse_name(name)
     if source is None:
         check_model_name(model_id)

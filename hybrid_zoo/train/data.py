@@ -43,6 +43,7 @@ from timm.data import resolve_data_config
 
 from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
 from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
+from hybrid_zoo.normalization import for_channels
 from hybrid_zoo_config.data import EMBEDDED_CACHE, FASHION_MNIST_DIR  # noqa: F401 (re-exported)
 
 logger = logging.getLogger('hybrid_zoo.train.data')  # not __name__: that is '__main__' under python -m
@@ -896,10 +897,7 @@ def model_data_config(model: torch.nn.Module, img_size: int | None = None, in_ch
     cfg = resolve_data_config(args=args, model=model)
     cfg['input_size'] = (in_chans, *cfg['input_size'][1:])
     for key in ('mean', 'std'):
-        values = tuple(float(v) for v in cfg[key])
-        if len(values) != in_chans:
-            values = (float(np.mean(values)),) * in_chans
-        cfg[key] = values
+        cfg[key] = for_channels(cfg[key], in_chans)
     return cfg
 
 

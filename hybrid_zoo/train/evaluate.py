@@ -34,7 +34,6 @@ from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.l
     UnknownModelError,
     check_model_name,
     create_model,
-    import_plugins,
     load_model,
     model_name,
     resolve_model_source,

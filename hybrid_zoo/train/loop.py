@@ -89,7 +89,6 @@ from hybrid_zoo.train.evaluate import (
     _fresh_accelerator,
     classification_metrics,
     create_model,
-    import_plugins,
     model_name,
     predict,
     resolve_model_source,
@@ -120,7 +119,6 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     Raises:
         TrainConfigError: constructor arguments (``--model-kwargs``, drop rates) the model does not accept.
     """
-    import_plugins()
     name, pretrained = resolve_model_source(cfg.model, cfg.pretrained)
     kwargs = dict(cfg.model_kwargs, num_classes=num_classes)
     for key in ('in_chans', 'drop_rate', 'drop_path_rate'):
@@ -479,7 +477,6 @@ def fit(cfg: TrainConfig) -> dict:
 def _setup(cfg: TrainConfig) -> _Setup:
     """Accelerator, output folder, data, model, optimizer, schedule, EMA; the resumed state when resuming."""
 
-    import_plugins()
     out = cfg.resolved_output_dir()
     started = time.perf_counter()
     acc = _fresh_accelerator(

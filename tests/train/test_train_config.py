@@ -1,4 +1,4 @@
-"""Invalid options (L4): usage errors (exit 2, one line naming the flag) before torch is imported, the same checks for
+"""Invalid options: usage errors (exit 2, one line naming the flag) before torch is imported, the same checks for
 programmatic ``TrainConfig`` use, and the model-dependent ones (constructor arguments, input size, a batch of one
 through BatchNorm) as one-line errors with exit 2 instead of tracebacks."""
 

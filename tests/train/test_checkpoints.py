@@ -1,6 +1,6 @@
-"""The run folder under faults and misuse: what a run may delete (M1), ``checkpoints/best`` after a kill and the debris
-of interrupted writes (M6, L10), what a resume accepts (M7), tampered or corrupt checkpoints (L1, L18) and a cut or
-emptied ``metrics.jsonl`` (L2). Tiny: test_convnext at 32 px on 48 digits, one to three epochs of 3 updates.
+"""The run folder under faults and misuse: what a run may delete, ``checkpoints/best`` after a kill and the debris
+of interrupted writes, what a resume accepts, tampered or corrupt checkpoints and a cut or emptied
+``metrics.jsonl``. Tiny: test_convnext at 32 px on 48 digits, one to three epochs of 3 updates.
 """
 
 from __future__ import annotations
