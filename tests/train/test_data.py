@@ -216,7 +216,7 @@ def test_one_channel_data_config_and_transforms():
 
 
 def test_prepare_data_cli(tmp_path, capsys):
-    parser = data.build_parser()
+    parser = data_cli.build_parser()
     assert all(a.help for a in parser._actions)
     assert data_cli.main(['--dataset', 'digits', '--out-dir', str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / 'digits')
