@@ -24,12 +24,12 @@ from pathlib import Path
 
 import huggingface_hub.constants
 
+from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.hub.server import HubServer
-from hybrid_zoo.train.data import prepare_default
+from hybrid_zoo.train.data import EMBEDDED_CACHE, prepare_default
 from hybrid_zoo.train.evaluate import evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
-from hybrid_zoo_cli.demo import build_parser
 
 _log = logging.getLogger(__name__)
 
@@ -53,65 +53,82 @@ print(json.dumps({'weights_bit_identical': same, 'logits_bit_identical': logits_
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+def run_demo(
+    model: str = 'convformer_tiny',
+    *,
+    epochs: int = 2,
+    train_samples: int | None = 6000,
+    img_size: int = 64,
+    batch_size: int = 64,
+    embedded_cache: str | os.PathLike = EMBEDDED_CACHE,
+    output_dir: str | os.PathLike = 'runs/demo',
+    repo_id: str | None = None,
+    workers: int = 2,
+) -> dict:
+    """The five steps above; ``train_samples`` None or 0 trains on the whole split.
+
+    Returns:
+        The summary (also written to ``<output_dir>/demo_summary.json``): the validation and test scores, the repo
+        and commit, and whether the weights and logits loaded back from the Hub are bit-identical to the trained
+        model's (``weights_bit_identical``, ``logits_bit_identical``); the returned dict adds ``model_dir``, the
+        Hub-ready folder the training wrote.
+
+    Raises:
+        RuntimeError: loading the model back in a fresh process failed (its stderr is in the message).
+    """
     # The bundled server speaks the Hub's HTTP + LFS protocol, not Xet; huggingface_hub reads this once.
     os.environ['HF_HUB_DISABLE_XET'] = '1'
 
     huggingface_hub.constants.HF_HUB_DISABLE_XET = True
 
-    out = Path(args.output_dir)
-    name, data_path = prepare_default(args.embedded_cache)
+    out = Path(output_dir)
+    name, data_path = prepare_default(embedded_cache)
     _log.info('step 1/5: dataset %s at %s', name, data_path)
 
     cfg = TrainConfig(
-        model=args.model,
+        model=model,
         dataset=data_path,
-        img_size=args.img_size,
+        img_size=img_size,
         in_chans=1,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_train_samples=args.train_samples or None,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_train_samples=train_samples or None,
         max_val_samples=2000,
         lr=2e-3,
         scale=(0.6, 1.0),
         color_jitter=0.0,
         channels_last=True,
-        workers=args.workers,
+        workers=workers,
         output_dir=str(out / 'train'),
         resume='auto',
         cpu=True,
     )
-    _log.info('step 2/5: training %s for %d epochs at %d px', args.model, args.epochs, args.img_size)
+    _log.info('step 2/5: training %s for %d epochs at %d px', model, epochs, img_size)
     final = fit(cfg)
     model_dir = Path(final['model_dir'])
 
     _log.info('step 3/5: evaluating on the full test split (validation: %s)', final['val_source'])
-    test = evaluate(str(model_dir), data_path, split='test', img_size=args.img_size, output_dir=out / 'eval', cpu=True)
+    test = evaluate(str(model_dir), data_path, split='test', img_size=img_size, output_dir=out / 'eval', cpu=True)
 
-    repo_id = args.repo_id or f'demo/{args.model}.{name.replace("_", "")}_{args.img_size}'
+    repo_id = repo_id or f'demo/{model}.{name.replace("_", "")}_{img_size}'
     token = 'hf_' + secrets.token_hex(16)  # a throwaway token for the throwaway server; never printed
     with HubServer(out / 'hub', port=0, tokens={token: 'demo'}) as hub:
         _log.info('step 4/5: pushing to %s on the local Hub server %s', repo_id, hub.url)
-        commit = push(
-            model_dir.parent, repo_id, token=token, endpoint=hub.url, commit_message=f'{args.model} on {name}'
-        )
+        commit = push(model_dir.parent, repo_id, token=token, endpoint=hub.url, commit_message=f'{model} on {name}')
         _log.info('step 5/5: loading hf-hub:%s back in a fresh process', repo_id)
         env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN=token, HF_HUB_DISABLE_XET='1', HF_HOME=tempfile.mkdtemp())
         proc = subprocess.run(
             [sys.executable, '-c', _LOAD_BACK, repo_id, str(model_dir)], env=env, capture_output=True, text=True
         )
     if proc.returncode:
-        _log.error('loading back failed:\n%s', proc.stderr[-3000:])
-        return 1
+        raise RuntimeError(f'loading hf-hub:{repo_id} back failed:\n{proc.stderr[-3000:]}')
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     summary = {
         'dataset': name,
-        'model': args.model,
-        'epochs': args.epochs,
-        'img_size': args.img_size,
-        'train_samples': args.train_samples or 'all',
+        'model': model,
+        'epochs': epochs,
+        'img_size': img_size,
+        'train_samples': train_samples or 'all',
         'val_source': final['val_source'],
         'val_top1': round(final['top1'], 2),
         'test_split': test['split'],
@@ -123,17 +140,5 @@ def main(argv: list[str] | None = None) -> int:
         'commit': getattr(commit, 'oid', None),
         **loaded,
     }
-    (out / 'demo_summary.json').write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(
-        '\nOn the real Hub the same two steps are:\n'
-        f'  hybrid-zoo push {model_dir.parent} <your-org>/{repo_id.split("/")[1]}\n'
-        f"  python -c \"import hybrid_zoo, timm; timm.create_model('hf-hub:<your-org>/{repo_id.split('/')[1]}', "
-        'pretrained=True)"'
-    )
-    ok = loaded['weights_bit_identical'] and loaded['logits_bit_identical']
-    return 0 if ok else 1
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())
+    write_json_atomic(out / 'demo_summary.json', summary)
+    return {**summary, 'model_dir': str(model_dir)}

@@ -7,7 +7,6 @@ given input the output shape of each, and its parameters and GMACs (attention co
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from torch import nn
 
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.layers import AttnBlock
-from hybrid_zoo_cli.describe import MAX_IMG_SIZE, MAX_IN_CHANS, MIN_IMG_SIZE, build_parser
+from hybrid_zoo_config.describe import MAX_IMG_SIZE, MAX_IN_CHANS, MIN_IMG_SIZE
 
 
 @dataclass(frozen=True)
@@ -91,29 +90,3 @@ def format_table(model_name: str, rows: Sequence[Part], img_size: tuple[int, int
     total = f'{sum(r.gmacs for r in rows):.3f} ({sum(r.attention_gmacs for r in rows):.3f})'
     lines.append(f'{"total":8s}  {"":20s}  {sum(r.params_m for r in rows):10.2f}  {total:>15s}')
     return '\n'.join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import hybrid_zoo
-
-    args = build_parser().parse_args(argv)
-    if args.model not in hybrid_zoo.MODEL_NAMES:
-        print(
-            f'hybrid-zoo describe: expected one of {", ".join(hybrid_zoo.MODEL_NAMES)}, got {args.model!r}',
-            file=sys.stderr,
-        )
-        return 2
-    if len(args.img_size) not in (1, 2):
-        build_parser().error(f'--img-size takes H or H W, got {len(args.img_size)} values')
-    size = (args.img_size[0], args.img_size[-1])
-    try:
-        rows = describe(args.model, size, args.in_chans)
-    except ValueError as e:
-        print(f'hybrid-zoo describe: {e}', file=sys.stderr)
-        return 2
-    print(format_table(args.model, rows, size, args.in_chans))
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -71,7 +71,6 @@ __all__ = [
     'check_model_name',
     'check_safetensors',
     'create_model',
-    'import_plugins',
     'load_model',
     'model_name',
     'read_config',
@@ -140,14 +139,6 @@ class PickleRefusedError(ModelLoadError):
 
 
 # ---- names and sources ------------------------------------------------------------------------------------------------
-def import_plugins() -> None:
-    """Register the hybrid_zoo models in timm (a no-op once the package is imported)."""
-    try:
-        import hybrid_zoo  # noqa: F401  (registers the models)
-    except ImportError as e:  # keep other timm models usable while the model package is broken
-        logger.warning('hybrid_zoo models are not registered: %s', e)
-
-
 def check_model_name(name: str, *, named_by: str | None = None) -> None:
     """Raise ``UnknownModelError`` when ``name`` (``arch`` or ``arch.tag``) is not registered in timm.
 
@@ -232,7 +223,6 @@ def create_model(
             or do not fit the model (missing or unexpected tensors).
         ModelLoadError: No config or no weights where they were expected.
     """
-    import_plugins()
     source, model_id = _parse_name(name)
     if source is None:
         check_model_name(model_id)

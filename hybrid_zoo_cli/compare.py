@@ -1,11 +1,14 @@
-"""Command line of ``hybrid-zoo compare``."""
+"""``hybrid-zoo compare``: its command line, and the run (``hybrid_zoo.benchmarks.compare``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from pathlib import Path
 
-from .data import EMBEDDED_CACHE, add_data_dir_refusal
-from .train import KeyValueAction
+from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
+from hybrid_zoo_config.fields import KeyValueAction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,3 +56,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--org', default=None, help="Hub namespace for --publish (default: the registry's, hybrid-zoo)")
     p.add_argument('--endpoint', default=None, help='Hub URL for --publish (default: $HF_ENDPOINT or huggingface.co)')
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hybrid-zoo compare`` (then ``--publish``) and print each model's test top-1."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    from hybrid_zoo.benchmarks.compare import RECIPES, compare, publish
+    from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS
+    from hybrid_zoo.benchmarks.results import RESULTS_DIR
+    from hybrid_zoo.models.pretrained import FMNIST_MODELS
+    from hybrid_zoo.train.data import prepare_fashion_mnist
+
+    if args.recipe not in RECIPES:
+        build_parser().error(f'--recipe: expected one of {", ".join(sorted(RECIPES))}, got {args.recipe!r}')
+    recipe = RECIPES[args.recipe]
+    if args.epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    if args.train_samples is not None:
+        recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None)
+    dataset_dir = Path(args.embedded_cache) / 'fashion_mnist'
+    if not (dataset_dir / 'dataset_dict.json').exists():
+        prepare_fashion_mnist(dataset_dir)
+    if args.model_kwargs and not args.variant:
+        build_parser().error('--model-kwargs needs --variant (a name for the design change)')
+    stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
+    results = Path(args.results or RESULTS_DIR / f'{stem}.json')
+    data = compare(
+        args.models or [*(FRONT_PEERS if recipe.fit_peer_windows else FMNIST_PEERS), *FMNIST_MODELS],
+        args.seeds,
+        recipe,
+        dataset_dir,
+        args.work_dir,
+        results,
+        args.workers,
+        args.report_only,
+        model_kwargs=args.model_kwargs,
+        variant=args.variant,
+    )
+    for model, s in data['summary'].items():
+        print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')
+    print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')
+    if args.publish:
+        files = sorted(results.parent.glob('fmnist-*.json'))
+        ours = [m for m in args.models if m in FMNIST_MODELS] if args.models else FMNIST_MODELS
+        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint, models=ours).items():
+            print(f'published {tag}: {entry["repo_id"]}@{entry["commit"][:10]} (test top-1 {entry["test_top1"]:.2f})')
+    return 0

@@ -1,43 +1,14 @@
-"""Command line of ``hybrid-zoo prepare-data``, and the data flags the train, eval and demo commands share.
-
-``--data-dir`` is refused everywhere: in timm's ``train.py`` it is the dataset root, while here the data is named by
-``--dataset`` and the embedded demo data is cached under ``--embedded-cache``. Guessing either meaning would
-silently do the wrong thing for the other half of the users (train on the embedded data, or write it into their
-image folder), so the flag fails at once and says which one to use.
-"""
+"""``hybrid-zoo prepare-data``: its command line, and the run (``hybrid_zoo.train.data.prepare_data``)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import logging
 
-FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')  # Debian package dataset-fashion-mnist
-EMBEDDED_CACHE = 'data'  # where --dataset default is prepared; never a user's data folder
+from hybrid_zoo_config.data import EMBEDDED_CACHE, FASHION_MNIST_DIR
+
 PREPARE_CHOICES = ('all', 'fashion-mnist', 'digits', 'default')
 SHARD_FORMATS = ('parquet', 'webdataset')
-DATA_DIR_REFUSED = (
-    '--data-dir is not an option of this command (in timm it is the dataset root): give your own data with '
-    '--dataset FOLDER (an imagefolder directory, a save_to_disk folder, parquet files or a Hub id org/name); '
-    '--embedded-cache FOLDER sets where the embedded demo data is cached'
-)
-
-
-class _RefuseDataDir(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(DATA_DIR_REFUSED)
-
-
-def add_data_dir_refusal(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--data-dir``, which fails at once with a usage error naming ``--dataset`` and ``--embedded-cache``."""
-    parser.add_argument(
-        '--data-dir',
-        nargs='?',
-        action=_RefuseDataDir,
-        default=argparse.SUPPRESS,
-        metavar='FOLDER',
-        help='not accepted (timm users: your data goes to --dataset FOLDER; the embedded data cache is '
-        '--embedded-cache FOLDER)',
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,3 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument('--private', action='store_true', help='create the pushed dataset repo private')
     return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hybrid-zoo prepare-data``: prints each folder written; 2 (one line on stderr) for bad input."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    from hybrid_zoo.hub.client import HubError
+    from hybrid_zoo.train.data import DataError, prepare_data
+
+    try:
+        written = prepare_data(
+            args.which,
+            args.out_dir,
+            args.fashion_mnist_dir,
+            overwrite=args.overwrite,
+            shards=args.shards,
+            shard_size=args.shard_size,
+            source=args.source,
+            push_to=args.push_to,
+            private=args.private,
+        )
+    except (DataError, HubError) as e:
+        logging.getLogger(__name__).error('%s', e)
+        return 2
+    for path in written:
+        print(path)
+    return 0

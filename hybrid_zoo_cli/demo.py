@@ -1,10 +1,14 @@
-"""Command line of ``hybrid-zoo demo``."""
+"""``hybrid-zoo demo``: its command line, and the run (``hybrid_zoo.demo.run_demo``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+from pathlib import Path
 
-from .data import EMBEDDED_CACHE, add_data_dir_refusal
+from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,3 +32,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repo-id', default=None, help='repo on the local Hub (default: demo/<model>.<dataset>_<size>)')
     p.add_argument('--workers', type=int, default=2, help='DataLoader workers')
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hybrid-zoo demo``: 0 when the model loaded back from the local Hub is bit-identical, else 1."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    from hybrid_zoo.demo import run_demo
+
+    try:
+        summary = run_demo(
+            args.model,
+            epochs=args.epochs,
+            train_samples=args.train_samples,
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            embedded_cache=args.embedded_cache,
+            output_dir=args.output_dir,
+            repo_id=args.repo_id,
+            workers=args.workers,
+        )
+    except RuntimeError as e:
+        print(f'hybrid-zoo demo: {e}', file=sys.stderr)
+        return 1
+    model_dir = Path(summary.pop('model_dir'))
+    print(json.dumps(summary, indent=2))
+    name = summary['repo_id'].split('/')[1]
+    print(
+        '\nOn the real Hub the same two steps are:\n'
+        f'  hybrid-zoo push {model_dir.parent} <your-org>/{name}\n'
+        f'  python -c "import hybrid_zoo, timm; timm.create_model(\'hf-hub:<your-org>/{name}\', pretrained=True)"'
+    )
+    return 0 if summary['weights_bit_identical'] and summary['logits_bit_identical'] else 1

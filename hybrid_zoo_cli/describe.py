@@ -1,13 +1,12 @@
-"""Command line of ``hybrid-zoo describe``."""
+"""``hybrid-zoo describe``: its command line, and the table (``hybrid_zoo.describe``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 
-# describe runs one forward pass at the asked size: 32 px is the models' smallest input; at 1,024 px the attention
-# of stride 8 already holds about 300 MB, and the next doublings need gigabytes
-MIN_IMG_SIZE, MAX_IMG_SIZE = 32, 1024
-MAX_IN_CHANS = 64
+from hybrid_zoo_config.describe import MAX_IMG_SIZE, MAX_IN_CHANS, MIN_IMG_SIZE
 
 
 def bounded_int(flag: str, low: int, high: int, unit: str = ''):
@@ -48,3 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
         help=f'input channels, 1 to {MAX_IN_CHANS} (default: %(default)s)',
     )
     return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table of ``hybrid-zoo describe``; 2 (one line on stderr) for an unknown model or a bad size."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.img_size) not in (1, 2):
+        parser.error(f'--img-size takes H or H W, got {len(args.img_size)} values')
+    import hybrid_zoo
+    from hybrid_zoo.describe import describe, format_table
+
+    if args.model not in hybrid_zoo.MODEL_NAMES:
+        print(
+            f'hybrid-zoo describe: expected one of {", ".join(hybrid_zoo.MODEL_NAMES)}, got {args.model!r}',
+            file=sys.stderr,
+        )
+        return 2
+    size = (args.img_size[0], args.img_size[-1])
+    try:
+        rows = describe(args.model, size, args.in_chans)
+    except ValueError as e:
+        print(f'hybrid-zoo describe: {e}', file=sys.stderr)
+        return 2
+    print(format_table(args.model, rows, size, args.in_chans))
+    return 0

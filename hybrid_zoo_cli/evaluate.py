@@ -1,10 +1,15 @@
-"""Command line of ``hybrid-zoo eval``."""
+"""``hybrid-zoo eval``: its command line, and the run (``hybrid_zoo.train.evaluate.evaluate``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 
-from .data import EMBEDDED_CACHE, add_data_dir_refusal
+from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='hybrid-zoo eval',
         description='Evaluate an image classifier on a dataset split: top-1/top-5, per-class accuracy and a '
-        'confusion-matrix PNG. Runs on N processes under `accelerate launch -m hybrid_zoo.train.evaluate`.',
+        'confusion-matrix PNG. Runs on N processes under `accelerate launch -m hybrid_zoo_cli eval ...`.',
     )
     parser.add_argument(
         '--model',
@@ -51,3 +56,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_dir_refusal(parser)
     return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hybrid-zoo eval``: 0 when done, 2 (one line on stderr) for a wrong model, dataset or split."""
+    args = build_parser().parse_args(argv)
+    rank0 = int(os.environ.get('RANK', '0')) == 0
+    logging.basicConfig(
+        level=logging.INFO if rank0 else logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
+    )
+    from hybrid_zoo.train.evaluate import USER_ERRORS, evaluate
+
+    try:
+        results = evaluate(
+            args.model,
+            args.dataset,
+            args.split,
+            dataset_config=args.dataset_config,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            max_samples=args.max_samples,
+            img_size=args.img_size,
+            output_dir=args.output_dir,
+            mixed_precision=args.mixed_precision,
+            cpu=args.cpu,
+            embedded_cache=args.embedded_cache,
+        )
+    except USER_ERRORS as e:
+        logger.error('%s', e)
+        return 2
+    if rank0:
+        width = max(map(len, results['per_class']), default=0)
+        for cls, acc in results['per_class'].items():
+            logger.info('  %-*s %s', width, cls, 'n/a' if acc is None else f'{acc:6.2f}%')
+        summary = {k: results[k] for k in ('model', 'dataset', 'split', 'num_samples', 'top1', 'top5', 'loss')}
+        print(json.dumps(summary))
+    return 0

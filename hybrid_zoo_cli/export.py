@@ -1,8 +1,14 @@
-"""Command line of ``hybrid-zoo export``."""
+"""``hybrid-zoo export``: the deployed forms written (``hybrid_zoo.deploy``) and priced with the trainer's evaluation
+(``hybrid_zoo.train.evaluate``); ``--measure`` and ``--record`` write result files (``hybrid_zoo.benchmarks``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,3 +58,80 @@ def build_parser() -> argparse.ArgumentParser:
         'e.g. model_cards/results/int8-fmnist.json, which the model cards show',
     )
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hybrid-zoo export``: 0 on parity, 1 when the ONNX file departs from eager, 2 for bad input."""
+    args = build_parser().parse_args(argv)
+    if args.int8 and not args.calibration_dataset:
+        print(
+            'hybrid-zoo export: --int8 needs --calibration-dataset DATASET: int8 ranges come from real images, not '
+            'noise',
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    import hybrid_zoo
+    from hybrid_zoo.deploy import PARITY_SHAPES, export_onnx, onnx_max_abs_diff, reparameterize
+    from hybrid_zoo.factory import ModelLoadError, create_model
+    from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
+
+    if args.measure is not None:
+        from hybrid_zoo.benchmarks.deploy_checks import measure
+
+        measure(args.measure or hybrid_zoo.list_variants(), args.results, exporter='torchscript')
+        print(f'wrote {args.results}')
+        return 0
+    kwargs = {} if args.num_classes is None else {'num_classes': args.num_classes}
+    try:  # the checked loader: safetensors only, a config.json cannot choose the file (hybrid_zoo.factory)
+        model = create_model(args.model, pretrained=args.pretrained, **kwargs).eval()
+    except (ModelLoadError, PretrainedWeightsNotFoundError) as e:
+        print(f'hybrid-zoo export: {e}', file=sys.stderr)
+        return 2
+    if not args.no_reparam:
+        model = reparameterize(model)
+    in_chans = model.pretrained_cfg.get('input_size', (3,))[0] if hasattr(model, 'pretrained_cfg') else 3
+    if args.int8:
+        return _export_int8(model, args)
+    shapes = [(s[0], in_chans, *s[2:]) for s in PARITY_SHAPES]
+    path = export_onnx(model, args.output, (in_chans, args.img_size, args.img_size), args.opset, args.exporter)
+    diff = onnx_max_abs_diff(model, path, shapes)
+    print(json.dumps({'onnx': str(path), 'max_abs_diff_vs_eager': diff, 'shapes': shapes}))
+    return 0 if diff < 1e-4 else 1
+
+
+def _export_int8(model, args: argparse.Namespace) -> int:
+    """``export --int8``: fp32 ONNX, then ONNX Runtime static quantization calibrated on real images; with
+    ``--evaluate-split`` the PT2E flow is priced beside it on the same images (it writes no file)."""
+    import torch
+
+    from hybrid_zoo.deploy import DeployError, build, export_onnx, has_vnni, ort_session, quantize_onnx
+    from hybrid_zoo.train.evaluate import calibration_batches, compare_accuracy
+
+    calibration = calibration_batches(model, args.calibration_dataset, args.calibration_split, args.calibration_samples)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32 = export_onnx(model, Path(tmp) / 'fp32.onnx', tuple(calibration[0].shape[1:]), args.opset, args.exporter)
+        reduce_range = not has_vnni()  # 7-bit weights where u8s8 sums would saturate (see quantize_onnx)
+        path = quantize_onnx(fp32, out, calibration, reduce_range=reduce_range)
+    report = {
+        'onnx_int8': str(path),
+        'reduce_range': reduce_range,
+        'file_mb': round(path.stat().st_size / 1e6, 3),
+        'calibration': f'{sum(len(b) for b in calibration)} images of {args.calibration_split}',
+    }
+    if args.evaluate_split:
+        # the ONNX file as key prefix '', PyTorch's PT2E flow on the same calibration images as 'pt2e_'
+        forms = {'': ort_session(path, torch.get_num_threads())}
+        try:
+            forms['pt2e_'] = build(model, 'int8-pt2e', calibration[0], calibration).run
+        except DeployError as e:
+            report['pt2e_error'] = str(e)
+        report.update(compare_accuracy(model, forms, args.calibration_dataset, args.evaluate_split))
+    print(json.dumps(report))
+    if args.record:
+        from hybrid_zoo.benchmarks.deploy_checks import record_int8
+
+        record_int8(args.record, model, {**report, 'onnx_int8': path.name}, source=args.model)
+    return 0

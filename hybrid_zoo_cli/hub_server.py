@@ -1,21 +1,23 @@
-"""Command line of ``hybrid-zoo hub-server``.
+"""``hybrid-zoo hub-server``: its command line, and the server run on its own.
 
 The server itself (``hybrid_zoo/hub/server/``) needs only the standard library and PyYAML, but importing it as
 ``hybrid_zoo.hub.server`` first runs ``hybrid_zoo/__init__.py``, which imports torch and timm (seconds, and about
 800 MB that a long-running server would keep). :func:`main` therefore loads the server folder as a package of its
-own, without its parents, unless the full package is already imported. ``python -m hybrid_zoo_cli.hub_server``
+own, without its parents, unless the full package is already imported. ``python -m hybrid_zoo_cli hub-server``
 runs it that way.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
+import logging
 import os
+import signal
 import sys
 from types import ModuleType
 
-TOKENS_ENV = 'HZ_HUB_TOKENS'
 _STANDALONE = 'hybrid_zoo_hub_server'  # the server package's name when loaded without hybrid_zoo
 
 
@@ -34,11 +36,12 @@ def port_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    tokens_env = load_server().TOKENS_ENV
     p = argparse.ArgumentParser(
         prog='hybrid-zoo hub-server',
         description='Run a local Hugging Face Hub-protocol server (offline demos and tests). Clients need '
         'HF_ENDPOINT=http://HOST:PORT and HF_HUB_DISABLE_XET=1 in their environment. Tokens come from --token, '
-        f'--token-file and the {TOKENS_ENV} environment variable (USER:TOKEN[:read] specs separated by commas or '
+        f'--token-file and the {tokens_env} environment variable (USER:TOKEN[:read] specs separated by commas or '
         'spaces), all together; without any token the server is read-only.',
     )
     p.add_argument('--host', default='127.0.0.1', help='interface to bind (default: %(default)s, this machine only)')
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar='USER:TOKEN[:read]',
         help='a user and an access token (write access to the USER namespace unless :read); repeatable. '
-        f'Command-line arguments are visible to every local user (ps); prefer --token-file or {TOKENS_ENV} '
+        f'Command-line arguments are visible to every local user (ps); prefer --token-file or {tokens_env} '
         'outside throwaway setups',
     )
     p.add_argument(
@@ -106,9 +109,50 @@ def load_server() -> ModuleType:
     return module
 
 
+def _parse_orgs(specs: list[str]) -> dict[str, list[str]]:
+    orgs = {}
+    for spec in specs:
+        org, sep, members = spec.partition(':')
+        if not (org and sep):
+            raise ValueError(f'--org expects ORG:USER[,USER...], got {spec!r}')
+        orgs[org] = [m for m in members.split(',') if m]
+    return orgs
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the server (see :func:`hybrid_zoo.hub.server.main`) without importing torch or timm."""
-    return load_server().main(argv)
+    """Run the server (see :mod:`hybrid_zoo.hub.server`) without importing torch or timm; returns 2 (one line on
+    stderr) when it cannot start."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format='%(asctime)s %(levelname)s %(message)s')
+    server = load_server()
+    HubServer, DataDirError, read_tokens = server.HubServer, server.DataDirError, server.read_tokens
+    try:
+        tokens, orgs = read_tokens(args), _parse_orgs(args.org)
+        hub = HubServer(args.data_dir, host=args.host, port=args.port, tokens=tokens, orgs=orgs)
+    except (ValueError, DataDirError) as e:
+        print(f'hybrid-zoo hub-server: {e}', file=sys.stderr)
+        return 2
+    except OSError as e:
+        hint = ' (choose another --port, or 0 for a free one)' if e.errno == errno.EADDRINUSE else ''
+        print(f'hybrid-zoo hub-server: cannot listen on {args.host}:{args.port}: {e.strerror}{hint}', file=sys.stderr)
+        return 2
+    users = sorted({user for user, _ in tokens.values()})
+    # tokens are the operator's to hand out: the server never echoes them
+    print(f'Hub server on {hub.url} (data in {args.data_dir}); users: {", ".join(users) or "none (read-only)"}')
+    print(f'Clients: export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<one of the tokens given>')
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    try:
+        hub.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()
+    return 0
 
 
 if __name__ == '__main__':

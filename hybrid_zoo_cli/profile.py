@@ -1,8 +1,12 @@
-"""Command line of ``hybrid-zoo profile``."""
+"""``hybrid-zoo profile``: its command line, and the run (``hybrid_zoo.benchmarks.profile.run_profile``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,3 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
         help='re-check the targets against --bench and re-render the table and plot from --out; measure nothing',
     )
     return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hybrid-zoo profile`` (re-started with the benchmark's allocator setting) and print its table."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from hybrid_zoo.benchmarks.peers import PROFILE_MODELS
+    from hybrid_zoo.benchmarks.profile import run_profile
+    from hybrid_zoo.benchmarks.profile_report import rerender
+    from hybrid_zoo.benchmarks.speed import exec_with_no_trim
+
+    bench = args.bench or str(Path(args.results) / 'bench-cpu.json')
+    out = Path(args.out or Path(args.results) / 'profile-cpu.json')
+    if args.report_only:  # nothing measured: no allocator setting needed
+        rerender(out, Path(bench))
+        print(out.with_suffix('.md').read_text())
+        return 0
+    exec_with_no_trim(['-m', 'hybrid_zoo_cli', 'profile', *argv])  # the benchmark's allocator setting
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    run_profile(
+        args.models or list(PROFILE_MODELS),
+        out,
+        bench,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        iters=args.iters,
+        train=args.train,
+        train_batch_size=args.train_batch_size,
+        train_iters=args.train_iters,
+    )
+    print(out.with_suffix('.md').read_text())
+    return 0

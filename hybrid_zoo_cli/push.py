@@ -1,8 +1,10 @@
-"""Command line of ``hybrid-zoo push``."""
+"""``hybrid-zoo push``: its command line, and the upload (``hybrid_zoo.hub.client.push``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,3 +31,41 @@ def build_parser() -> argparse.ArgumentParser:
         help='check the folder and list what would be uploaded, without contacting the Hub',
     )
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Push (or, with ``--dry-run``, list what would be pushed); one line on stderr and 2 for a bad folder or repo id,
+    1 when the Hub refuses or cannot be reached."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    logging.getLogger('httpx2').setLevel(logging.WARNING)  # one line per HTTP request is noise here
+    from huggingface_hub.errors import HFValidationError
+
+    from hybrid_zoo.hub.client import HubError, ModelLoadError, dry_run, push
+
+    try:
+        if args.dry_run:
+            for path, (size, where) in dry_run(
+                args.folder, args.repo_id, license=args.license, base_model=args.base_model
+            ).items():
+                print(f'{path:<20} {size:>12,d} bytes  {where}')
+            return 0
+        info = push(
+            args.folder,
+            args.repo_id,
+            revision=args.revision,
+            private=args.private,
+            create_pr=args.create_pr,
+            commit_message=args.commit_message,
+            endpoint=args.endpoint,
+            license=args.license,
+            base_model=args.base_model,
+        )
+    except (ModelLoadError, HFValidationError) as e:  # the folder or the repo id: bad input
+        print(f'hybrid-zoo push: {e}', file=sys.stderr)
+        return 2
+    except HubError as e:  # the Hub refused or could not be reached
+        print(f'hybrid-zoo push: {e}', file=sys.stderr)
+        return 1
+    print(info.pr_url or info.commit_url)
+    return 0

@@ -1,8 +1,9 @@
-"""Command line of ``hybrid-zoo stats``."""
+"""``hybrid-zoo stats``: its command line, and the count (``hybrid_zoo.benchmarks.model_stats.collect``)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,3 +15,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--results', default='model_cards/results', help='results folder (default: %(default)s)')
     p.add_argument('--out', default=None, help='results file to write (default: <results>/model_stats.json)')
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Count, write the results file, and print one line per model."""
+    args = build_parser().parse_args(argv)
+    out = args.out or str(Path(args.results) / 'model_stats.json')
+    from hybrid_zoo.atomic import write_json_atomic
+    from hybrid_zoo.benchmarks.model_stats import collect
+
+    result = collect((3, args.img_size, args.img_size))
+    write_json_atomic(out, result)
+    for name, row in result['models'].items():
+        print(f'{name:24s} {row["params_m"]:7.2f}M {row["gmacs"]:6.3f} GMACs (attention {row["attention_gmacs"]:.3f})')
+    print('placement spread by size:', result['flop_spread_by_size'])
+    print(f'wrote {out}')
+    return 0

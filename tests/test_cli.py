@@ -1,5 +1,5 @@
 """The ``hybrid-zoo`` command starts without torch or timm: every sub-command's ``--help`` and usage errors are
-instant, ``--version`` works, and each sub-command's module runs with the parser the command line showed."""
+instant, ``--version`` works, and each sub-command's module owns both its parser and its ``main``."""
 
 from __future__ import annotations
 
@@ -18,19 +18,17 @@ def _light(code: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize('command', list(COMMANDS))
-def test_every_subcommand_parses_without_torch_and_runs_with_that_parser(command):
-    parser_module, runner, _ = COMMANDS[command]
+def test_every_subcommand_parses_without_torch_and_owns_its_main(command):
+    module_name, _ = COMMANDS[command]
     code = (
         f'from hybrid_zoo_cli import main\n'
         f'try:\n    main([{command!r}, "--help"])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n'
     )
     proc = _light(code)
     assert proc.returncode == 0 and 'usage: hybrid-zoo' in proc.stdout, proc.stderr[-2000:]
-    light = importlib.import_module(f'hybrid_zoo_cli.{parser_module}')
-    assert all(a.help for a in light.build_parser()._actions), command  # every flag explained
-    heavy = importlib.import_module(runner)
-    shared = [e for e in ('parse_args', 'build_parser') if hasattr(heavy, e)]  # bench: presets on top of the parser
-    assert shared and all(getattr(heavy, e) is getattr(light, e) for e in shared), command
+    module = importlib.import_module(f'hybrid_zoo_cli.{module_name}')
+    assert all(a.help for a in module.build_parser()._actions), command  # every flag explained
+    assert callable(module.main) and module.main.__module__ == module.__name__, command
 
 
 def test_version_and_usage_errors_answer_without_torch():
@@ -41,3 +39,14 @@ def test_version_and_usage_errors_answer_without_torch():
     )
     assert proc.returncode == 0 and proc.stdout.strip() == '2' and "invalid int value: 'x'" in proc.stderr
     assert _light('from hybrid_zoo_cli import main; assert main(["nope"]) == 2').returncode == 0
+
+
+def test_the_trainer_module_parses_the_same_flags_as_the_command():
+    """``python -m hybrid_zoo.train`` (what ``accelerate launch`` runs) and ``hybrid-zoo train`` share one parser."""
+    proc = subprocess.run([sys.executable, '-m', 'hybrid_zoo.train', '--help'], capture_output=True, text=True)
+    cli = subprocess.run([sys.executable, '-m', 'hybrid_zoo_cli', 'train', '--help'], capture_output=True, text=True)
+    assert proc.returncode == 0 and cli.returncode == 0, proc.stderr[-2000:]
+    flags = {w for w in proc.stdout.split() if w.startswith('--')}
+    assert '--resume' in flags and flags == {w for w in cli.stdout.split() if w.startswith('--')}
+    bad = subprocess.run([sys.executable, '-m', 'hybrid_zoo.train', '--epochs', '0'], capture_output=True, text=True)
+    assert bad.returncode == 2 and '--epochs must be an integer >= 1, got 0' in bad.stderr

@@ -35,7 +35,7 @@ from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E40
 from hybrid_zoo.benchmarks.speed_worker import _CpuProbe, _Device, _forward, _timed  # noqa: E402
 from hybrid_zoo.layers import fused  # noqa: E402
 from hybrid_zoo.models import MODEL_NAMES  # noqa: E402
-from hybrid_zoo_cli.bench import BenchConfig  # noqa: E402
+from hybrid_zoo_config.bench import BenchConfig  # noqa: E402
 
 
 def folded(model: torch.nn.Module, fuse: bool) -> torch.nn.Module:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout works without `pip install -e .`
 
-from hybrid_zoo.benchmarks.speed import main as bench_main  # noqa: E402
+from hybrid_zoo_cli.bench import main as bench_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

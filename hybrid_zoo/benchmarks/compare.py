@@ -27,7 +27,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
-from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS, fitted_kwargs
+from hybrid_zoo.benchmarks.peers import fitted_kwargs
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.factory import sha256_file
@@ -36,10 +36,8 @@ from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
 from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS, measured_on_current
-from hybrid_zoo.train.data import prepare_fashion_mnist
 from hybrid_zoo.train.evaluate import create_model, evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
-from hybrid_zoo_cli.compare import build_parser
 
 _log = logging.getLogger(__name__)
 
@@ -787,48 +785,3 @@ def draw_curves(runs: Sequence[dict], recipe: str, path: Path) -> None:
     fig.tight_layout()
     write_figure_atomic(fig, path)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-
-    if args.recipe not in RECIPES:
-        build_parser().error(f'--recipe: expected one of {", ".join(sorted(RECIPES))}, got {args.recipe!r}')
-    recipe = RECIPES[args.recipe]
-    if args.epochs is not None:
-        recipe = dataclasses.replace(recipe, epochs=args.epochs)
-    if args.train_samples is not None:
-        recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None)
-    dataset_dir = Path(args.embedded_cache) / 'fashion_mnist'
-    if not (dataset_dir / 'dataset_dict.json').exists():
-        prepare_fashion_mnist(dataset_dir)
-    if args.model_kwargs and not args.variant:
-        build_parser().error('--model-kwargs needs --variant (a name for the design change)')
-    stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
-    results = Path(args.results or RESULTS_DIR / f'{stem}.json')
-    data = compare(
-        args.models or [*(FRONT_PEERS if recipe.fit_peer_windows else FMNIST_PEERS), *FMNIST_MODELS],
-        args.seeds,
-        recipe,
-        dataset_dir,
-        args.work_dir,
-        results,
-        args.workers,
-        args.report_only,
-        model_kwargs=args.model_kwargs,
-        variant=args.variant,
-    )
-    for model, s in data['summary'].items():
-        print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')
-    print(f'ranking stable across seeds: {data["ranking_stable_across_seeds"]}')
-    if args.publish:
-        files = sorted(results.parent.glob('fmnist-*.json'))
-        ours = [m for m in args.models if m in FMNIST_MODELS] if args.models else FMNIST_MODELS
-        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint, models=ours).items():
-            print(f'published {tag}: {entry["repo_id"]}@{entry["commit"][:10]} (test top-1 {entry["test_top1"]:.2f})')
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

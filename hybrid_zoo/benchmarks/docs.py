@@ -9,6 +9,7 @@ those tables is stale. Nothing measured is typed by hand.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -20,13 +21,12 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
 from hybrid_zoo.atomic import read_json
-from hybrid_zoo.benchmarks import compare, profile
+from hybrid_zoo.benchmarks import compare, profile_report
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows
 from hybrid_zoo.benchmarks.speed_report import render_modes_only
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.describe import describe, format_table
 from hybrid_zoo.models.variants import FIRST_ATTENTION_STAGE
-from hybrid_zoo_cli.render import build_parser
 
 _log = logging.getLogger(__name__)
 ROOT = RESULTS_DIR.parent.parent
@@ -646,7 +646,7 @@ def rerender_comparisons(results: Path, out: Path | None = None) -> list[Path]:
             own = own if own.exists() else bench
             if out is not None and own.exists() and not (out / own.name).exists():
                 shutil.copy(own, out / own.name)
-            profile.rerender(target, target.parent / own.name)
+            profile_report.rerender(target, target.parent / own.name)
         else:
             compare.render(read_json(path), target)
         written.append(target.with_suffix('.md'))
@@ -763,29 +763,29 @@ def check_documents(readme: Path, results: Path) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    readme = Path(args.readme or ROOT / 'README.md')
-    results = Path(args.results or RESULTS_DIR)
-    if args.check:
-        stale = _stale_comparisons(results)
-        if stale:
-            print(f'stale against bench-cpu.json: {", ".join(stale)}: run `hybrid-zoo render-docs`')
-        problems = check_documents(readme, results)
-        for problem in problems:
-            print(problem)
-        return 1 if stale or problems else 0
-    for md in rerender_comparisons(results):
-        print(f'rendered {md}')
+def stale_outputs(readme: str | os.PathLike | None = None, results: str | os.PathLike | None = None) -> list[str]:
+    """What ``render-docs --check`` finds, one line each (empty when everything is current): comparison tables stale
+    against the benchmark, documents (``readme`` and the ``docs/`` pages beside it) whose generated blocks differ from
+    what the result files in ``results`` give, and the other problems of :func:`check_documents`."""
+    readme, results = Path(readme or ROOT / 'README.md'), Path(results or RESULTS_DIR)
+    lines = []
+    stale = _stale_comparisons(results)
+    if stale:
+        lines.append(f'stale against bench-cpu.json: {", ".join(stale)}: run `hybrid-zoo render-docs`')
+    return lines + check_documents(readme, results)
+
+
+def render_all(
+    readme: str | os.PathLike | None = None, results: str | os.PathLike | None = None, figures: bool = True
+) -> list[str]:
+    """Re-render the comparison tables, the generated blocks of ``readme`` and the ``docs/`` pages beside it, and
+    (``figures``) the placement diagram and the model cards; one line per file written."""
+    readme, results = Path(readme or ROOT / 'README.md'), Path(results or RESULTS_DIR)
+    lines = [f'rendered {md}' for md in rerender_comparisons(results)]
     for doc in documents(readme):
         doc.write_text(render_readme(doc.read_text(), results))
-        print(f'updated {doc}')
-    if not args.no_figures:
-        print(f'drew {draw_placements()}')
-        for card in render_cards(results):
-            print(f'wrote {card}')
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())
+        lines.append(f'updated {doc}')
+    if figures:
+        lines.append(f'drew {draw_placements()}')
+        lines += [f'wrote {card}' for card in render_cards(results)]
+    return lines

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import timm
 
-from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.models import VARIANTS, list_variants
 from hybrid_zoo.models.variants import ARCH_VERSION, FIRST_ATTENTION_STAGE, SIZE_OF
-from hybrid_zoo_cli.stats import build_parser
 
 _log = logging.getLogger(__name__)
 
@@ -55,19 +52,3 @@ def collect(input_size: Sequence[int] = (3, 224, 224)) -> dict:
     models = {name: model_stats(name, input_size) for name in list_variants()}
     meta = dict(machine_meta(), input_size=list(input_size), counter='torch.utils.flop_counter + SDPA formula')
     return {'meta': meta, 'models': models, 'flop_spread_by_size': flop_matching(models)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.out = args.out or str(Path(args.results) / 'model_stats.json')
-    result = collect((3, args.img_size, args.img_size))
-    write_json_atomic(args.out, result)
-    for name, row in result['models'].items():
-        print(f'{name:24s} {row["params_m"]:7.2f}M {row["gmacs"]:6.3f} GMACs (attention {row["attention_gmacs"]:.3f})')
-    print('placement spread by size:', result['flop_spread_by_size'])
-    print(f'wrote {args.out}')
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from hybrid_zoo.models.variants import SIZE_OF
-from hybrid_zoo_cli.bench import PEER_SIZES
+from hybrid_zoo_config.bench import PEER_SIZES
 
 # the peers of each size class, anchors of the same GMACs (see ../shared DESIGN's table): CoAtNet first
 PEER_SETS: dict[str, tuple[str, ...]] = {

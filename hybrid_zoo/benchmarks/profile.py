@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,16 +48,13 @@ from timm.models import reparameterize_model
 from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import write_json_atomic
-from hybrid_zoo.benchmarks.peers import PROFILE_MODELS
 from hybrid_zoo.benchmarks.profile_ops import CATEGORIES, LeafTimers, reference_rate, shape_ceiling
-from hybrid_zoo.benchmarks.profile_report import render, rerender, target_ceilings
+from hybrid_zoo.benchmarks.profile_report import render, target_ceilings
 from hybrid_zoo.benchmarks.profile_training import profile_training
 from hybrid_zoo.benchmarks.results import machine_meta
-from hybrid_zoo.benchmarks.speed import exec_with_no_trim
 from hybrid_zoo.flops import count_macs
 from hybrid_zoo.layers.fused import unfused
 from hybrid_zoo.train.evaluate import create_model
-from hybrid_zoo_cli.profile import build_parser
 
 _log = logging.getLogger(__name__)
 
@@ -133,38 +130,36 @@ def profile_model(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.models = args.models or list(PROFILE_MODELS)
-    args.bench = args.bench or str(Path(args.results) / 'bench-cpu.json')
-    args.out = args.out or str(Path(args.results) / 'profile-cpu.json')
-    if args.report_only:  # nothing measured: no allocator setting needed
-        out = Path(args.out)
-        rerender(out, Path(args.bench))
-        print(out.with_suffix('.md').read_text())
-        return 0
-    exec_with_no_trim(['-m', 'hybrid_zoo.benchmarks.profile', *argv])  # the benchmark's allocator setting
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-
-    bench_path = Path(args.bench)
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+def run_profile(
+    models: Sequence[str],
+    out: str | os.PathLike,
+    bench: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    img_size: int = 224,
+    iters: int = 4,
+    train: bool = True,
+    train_batch_size: int = 16,
+    train_iters: int = 3,
+) -> dict:
+    """Profile inference (and, with ``train``, a training step) of every model; write ``out`` (JSON, with its table
+    and plot beside it). The verdicts start from the target ratios of the benchmark's results ``bench`` where that
+    file exists. Run it in a process started with the benchmark's allocator setting (``exec_with_no_trim``)."""
+    bench_path = Path(bench)
+    bench_doc = json.loads(bench_path.read_text()) if bench_path.is_file() else None
 
     # the 1x1 rate is measured again right before each profile, so a model is set against the rate of its moment:
     # on the shared 2-core machine a slow spell can last minutes, and one rate taken at the start can fall in one
-    models, training, refs = [], [], []
-    for name in tqdm(args.models, desc='profile', unit='model'):
-        refs.append(reference_rate(args.batch_size))
-        models.append(profile_model(name, args.batch_size, args.img_size, args.iters, ref=refs[-1]))
-        models[-1]['reference_gflop_s'] = round(refs[-1] / 1e9, 1)
-        if args.train:
-            refs.append(reference_rate(args.batch_size))
-            training.append(
-                profile_training(name, args.train_batch_size, args.img_size, args.train_iters, ref=refs[-1])
-            )
+    rows, training, refs = [], [], []
+    for name in tqdm(models, desc='profile', unit='model'):
+        refs.append(reference_rate(batch_size))
+        rows.append(profile_model(name, batch_size, img_size, iters, ref=refs[-1]))
+        rows[-1]['reference_gflop_s'] = round(refs[-1] / 1e9, 1)
+        if train:
+            refs.append(reference_rate(batch_size))
+            training.append(profile_training(name, train_batch_size, img_size, train_iters, ref=refs[-1]))
             training[-1]['reference_gflop_s'] = round(refs[-1] / 1e9, 1)
-        for kind, p in (('inference', models[-1]), ('training', training[-1] if args.train else None)):
+        for kind, p in (('inference', rows[-1]), ('training', training[-1] if train else None)):
             if p is not None:
                 _log.info(
                     '%s %s: %.1f img/s, %.0f%% of the 1x1 rate (ceiling %.0f%%)',
@@ -177,22 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = dict(machine_meta(), allocator='no-trim')
     data = {
         'meta': meta,
-        'batch': args.batch_size,
-        'img_size': args.img_size,
+        'batch': batch_size,
+        'img_size': img_size,
         'reference_gflop_s': round(statistics.median(refs) / 1e9, 1),
         'reference_gflop_s_range': [round(min(refs) / 1e9, 1), round(max(refs) / 1e9, 1)],
-        'models': models,
-        'train_batch': args.train_batch_size if args.train else None,
+        'models': rows,
+        'train_batch': train_batch_size if train else None,
         'training': training,
-        'bench': str(bench_path) if bench else None,
-        'targets': target_ceilings(models, training, bench),
+        'bench': str(bench_path) if bench_doc else None,
+        'targets': target_ceilings(rows, training, bench_doc),
     }
-    out = Path(args.out)
+    out = Path(out)
     write_json_atomic(out, data)
     render(data, out)
-    print(out.with_suffix('.md').read_text())
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())
+    return data

@@ -21,12 +21,10 @@ stable and match a long-running inference server.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
 import re
-import shlex
 import signal
 import statistics
 import subprocess
@@ -43,40 +41,24 @@ from pathlib import Path
 import timm
 import torch
 from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hybrid_zoo import __version__
-from hybrid_zoo.atomic import read_json, write_json_atomic
-from hybrid_zoo.benchmarks import speed_report as bench_report
 from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
 from hybrid_zoo.benchmarks.speed_report import REFERENCE, evaluate_targets, runtime_versions, summarise
 from hybrid_zoo.models import MODEL_NAMES
 from hybrid_zoo.models.variants import ARCH_VERSION, SIZE_OF
-from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
-    LAYOUTS,
-    MALLOC_NO_TRIM,
-    PRESETS,
-    BenchConfig,
-    allocator_label,
-    config_from_args,
-    default_threads,
-    parse_args,
-)
+from hybrid_zoo_config.bench import LAYOUTS, MALLOC_NO_TRIM, BenchConfig, allocator_label, default_threads
 
 __all__ = [
     'LAYOUTS',
     'MALLOC_NO_TRIM',
     'PEER_SETS',
-    'PRESETS',
     'BenchConfig',
     'allocator_label',
-    'config_from_args',
     'default_threads',
     'exec_with_no_trim',
-    'main',
     'measure',
-    'parse_args',
     'resolve_models',
     'size_class',
     'worker_env',
@@ -446,45 +428,3 @@ def _git_commit() -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    missing = [m for m in ('tqdm', 'matplotlib') if importlib.util.find_spec(m) is None]
-    if missing:  # checked before measuring: the plot is drawn after a run that may take half an hour
-        logger.error('hybrid-zoo bench needs %s: pip install "hybrid_zoo[bench]"', ' and '.join(missing))
-        return 2
-
-    out_dir = Path(args.out_dir)
-    json_path = out_dir / f'{args.name}.json'
-    try:
-        if args.report_only:
-            doc = bench_report.refresh(read_json(args.report_only))
-        else:
-            config = config_from_args(args)
-            models = resolve_models(args.models, family=args.family, peers=args.peers)
-            logger.info('%d model(s) x %d round(s), %d threads, allocator: %s', len(models), config.rounds,
-                        config.threads, allocator_label(config))  # fmt: skip
-            with logging_redirect_tqdm():
-                doc = measure(
-                    models,
-                    config,
-                    progress=not args.quiet,
-                    on_update=lambda d: write_json_atomic(json_path, d),
-                    command='hybrid-zoo bench ' + shlex.join(argv),
-                )
-        paths = bench_report.write_outputs(doc, out_dir, args.name, top1_csv=args.top1_csv)
-    except (ValueError, FileNotFoundError) as e:
-        logger.error('%s', e)
-        return 2
-    for line in bench_report.target_lines(doc['targets']):
-        print(line)
-    for path in paths:
-        print(path)
-    return 1 if doc['meta']['run'].get('failed') else 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -30,10 +30,7 @@ from hybrid_zoo.benchmarks.speed_report import REFERENCE
 from hybrid_zoo.deploy import DeployError, build
 from hybrid_zoo.factory import create_model
 from hybrid_zoo.flops import count_macs, count_params
-from hybrid_zoo_cli.bench import (  # the configuration lives with the command line, which needs no torch
-    MALLOC_NO_TRIM,
-    BenchConfig,
-)
+from hybrid_zoo_config.bench import MALLOC_NO_TRIM, BenchConfig
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,10 @@ checked loader of ``hybrid_zoo.factory``, the one every entry point uses. The to
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,7 +52,6 @@ from hybrid_zoo.factory import (
     scan_weights,
 )
 from hybrid_zoo.hub.cards import redact_local_paths, render_card
-from hybrid_zoo_cli.push import build_parser
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi
@@ -70,6 +67,7 @@ __all__ = [
     'build_from_folder',
     'check_folder',
     'check_safetensors',
+    'dry_run',
     'load',
     'plan_upload',
     'push',
@@ -453,41 +451,17 @@ def load(name: str | os.PathLike, *, pretrained: bool = True, allow_pickle: bool
     return create_model(name, pretrained=pretrained, allow_pickle=allow_pickle, **kwargs)
 
 
-# ---- command line -----------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    logging.getLogger('httpx2').setLevel(logging.WARNING)  # one line per HTTP request is noise here
+def dry_run(folder: str | os.PathLike, repo_id: str, *, license: str = 'apache-2.0', base_model: str | None = None):
+    """What :func:`push` would upload, without contacting the Hub: ``{path in the repo: (bytes, source)}``, where the
+    source is a local file or ``'(generated)'``.
 
-    try:
-        if args.dry_run:
-            return _dry_run(args)
-        info = push(
-            args.folder,
-            args.repo_id,
-            revision=args.revision,
-            private=args.private,
-            create_pr=args.create_pr,
-            commit_message=args.commit_message,
-            endpoint=args.endpoint,
-            license=args.license,
-            base_model=args.base_model,
-        )
-    except (ModelLoadError, HFValidationError) as e:  # the folder or the repo id: bad input
-        print(f'hybrid-zoo push: {e}', file=sys.stderr)
-        return 2
-    except HubError as e:  # the Hub refused or could not be reached
-        print(f'hybrid-zoo push: {e}', file=sys.stderr)
-        return 1
-    print(info.pr_url or info.commit_url)
-    return 0
-
-
-def _dry_run(args: argparse.Namespace) -> int:
-    _validate_repo_id(args.repo_id)
-    with _model_folder(args.folder, None, None, None) as (folder, run_dir):
-        upload = plan_upload(folder, run_dir, args.repo_id, license=args.license, base_model=args.base_model)
-    for path, f in upload.items():
-        size, where = (f.stat().st_size, str(f)) if isinstance(f, Path) else (len(f), '(generated)')
-        print(f'{path:<20} {size:>12,d} bytes  {where}')
-    return 0
+    Raises:
+        HubError, ModelLoadError, HFValidationError: as :func:`push` would, before any upload.
+    """
+    _validate_repo_id(repo_id)
+    with _model_folder(folder, None, None, None) as (model_dir, run_dir):
+        upload = plan_upload(model_dir, run_dir, repo_id, license=license, base_model=base_model)
+    return {
+        path: (f.stat().st_size, str(f)) if isinstance(f, Path) else (len(f), '(generated)')
+        for path, f in upload.items()
+    }

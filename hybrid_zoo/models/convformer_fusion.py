@@ -13,6 +13,7 @@ from typing import Any
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
+from ..normalization import for_channels
 from .model import ConvFormerFusion, has_attention
 from .pretrained import check_weights_reachable, keep_untagged_default, pretrained_tags
 from .variants import ARCH_VERSION, VARIANTS, ConvFormerCfg
@@ -141,29 +142,72 @@ def _cfg_for_channels(cfg: dict, in_chans: int) -> dict:
     """``cfg`` with ``input_size``, ``mean`` and ``std`` for ``in_chans`` channels.
 
     timm's ``resolve_data_config`` reads them as they stand, so a model built with ``in_chans=1`` from a 3-channel
-    cfg would get a 3-channel transform that fails on its own (grayscale) images; a channel count the cfg does not
-    have takes the mean of the cfg's values for every channel (a grayscale image's ImageNet normalisation).
+    cfg would get a 3-channel transform that fails on its own (grayscale) images (:func:`for_channels`).
     """
     if cfg['input_size'][0] == in_chans and len(cfg['mean']) == len(cfg['std']) == in_chans:
         return cfg
-    mean, std = (sum(cfg[k]) / len(cfg[k]) for k in ('mean', 'std'))
     return {
         **cfg,
         'input_size': (in_chans, *cfg['input_size'][1:]),
-        'mean': (mean,) * in_chans,
-        'std': (std,) * in_chans,
+        'mean': for_channels(cfg['mean'], in_chans),
+        'std': for_channels(cfg['std'], in_chans),
     }
 
 
-def _entrypoint(name: str):
-    def create(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
-        # user kwargs override the variant's architecture (timm convention)
-        return _create(name, pretrained=pretrained, **dict(VARIANTS[name].kwargs(), **kwargs))
-
-    create.__name__ = create.__qualname__ = name  # timm registers an entrypoint under its __name__
-    create.__doc__ = f'{name}: {VARIANTS[name]}'
-    return create
+def _create_variant(name: str, pretrained: bool, **kwargs) -> ConvFormerFusion:
+    # user kwargs override the variant's architecture (timm convention)
+    return _create(name, pretrained=pretrained, **dict(VARIANTS[name].kwargs(), **kwargs))
 
 
-for _name in VARIANTS:
-    globals()[_name] = register_model(_entrypoint(_name))
+@register_model
+def convformer_tiny_early(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, tiny, attention from stage 2 (stride 8); architecture in ``VARIANTS['convformer_tiny_early']``."""
+    return _create_variant('convformer_tiny_early', pretrained, **kwargs)
+
+
+@register_model
+def convformer_tiny(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, tiny, attention from stage 3 (stride 16); architecture in ``VARIANTS['convformer_tiny']``."""
+    return _create_variant('convformer_tiny', pretrained, **kwargs)
+
+
+@register_model
+def convformer_tiny_late(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, tiny, attention in stage 4 only (stride 32); architecture in ``VARIANTS['convformer_tiny_late']``."""
+    return _create_variant('convformer_tiny_late', pretrained, **kwargs)
+
+
+@register_model
+def convformer_small_early(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, small, attention from stage 2 (stride 8); architecture in ``VARIANTS['convformer_small_early']``."""
+    return _create_variant('convformer_small_early', pretrained, **kwargs)
+
+
+@register_model
+def convformer_small(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, small, attention from stage 3 (stride 16); architecture in ``VARIANTS['convformer_small']``."""
+    return _create_variant('convformer_small', pretrained, **kwargs)
+
+
+@register_model
+def convformer_small_late(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, small, attention in stage 4 only (stride 32); architecture in ``VARIANTS['convformer_small_late']``."""
+    return _create_variant('convformer_small_late', pretrained, **kwargs)
+
+
+@register_model
+def convformer_base_early(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, base, attention from stage 2 (stride 8); architecture in ``VARIANTS['convformer_base_early']``."""
+    return _create_variant('convformer_base_early', pretrained, **kwargs)
+
+
+@register_model
+def convformer_base(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, base, attention from stage 3 (stride 16); architecture in ``VARIANTS['convformer_base']``."""
+    return _create_variant('convformer_base', pretrained, **kwargs)
+
+
+@register_model
+def convformer_base_late(pretrained: bool = False, **kwargs) -> ConvFormerFusion:
+    """ConvFormer fusion, base, attention in stage 4 only (stride 32); architecture in ``VARIANTS['convformer_base_late']``."""
+    return _create_variant('convformer_base_late', pretrained, **kwargs)

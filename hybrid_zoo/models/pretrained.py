@@ -29,23 +29,15 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
 from ..atomic import sha256_file
 from ..labels import FASHION_MNIST_CLASSES
+from ..normalization import GRAY_MEAN, GRAY_STD
 
 HUB_ORG = 'hybrid-zoo'
 # One HEAD request, no retries: long enough for a slow Hub, short enough to fail fast against a dead endpoint.
 PREFLIGHT_TIMEOUT_S = 5.0
 # what timm's ``load_state_dict_from_hf`` fetches for a cfg without ``hf_hub_filename``, in its order
 WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
-
-
-# The trainer's data config for a grayscale model (``data.model_data_config``): the ImageNet mean/std of the
-# untagged cfg, averaged over the channels, computed the same way.
-_GRAY_MEAN = (float(np.mean(IMAGENET_DEFAULT_MEAN)),)
-_GRAY_STD = (float(np.mean(IMAGENET_DEFAULT_STD)),)
 
 FMNIST_TAG = 'fmnist_64'
 # the models trained in the Fashion-MNIST comparison (hybrid-zoo compare), one published tag each
@@ -67,8 +59,8 @@ def fmnist_cfg() -> dict:
         'num_classes': len(FASHION_MNIST_CLASSES),
         'input_size': (1, 64, 64),
         'pool_size': (2, 2),
-        'mean': _GRAY_MEAN,
-        'std': _GRAY_STD,
+        'mean': GRAY_MEAN,
+        'std': GRAY_STD,
         'crop_pct': 0.95,
         'interpolation': 'bicubic',
         'label_names': FASHION_MNIST_CLASSES,

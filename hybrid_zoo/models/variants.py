@@ -5,7 +5,7 @@ early = stage 2 (stride 8), mid = stage 3 (stride 16), late = stage 4 (stride 32
 placements are FLOP-matched (attention counted): early has a stage 3 no deeper than mid's, late deepens stage 3
 with cheap conv blocks. ``model_cards/results/model_stats.json`` holds the measured counts.
 
-Architecture v2 (``ARCH_VERSION``, issue 12): in the attention stages only every second block, counted from
+Architecture v2 (``ARCH_VERSION``): in the attention stages only every second block, counted from
 each stage's last, has attention; conv blocks sit between (the ``alt2`` candidate of
 ``hybrid_zoo.benchmarks.candidates``, adopted by the rule in ``tools/arch_v2.py``). Stage 3 is deeper than in
 v1 so that each architecture keeps v1's GMACs within 5% and the placements of a size stay FLOP-matched
@@ -15,7 +15,7 @@ v1 so that each architecture keeps v1's GMACs within 5% and the placements of a 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 Fusion = Literal['early', 'mid', 'late']
@@ -40,45 +40,41 @@ class ConvFormerCfg:
         return asdict(self)
 
 
-_Depths = tuple[int, int, int, int]
-_SIZES: dict[str, tuple[_Depths, dict[str, _Depths]]] = {
-    # size: (widths, {fusion: v1 depths})
-    'tiny': ((64, 128, 256, 384), {'early': (2, 2, 7, 2), 'mid': (2, 2, 8, 2), 'late': (2, 2, 13, 2)}),
-    'small': ((64, 128, 320, 512), {'early': (2, 3, 11, 3), 'mid': (2, 3, 12, 3), 'late': (2, 3, 19, 3)}),
-    'base': ((96, 192, 384, 576), {'early': (3, 4, 15, 3), 'mid': (3, 4, 16, 3), 'late': (3, 4, 26, 3)}),
-}
+_TINY, _SMALL, _BASE = (64, 128, 256, 384), (64, 128, 320, 512), (96, 192, 384, 576)  # channels per stage
 V2_ATTN_EVERY = 2
-# v2 stage-3 depth of the early and mid placements with attention in every second block: each keeps its v1 GMACs
-# within 5%, and among those the depths chosen keep the three placements of a size closest (small early: 14, not the
-# shallowest 13, which is 3.7% under the mid). The late placements keep v1: their attention runs on the 7x7 map of
-# stage 4 only.
-_V2_STAGE3: dict[tuple[str, str], int] = {
-    ('tiny', 'early'): 9, ('tiny', 'mid'): 10,
-    ('small', 'early'): 14, ('small', 'mid'): 15,
-    ('base', 'early'): 19, ('base', 'mid'): 19,
-}  # fmt: skip
 
-
-def _name(size: str, fusion: str) -> str:
-    return f'convformer_{size}' if fusion == 'mid' else f'convformer_{size}_{fusion}'
-
-
-VARIANTS_V1: dict[str, ConvFormerCfg] = {
-    _name(size, fusion): ConvFormerCfg(widths=widths, depths=depths, fusion=fusion)
-    for size, (widths, by_fusion) in _SIZES.items()
-    for fusion, depths in by_fusion.items()
+# The registered architectures (v2). Stage 3 of the early and mid placements is as deep as keeps each one's v1 GMACs
+# within 5% with attention in every second block, and among those depths the ones that keep the three placements
+# of a size closest (small early: 14, not the shallowest 13, which is 3.7% under the mid). The late placements are
+# v1's: their attention runs on the 7x7 map of stage 4 only.
+# fmt: off
+VARIANTS: dict[str, ConvFormerCfg] = {
+    'convformer_tiny_early':  ConvFormerCfg(_TINY,  depths=(2, 2, 9, 2),  fusion='early', attn_every=V2_ATTN_EVERY),
+    'convformer_tiny':        ConvFormerCfg(_TINY,  depths=(2, 2, 10, 2), fusion='mid',   attn_every=V2_ATTN_EVERY),
+    'convformer_tiny_late':   ConvFormerCfg(_TINY,  depths=(2, 2, 13, 2), fusion='late'),
+    'convformer_small_early': ConvFormerCfg(_SMALL, depths=(2, 3, 14, 3), fusion='early', attn_every=V2_ATTN_EVERY),
+    'convformer_small':       ConvFormerCfg(_SMALL, depths=(2, 3, 15, 3), fusion='mid',   attn_every=V2_ATTN_EVERY),
+    'convformer_small_late':  ConvFormerCfg(_SMALL, depths=(2, 3, 19, 3), fusion='late'),
+    'convformer_base_early':  ConvFormerCfg(_BASE,  depths=(3, 4, 19, 3), fusion='early', attn_every=V2_ATTN_EVERY),
+    'convformer_base':        ConvFormerCfg(_BASE,  depths=(3, 4, 19, 3), fusion='mid',   attn_every=V2_ATTN_EVERY),
+    'convformer_base_late':   ConvFormerCfg(_BASE,  depths=(3, 4, 26, 3), fusion='late'),
 }
-SIZE_OF: dict[str, str] = {_name(size, fusion): size for size, (_, by_fusion) in _SIZES.items() for fusion in by_fusion}
 
-
-def _v2(name: str, cfg: ConvFormerCfg) -> ConvFormerCfg:
-    stage3 = _V2_STAGE3.get((SIZE_OF[name], cfg.fusion))
-    if stage3 is None:
-        return cfg
-    return replace(cfg, depths=(*cfg.depths[:2], stage3, cfg.depths[3]), attn_every=V2_ATTN_EVERY)
-
-
-VARIANTS: dict[str, ConvFormerCfg] = {name: _v2(name, cfg) for name, cfg in VARIANTS_V1.items()}
+# Architecture v1 (attention in every block of the attention stages): the yardstick's baseline, and what weights
+# published before v2 load into.
+VARIANTS_V1: dict[str, ConvFormerCfg] = {
+    'convformer_tiny_early':  ConvFormerCfg(_TINY,  depths=(2, 2, 7, 2),  fusion='early'),
+    'convformer_tiny':        ConvFormerCfg(_TINY,  depths=(2, 2, 8, 2),  fusion='mid'),
+    'convformer_tiny_late':   ConvFormerCfg(_TINY,  depths=(2, 2, 13, 2), fusion='late'),
+    'convformer_small_early': ConvFormerCfg(_SMALL, depths=(2, 3, 11, 3), fusion='early'),
+    'convformer_small':       ConvFormerCfg(_SMALL, depths=(2, 3, 12, 3), fusion='mid'),
+    'convformer_small_late':  ConvFormerCfg(_SMALL, depths=(2, 3, 19, 3), fusion='late'),
+    'convformer_base_early':  ConvFormerCfg(_BASE,  depths=(3, 4, 15, 3), fusion='early'),
+    'convformer_base':        ConvFormerCfg(_BASE,  depths=(3, 4, 16, 3), fusion='mid'),
+    'convformer_base_late':   ConvFormerCfg(_BASE,  depths=(3, 4, 26, 3), fusion='late'),
+}
+# fmt: on
+SIZE_OF: dict[str, str] = {name: name.split('_')[1] for name in VARIANTS}  # 'convformer_<size>[_<fusion>]'
 
 
 def measured_on_current(name: str, entry: dict) -> bool:

@@ -2,10 +2,10 @@
 the embedded datasets, evaluation and plots.
 
 ``python -m hybrid_zoo.train`` (and ``accelerate launch -m hybrid_zoo.train``) runs the trainer; ``TrainConfig``
-and its command line live in ``hybrid_zoo_cli.train`` (no torch there, so ``--help`` is instant).
+and its command line live in ``hybrid_zoo_config.train`` (no torch there, so ``--help`` is instant).
 """
 
-from hybrid_zoo_cli.train import TrainConfigError
+from hybrid_zoo_config.train import TrainConfigError
 
 from .loop import (
     CheckpointError,
@@ -14,7 +14,7 @@ from .loop import (
     ResumeMismatchError,
     TrainConfig,
     fit,
-    main,
+    launch,
 )
 
 __all__ = [
@@ -25,5 +25,5 @@ __all__ = [
     'TrainConfig',
     'TrainConfigError',
     'fit',
-    'main',
+    'launch',
 ]

@@ -1,5 +1,10 @@
+"""``python -m hybrid_zoo.train [flags]``: what ``accelerate launch -m hybrid_zoo.train`` runs in each process; the
+flags are ``hybrid-zoo train``'s (``--help`` lists them)."""
+
 import sys
 
-from .loop import main
+from hybrid_zoo_config.train import config_from_args
 
-sys.exit(main())
+from .loop import launch
+
+sys.exit(launch(config_from_args()))

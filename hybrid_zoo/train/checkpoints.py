@@ -17,7 +17,7 @@ from typing import Any
 
 from hybrid_zoo.atomic import recover_dir, remove_debris, replace_dir, temp_dir_beside, write_json_atomic
 from hybrid_zoo.factory import sha256_file
-from hybrid_zoo_cli.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
+from hybrid_zoo_config.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
 
 logger = logging.getLogger('hybrid_zoo.train.loop')
 

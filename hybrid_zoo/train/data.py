@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from datasets import Image as HFImage
 from PIL import Image
 from timm.data import resolve_data_config
 
-from hybrid_zoo.hub.client import HubError
+from hybrid_zoo.normalization import for_channels
 from hybrid_zoo.train.checks import DataError, check_label_range, image_error, label_array
 from hybrid_zoo.train.embedded import (  # noqa: F401 (re-exported: the embedded datasets' home is embedded.py)
     EMBEDDED_CACHE,
@@ -46,7 +45,6 @@ from hybrid_zoo.train.embedded import (  # noqa: F401 (re-exported: the embedded
 )
 from hybrid_zoo.train.shards import check_push_target, push_shards, write_shards
 from hybrid_zoo.train.sources import create_source, looks_like_path  # noqa: F401 (re-exported)
-from hybrid_zoo_cli.data import build_parser
 
 logger = logging.getLogger('hybrid_zoo.train.data')  # not __name__: that is '__main__' under python -m
 
@@ -608,10 +606,7 @@ def model_data_config(model: torch.nn.Module, img_size: int | None = None, in_ch
     cfg = resolve_data_config(args=args, model=model)
     cfg['input_size'] = (in_chans, *cfg['input_size'][1:])
     for key in ('mean', 'std'):
-        values = tuple(float(v) for v in cfg[key])
-        if len(values) != in_chans:
-            values = (float(np.mean(values)),) * in_chans
-        cfg[key] = values
+        cfg[key] = for_channels(cfg[key], in_chans)
     return cfg
 
 
@@ -694,32 +689,42 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Command line: hybrid-zoo prepare-data
+# What hybrid-zoo prepare-data runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    out, fm_dir = Path(args.out_dir), Path(args.fashion_mnist_dir)
-    if args.source and not args.shards:
-        logger.error('--source %s needs --shards parquet|webdataset (it converts a dataset into shards)', args.source)
-        return 2
-    if args.push_to and not args.shards:
-        logger.error(
-            '--push-to %s needs --shards parquet|webdataset (what is pushed is the shard folder)', args.push_to
-        )
-        return 2
-    if args.shard_size < 1:
-        logger.error('--shard-size must be an integer >= 1, got %d', args.shard_size)
-        return 2
+def prepare_data(
+    which: str = 'all',
+    out_dir: str | os.PathLike = EMBEDDED_CACHE,
+    fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
+    overwrite: bool = False,
+    shards: str | None = None,
+    shard_size: int = 1000,
+    source: str | None = None,
+    push_to: str | None = None,
+    private: bool = False,
+) -> list[str]:
+    """Write the embedded datasets (``which``: 'all', 'fashion-mnist', 'digits' or 'default') under ``out_dir``, or,
+    with ``shards`` ('parquet' or 'webdataset'), them or ``source`` as shard folders, pushed to ``push_to`` when given.
+
+    Returns:
+        The folders written.
+
+    Raises:
+        DataError: ``source`` or ``push_to`` without ``shards``, ``shard_size`` below 1, or unreadable data.
+    """
+    out, fm_dir = Path(out_dir), Path(fashion_mnist_dir)
+    if source and not shards:
+        raise DataError(f'--source {source} needs --shards parquet|webdataset (it converts a dataset into shards)')
+    if push_to and not shards:
+        raise DataError(f'--push-to {push_to} needs --shards parquet|webdataset (what is pushed is the shard folder)')
+    if shard_size < 1:
+        raise DataError(f'--shard-size must be an integer >= 1, got {shard_size}')
     if out.exists() and not out.is_dir():
-        logger.error('--out-dir %s is a file; expected a folder (new, or one prepare-data wrote before)', out)
-        return 2
-    which = args.which
+        raise DataError(f'--out-dir {out} is a file; expected a folder (new, or one prepare-data wrote before)')
     if which == 'default':
         which = 'fashion-mnist' if fashion_mnist_available(fm_dir) else 'digits'
     jobs = []
-    if args.source:
+    if source:
         which = 'none'  # the given dataset is sharded; no embedded one is prepared
     if which in ('fashion-mnist', 'all'):
         if which == 'all' and not fashion_mnist_available(fm_dir):
@@ -732,23 +737,23 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(('fashion_mnist', lambda path: prepare_fashion_mnist(path, fm_dir)))
     if which in ('digits', 'all'):
         jobs.append(('digits', prepare_digits))
-    try:
-        if args.push_to:
-            check_push_target(args.push_to)  # an unusable repo id or token fails before any work
-        written = [prepare_once(name, prepare, out / name, args.overwrite) for name, prepare in jobs]
-        if args.shards:
-            sources = [args.source] if args.source else written
-            written = [_write_shard_folder(src, out, args) for src in sources]
-    except (DataError, HubError) as e:
-        logger.error('%s', e)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    if push_to:
+        check_push_target(push_to)  # an unusable repo id or token fails before any work
+    written = [prepare_once(name, prepare, out / name, overwrite) for name, prepare in jobs]
+    if shards:
+        sources = [source] if source else written
+        written = [
+            _write_shard_folder(src, out, shards=shards, shard_size=shard_size, push_to=push_to, private=private,
+                                overwrite=overwrite)
+            for src in sources
+        ]  # fmt: skip
+    return written
 
 
-def _write_shard_folder(source: str, out: Path, args) -> str:
-    """``source`` as ``args.shards`` shards in ``<out>/<name>-<format>``, pushed as a dataset repo when asked."""
+def _write_shard_folder(
+    source: str, out: Path, *, shards: str, shard_size: int, push_to: str | None, private: bool, overwrite: bool
+) -> str:
+    """``source`` as ``shards`` shards in ``<out>/<name>-<format>``, pushed as a dataset repo to ``push_to`` if given."""
     dd, display = open_dataset(source)
     first = next(iter(dd.values()))
     image_column, label_column = detect_columns(first.features)
@@ -758,20 +763,15 @@ def _write_shard_folder(source: str, out: Path, args) -> str:
     name = _display_name(display).replace('/', '_')
     folder = write_shards(
         dd,
-        out / f'{name}-{args.shards}',
-        args.shards,
-        args.shard_size,
+        out / f'{name}-{shards}',
+        shards,
+        shard_size,
         name,
         image_column,
         label_column,
         source=str(Path(source).resolve()) if Path(source).exists() else source,
-        overwrite=args.overwrite,
+        overwrite=overwrite,
     )
-    if args.push_to:
-        message = f'{args.shards} shards of {name} (hybrid-zoo prepare-data)'
-        push_shards(folder, args.push_to, private=args.private, message=message)
+    if push_to:
+        push_shards(folder, push_to, private=private, message=f'{shards} shards of {name} (hybrid-zoo prepare-data)')
     return str(folder)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

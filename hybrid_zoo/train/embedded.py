@@ -24,11 +24,10 @@ from sklearn.model_selection import train_test_split
 from hybrid_zoo.atomic import recover_dir, replace_dir, temp_dir_beside
 from hybrid_zoo.labels import DIGITS_CLASSES, FASHION_MNIST_CLASSES
 from hybrid_zoo.train.checks import DataError
+from hybrid_zoo_config.data import EMBEDDED_CACHE, FASHION_MNIST_DIR  # noqa: F401  (their one home, torch-free)
 
 logger = logging.getLogger('hybrid_zoo.train.data')
 
-EMBEDDED_CACHE = 'data'  # where --dataset default is prepared; never a user's data folder
-FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')  # Debian package dataset-fashion-mnist
 # what save_to_disk writes for a DatasetDict: the only files replacing a prepared folder may remove
 _SAVED_FILE = re.compile(r'dataset_dict\.json|[^/]+/(state\.json|dataset_info\.json|data-\d{5}-of-\d{5}\.arrow)')
 

@@ -1,7 +1,7 @@
 """Evaluate an image classifier on a dataset split: top-1 / top-5, per-class accuracy, a confusion-matrix PNG.
 
 The model is any timm model: a folder written by ``hybrid-zoo train`` (``<output_dir>/model``), an ``hf-hub:`` id or a
-registry name with pretrained weights. Runs on one process or many (``accelerate launch -m hybrid_zoo.train.evaluate``);
+registry name with pretrained weights. Runs on one process or many (``hybrid-zoo eval`` under ``accelerate launch``);
 predictions are gathered with ``gather_for_metrics``, so the padding of the last batch is not counted twice.
 
 Models are created and their weights loaded by ``hybrid_zoo.factory`` (one checked loader for every entry point);
@@ -10,10 +10,9 @@ its names are re-exported here for the trainer, which imports them from this mod
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from sklearn.metrics import confusion_matrix
 from timm.data import create_transform
+from torch import nn
 from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import sha256_file, write_json_atomic
@@ -34,7 +34,6 @@ from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.l
     UnknownModelError,
     check_model_name,
     create_model,
-    import_plugins,
     load_model,
     model_name,
     resolve_model_source,
@@ -49,9 +48,11 @@ from hybrid_zoo.train.data import (
     model_data_config,
 )
 from hybrid_zoo.train.plotting import plot_confusion_matrix
-from hybrid_zoo_cli.evaluate import build_parser
 
-logger = logging.getLogger('hybrid_zoo.train.evaluate')  # not __name__: that is '__main__' under python -m
+logger = logging.getLogger(__name__)
+
+# what a user can fix (a wrong path, split or model name): the command line reports them in one line, exit code 2
+USER_ERRORS = (DataError, ModelLoadError, PretrainedWeightsNotFoundError)  # UnknownModelError is a ModelLoadError
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Predictions and metrics
@@ -237,43 +238,48 @@ def _cpu_only_multiprocess() -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Command line: hybrid-zoo eval (the parser lives in hybrid_zoo_cli.evaluate, which starts without torch)
+# Deployed forms: calibration images, and what a form costs in accuracy
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rank0 = int(os.environ.get('RANK', '0')) == 0
-    logging.basicConfig(
-        level=logging.INFO if rank0 else logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
-    )
-    try:
-        results = evaluate(
-            args.model,
-            args.dataset,
-            args.split,
-            dataset_config=args.dataset_config,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            max_samples=args.max_samples,
-            img_size=args.img_size,
-            output_dir=args.output_dir,
-            mixed_precision=args.mixed_precision,
-            cpu=args.cpu,
-            embedded_cache=args.embedded_cache,
-        )
-    except (DataError, ModelLoadError, PretrainedWeightsNotFoundError) as e:  # UnknownModelError is a ModelLoadError
-        logger.error('%s', e)
-        return 2
-    if rank0:
-        width = max(map(len, results['per_class']), default=0)
-        for cls, acc in results['per_class'].items():
-            logger.info('  %-*s %s', width, cls, 'n/a' if acc is None else f'{acc:6.2f}%')
-        summary = {k: results[k] for k in ('model', 'dataset', 'split', 'num_samples', 'top1', 'top5', 'loss')}
-        print(json.dumps(summary))
-    return 0
+def eval_loader(model: nn.Module, dataset: str, split: str, samples: int | None, batch_size: int = 64):
+    """Batches ``(x, y)`` of ``split`` of ``dataset`` (a seeded subset of ``samples`` rows, or all) as the model sees
+    them at evaluation: its data config and eval transform, in one process."""
+    part, _, name = load_eval_split(dataset, split, max_samples=samples, seed=0)
+    data_cfg = model_data_config(model)
+    ds = ImageClassificationDataset(part, create_transform(**data_cfg), data_cfg['input_size'][0], name)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+def calibration_batches(model: nn.Module, dataset: str, split: str = 'train', samples: int = 256) -> list[torch.Tensor]:
+    """``samples`` images (a seeded random subset) of ``split``, transformed for ``model``: int8 calibration data."""
+    return [x for x, _ in eval_loader(model, dataset, split, samples, batch_size=32)]
+
+
+def compare_accuracy(
+    model: nn.Module,
+    runs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    dataset: str,
+    split: str = 'test',
+    samples: int | None = None,
+) -> dict:
+    """Top-1 (%) of the fp32 eager model and of each deployed form of it in ``runs`` on ``split``, in one pass over
+    the data, and how often each form's top-1 class agrees with fp32's (the price of an int8 form, for example).
+    ``runs`` maps a key prefix to a form (a callable from a batch to logits, such as ``hybrid_zoo.deploy.build(...)
+    .run``): its figures are ``<prefix>int8_top1``, ``<prefix>top1_change`` and ``<prefix>top1_agreement``."""
+    model = model.eval()
+    fp32, correct, agree, total = 0, dict.fromkeys(runs, 0), dict.fromkeys(runs, 0), 0
+    for x, y in eval_loader(model, dataset, split, samples):
+        with torch.inference_mode():
+            a = model(x).argmax(1)
+        fp32 += int((a == y).sum())
+        total += len(y)
+        for prefix, run in runs.items():
+            b = run(x).argmax(1)
+            correct[prefix] += int((b == y).sum())
+            agree[prefix] += int((a == b).sum())
+    out = {'split': split, 'images': total, 'fp32_top1': round(100 * fp32 / total, 3)}
+    for p in runs:
+        out[f'{p}int8_top1'] = round(100 * correct[p] / total, 3)
+        out[f'{p}top1_change'] = round(100 * (correct[p] - fp32) / total, 3)
+        out[f'{p}top1_agreement'] = round(100 * agree[p] / total, 3)
+    return out

@@ -1,7 +1,7 @@
 """Train or fine-tune any timm model on any Hugging Face image dataset with Accelerate, one process or many.
 
-The same code runs ``python -m hybrid_zoo.train.loop`` (one process) and ``accelerate launch -m hybrid_zoo.train.loop``
-(N GPUs, N machines, or N CPU processes over gloo). The pieces are the libraries' own: timm builds the model,
+The same code runs ``hybrid-zoo train`` or ``python -m hybrid_zoo.train`` (one process) and ``accelerate launch -m
+hybrid_zoo.train`` (N GPUs, N machines, or N CPU processes over gloo). The pieces are the libraries' own: timm builds the model,
 transforms, mixup, optimizer (``create_optimizer_v2``), schedule (``create_scheduler_v2``, stepped per update) and
 EMA (``ModelEmaV3``); Accelerate does devices, processes, mixed precision, gradient accumulation, checkpoint state
 and trackers; ``datasets`` holds the data.
@@ -23,8 +23,8 @@ is removed at start. A resumed run must use the options of the run that wrote th
 and its checkpoint must match the sha256 manifest written when it was saved; ``checkpoints/best`` is repaired from
 ``last`` when a kill came between writing the two.
 
-``TrainConfig`` holds every option; it and the command line generated from its fields live in ``hybrid_zoo_cli.train``
-(no torch, so ``--help`` starts at once) and are re-exported here.
+``TrainConfig`` holds every option; it and the command line generated from its fields live in
+``hybrid_zoo_config.train`` (no torch, so ``--help`` starts at once) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,21 +91,17 @@ from hybrid_zoo.train.evaluate import (
     _fresh_accelerator,
     classification_metrics,
     create_model,
-    import_plugins,
     model_name,
     predict,
     resolve_model_source,
 )
 from hybrid_zoo.train.plotting import plot_confusion_matrix, plot_training_curves
 from hybrid_zoo.train.streaming import StreamBatches, describe_slots, open_stream, samples_per_epoch, wants_streaming
-from hybrid_zoo_cli.train import (  # noqa: F401 (re-exported)
+from hybrid_zoo_config.train import (  # noqa: F401 (re-exported)
     RESUME_MAY_CHANGE,
     RESUME_MUST_MATCH,
-    KeyValueAction,
     TrainConfig,
     TrainConfigError,
-    build_parser,
-    config_from_args,
 )
 
 logger = logging.getLogger('hybrid_zoo.train.loop')  # not __name__: that is '__main__' under python -m
@@ -126,7 +121,6 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     Raises:
         TrainConfigError: constructor arguments (``--model-kwargs``, drop rates) the model does not accept.
     """
-    import_plugins()
     name, pretrained = resolve_model_source(cfg.model, cfg.pretrained)
     kwargs = dict(cfg.model_kwargs, num_classes=num_classes)
     for key in ('in_chans', 'drop_rate', 'drop_path_rate'):
@@ -494,7 +488,6 @@ class _Data(NamedTuple):
 def _setup(cfg: TrainConfig) -> _Setup:
     """Accelerator, output folder, data, model, optimizer, schedule, EMA; the resumed state when resuming."""
 
-    import_plugins()
     out = cfg.resolved_output_dir()
     started = time.perf_counter()
     acc = _start_accelerator(cfg, out)
@@ -915,8 +908,27 @@ def _finish(s: _Setup, final: dict | None, final_ema: dict | None) -> dict:
     return {**summary, **{k: v for k, v in results.items() if k != 'label_names'}, 'model_dir': str(out / 'model')}
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_args(argv)
+# what a user can fix: one line on stderr and exit code 2, no traceback
+USER_ERRORS = (
+    DataError,
+    ModelLoadError,  # UnknownModelError is one
+    PretrainedWeightsNotFoundError,
+    TrainConfigError,
+    OutputDirError,
+    ResumeMismatchError,
+    CheckpointError,
+    NonFiniteLossError,
+)
+
+
+def launch(cfg: TrainConfig) -> int:
+    """One process of a training launch (``hybrid-zoo train``, or each process of ``accelerate launch -m
+    hybrid_zoo.train``): logging by rank, :func:`fit`, and an exit code; rank 0 prints the run's summary as one JSON
+    line on stdout.
+
+    Returns:
+        0 when the run finished or stopped as asked, 2 (the reason logged in one line) for :data:`USER_ERRORS`.
+    """
     rank0 = int(os.environ.get('RANK', '0')) == 0
     logging.basicConfig(
         level=logging.INFO if rank0 else logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
@@ -925,23 +937,10 @@ def main(argv: list[str] | None = None) -> int:
         datasets.disable_progress_bars()
     try:
         result = fit(cfg)
-    except (
-        DataError,
-        ModelLoadError,  # UnknownModelError is one
-        PretrainedWeightsNotFoundError,
-        TrainConfigError,
-        OutputDirError,
-        ResumeMismatchError,
-        CheckpointError,
-        NonFiniteLossError,
-    ) as e:
+    except USER_ERRORS as e:
         logger.error('%s', e)
         return 2
     if rank0:
         keys = ('model', 'top1', 'top5', 'weights', 'val_source', 'epochs_done', 'train_time_s', 'model_dir')
         print(json.dumps({k: result.get(k) for k in keys}))
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -62,7 +62,7 @@ def test_kv_ab_block_reads_its_results_file():
 def test_comparison_tables_follow_the_benchmark(tmp_path):
     import shutil
 
-    from hybrid_zoo.benchmarks import docs as render
+    from hybrid_zoo_cli import render as render_cli
 
     results = tmp_path / 'results'
     results.mkdir()
@@ -71,7 +71,7 @@ def test_comparison_tables_follow_the_benchmark(tmp_path):
     readme = tmp_path / 'README.md'
     readme.write_text('<!-- BEGIN fmnist_table -->\n<!-- END fmnist_table -->\n')
     argv = ['--readme', str(readme), '--results', str(results), '--no-figures']
-    assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
+    assert render_cli.main(argv) == 0 and render_cli.main([*argv, '--check']) == 0
     for name in ('fmnist-cpu64.md', 'profile-cpu.md'):
         assert (results / name).read_text() == (RESULTS_DIR / name).read_text(), name
     # a new benchmark run changes the speed column and the verdicts: both are stale until re-rendered
@@ -80,8 +80,8 @@ def test_comparison_tables_follow_the_benchmark(tmp_path):
     label = 'convformer_small_late img/s >= 1.4x coatnet_0_rw_224'
     next(t for t in bench['targets'] if t['label'] == label).update(measured=1.5, passed=True)
     (results / 'bench-cpu.json').write_text(json.dumps(bench))
-    assert render.main([*argv, '--check']) == 1
-    assert render.main(argv) == 0 and render.main([*argv, '--check']) == 0
+    assert render_cli.main([*argv, '--check']) == 1
+    assert render_cli.main(argv) == 0 and render_cli.main([*argv, '--check']) == 0
     assert '| 123.4 |' in (results / 'fmnist-cpu64.md').read_text() and '| 123.4 |' in readme.read_text()
     profile = json.loads((results / 'profile-cpu.json').read_text())
     assert next(t for t in profile['targets'] if t['target'] == label)['verdict'] == 'met'

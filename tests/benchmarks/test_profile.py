@@ -10,6 +10,7 @@ import pytest
 from hybrid_zoo.benchmarks import profile, profile_ops, profile_report, profile_training
 from hybrid_zoo.benchmarks.speed import MALLOC_NO_TRIM
 from hybrid_zoo.flops import count_macs
+from hybrid_zoo_cli import profile as profile_cli
 
 
 def test_categories_cover_the_forward_and_count_flops():
@@ -34,7 +35,7 @@ def test_cli_writes_json_md_png(tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     out = tmp_path / 'profile-cpu.json'
     argv = ['--models', 'test_convnext', '--batch-size', '1', '--img-size', '64', '--iters', '1', '--out', str(out)]
-    assert profile.main([*argv, '--train-batch-size', '2', '--train-iters', '1']) == 0
+    assert profile_cli.main([*argv, '--train-batch-size', '2', '--train-iters', '1']) == 0
     data = json.loads(out.read_text())
     assert [m['model'] for m in data['models']] == ['test_convnext'] and data['reference_gflop_s'] > 0
     assert [m['model'] for m in data['training']] == ['test_convnext'] and data['train_batch'] == 2
@@ -42,9 +43,9 @@ def test_cli_writes_json_md_png(tmp_path, monkeypatch):
     assert md.count('`test_convnext`') == 2 and 'Training step (batch 2)' in md
     assert out.with_suffix('.png').stat().st_size > 0
     (out.with_suffix('.md')).write_text('stale')
-    assert profile.main([*argv, '--report-only']) == 0  # re-rendered from the JSON, nothing measured
+    assert profile_cli.main([*argv, '--report-only']) == 0  # re-rendered from the JSON, nothing measured
     assert md == out.with_suffix('.md').read_text()
-    assert profile.main([*argv, '--no-train']) == 0
+    assert profile_cli.main([*argv, '--no-train']) == 0
     assert json.loads(out.read_text())['training'] == [] and 'Training step' not in out.with_suffix('.md').read_text()
 
 

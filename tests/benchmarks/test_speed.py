@@ -20,6 +20,7 @@ from hybrid_zoo.benchmarks import speed as bench
 from hybrid_zoo.benchmarks import speed_report as bench_report
 from hybrid_zoo.benchmarks.speed_report import REFERENCE, TARGETS, Target, evaluate_targets, summarise
 from hybrid_zoo.flops import count_macs, count_params
+from hybrid_zoo_cli import bench as bench_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ['--batch-size', '2', '--img-size', '64', '--rounds', '1', '--warmup', '1', '--iters', '1']
@@ -31,7 +32,7 @@ def smoke(tmp_path_factory) -> tuple[int, Path, dict]:
     out = tmp_path_factory.mktemp('bench')
     argv = ['--models', 'convformer_tiny', 'test_convnext', *TINY, '--out-dir', str(out)]
     argv += ['--reference-batch', '1', '--reference-mm-size', '256', '--reference-iters', '1']
-    rc = bench.main(argv)
+    rc = bench_cli.main(argv)
     return rc, out, json.loads((out / 'bench-cpu.json').read_text())
 
 
@@ -85,7 +86,9 @@ def test_report_only_rerenders_with_top1(smoke, tmp_path):
     _, out, measured = smoke
     top1 = tmp_path / 'top1.csv'
     top1.write_text('model,top1\ntest_convnext.a_tag,70.5\ntest_convnext.b_tag,71.25\nconvformer_tiny,75\n')
-    rc = bench.main(['--report-only', str(out / 'bench-cpu.json'), '--top1-csv', str(top1), '--out-dir', str(tmp_path)])
+    rc = bench_cli.main(
+        ['--report-only', str(out / 'bench-cpu.json'), '--top1-csv', str(top1), '--out-dir', str(tmp_path)]
+    )
     assert rc == 0
     doc = json.loads((tmp_path / 'bench-cpu.json').read_text())
     assert doc['models']['test_convnext']['top1'] == 71.25 and doc['models']['convformer_tiny']['top1'] == 75
@@ -239,9 +242,11 @@ def _gpu_tool():
 
 @pytest.mark.parametrize('entry', ['bench', 'cli', 'gpu'])
 def test_help_exits_zero(entry, capsys):
-    from hybrid_zoo import cli
+    import hybrid_zoo_cli as cli
 
-    run = {'bench': bench.main, 'cli': lambda a: cli.main(['bench', *a]), 'gpu': lambda a: _gpu_tool().main(a)}[entry]
+    run = {'bench': bench_cli.main, 'cli': lambda a: cli.main(['bench', *a]), 'gpu': lambda a: _gpu_tool().main(a)}[
+        entry
+    ]
     with pytest.raises(SystemExit) as exc:
         run(['--help'])
     assert exc.value.code == 0
@@ -307,7 +312,7 @@ def test_native_crash_in_channels_last_training_is_retried_in_nchw(tmp_path, mon
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv('PYTHONPATH', str(tmp_path))  # the workers import it too
     argv = ['--models', 'hz_test_crashy', *TINY, '--no-reference', '--import', 'hz_crashy', '--out-dir', str(tmp_path)]
-    assert bench.main(argv) == 0
+    assert bench_cli.main(argv) == 0
     doc = json.loads((tmp_path / 'bench-cpu.json').read_text())
     row = doc['models']['hz_test_crashy']
     assert row['error'] is None and row['infer_img_s'] > 0 and row['train_img_s'] > 0
@@ -335,7 +340,7 @@ def test_deployment_modes_are_columns_checked_against_eager(tmp_path):
     """--modes: each mode timed in the same worker as eager, with its parity, build time, table and plot."""
     argv = ['--models', 'test_convnext', *TINY, '--out-dir', str(tmp_path), '--no-train', '--no-latency']
     argv += ['--no-reference', '--modes', 'compiled', 'onnxruntime', 'int8', '--name', 'modes']
-    assert bench.main(argv) == 0
+    assert bench_cli.main(argv) == 0
     doc = json.loads((tmp_path / 'modes.json').read_text())
     modes = doc['models']['test_convnext']['modes']
     assert list(modes) == ['eager', 'compiled', 'onnxruntime', 'int8']

@@ -14,6 +14,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 from hybrid_zoo.factory import sha256_file
 from hybrid_zoo.hub import client as hub
+from hybrid_zoo_cli import push as push_cli
 
 pytestmark = [
     pytest.mark.hub,
@@ -214,11 +215,11 @@ def test_dataset_round_trip(hub_server, hf_token):
 
 def test_cli_push_and_dry_run(tmp_path, hub_server, hf_token, capsys):
     make_run(tmp_path, arch='test_resnet')
-    assert hub.main([str(tmp_path), 'alice/cli-demo', '--dry-run']) == 0
+    assert push_cli.main([str(tmp_path), 'alice/cli-demo', '--dry-run']) == 0
     listing = capsys.readouterr().out
     assert 'model.safetensors' in listing and 'README.md' in listing and 'pytorch_model.bin' not in listing
     assert not HfApi().repo_exists('alice/cli-demo')
-    assert hub.main([str(tmp_path), 'alice/cli-demo', '--revision', 'v1', '--commit-message', 'from the CLI']) == 0
+    assert push_cli.main([str(tmp_path), 'alice/cli-demo', '--revision', 'v1', '--commit-message', 'from the CLI']) == 0
     assert '/alice/cli-demo/commit/' in capsys.readouterr().out
     assert HfApi().list_repo_commits('alice/cli-demo', revision='v1')[0].title == 'from the CLI'
 

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hybrid_zoo.hub.server import DataDirError, HubServer, build_parser, main, parse_tokens
+from hybrid_zoo.hub.server import DataDirError, HubServer, parse_tokens
+from hybrid_zoo_cli.hub_server import build_parser, main
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import hybrid_zoo
 from hybrid_zoo.atomic import read_json
 from hybrid_zoo.benchmarks.model_stats import model_stats
 from hybrid_zoo.benchmarks.results import RESULTS_DIR
-from hybrid_zoo.export import export_onnx, graph_breaks, onnx_max_abs_diff, reparameterize
+from hybrid_zoo.deploy import export_onnx, graph_breaks, onnx_max_abs_diff, reparameterize
 from hybrid_zoo.flops import count_macs, count_params
 
 NAMES = hybrid_zoo.list_variants()

@@ -53,9 +53,9 @@ def test_factory_is_core_and_every_tier_uses_it():
     from hybrid_zoo.benchmarks import speed_worker as speed
     from hybrid_zoo.hub import client
     from hybrid_zoo.train import evaluate
-    from hybrid_zoo_cli.bench import BenchConfig
+    from hybrid_zoo_config.bench import BenchConfig
 
-    for name in ('create_model', 'load_model', 'resolve_model_source', 'model_name', 'import_plugins'):
+    for name in ('create_model', 'load_model', 'resolve_model_source', 'model_name'):
         assert getattr(evaluate, name) is getattr(factory, name)  # the trainer imports these from evaluate
     assert evaluate.UnknownModelError is factory.UnknownModelError
     assert client.build_from_folder is factory.build_from_folder

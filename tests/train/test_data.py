@@ -12,6 +12,7 @@ from PIL import Image
 from hybrid_zoo import atomic
 from hybrid_zoo.train import data, embedded
 from hybrid_zoo.train.data import DataError
+from hybrid_zoo_cli import data as data_cli
 
 pytestmark = pytest.mark.train
 
@@ -215,8 +216,8 @@ def test_one_channel_data_config_and_transforms():
 
 
 def test_prepare_data_cli(tmp_path, capsys):
-    parser = data.build_parser()
+    parser = data_cli.build_parser()
     assert all(a.help for a in parser._actions)
-    assert data.main(['--dataset', 'digits', '--out-dir', str(tmp_path)]) == 0
+    assert data_cli.main(['--dataset', 'digits', '--out-dir', str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / 'digits')
     assert (tmp_path / 'digits' / 'dataset_dict.json').is_file()

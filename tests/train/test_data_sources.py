@@ -18,6 +18,9 @@ from PIL import Image
 
 from hybrid_zoo.train import data, embedded
 from hybrid_zoo.train.data import DataError
+from hybrid_zoo_cli import data as data_cli
+from hybrid_zoo_cli import evaluate as eval_cli
+from hybrid_zoo_cli import train as train_cli
 
 pytestmark = pytest.mark.train
 
@@ -123,7 +126,6 @@ def test_data_dir_is_refused_before_anything_runs(command, tmp_path, capsys):
 
 
 def test_train_cli_data_dir_writes_nothing(tmp_path, monkeypatch):
-    from hybrid_zoo.train import loop as T
 
     monkeypatch.setattr(embedded, 'fashion_mnist_available', lambda *a: False)  # were the flag taken: digits, quickly
     mine = tmp_path / 'my_images'
@@ -131,7 +133,7 @@ def test_train_cli_data_dir_writes_nothing(tmp_path, monkeypatch):
     argv = ['--model', 'test_convnext', '--img-size', '32', '--in-chans', '1', '--epochs', '1', '--workers', '0']
     argv += ['--max-train-samples', '32', '--batch-size', '16', '--output-dir', str(tmp_path / 'run')]
     with pytest.raises(SystemExit) as e:
-        T.main(['--data-dir', str(mine)] + argv)
+        train_cli.main(['--data-dir', str(mine)] + argv)
     assert e.value.code == 2 and not list(mine.iterdir()) and not (tmp_path / 'run').exists()
 
 
@@ -156,12 +158,13 @@ def test_missing_paths_fail_at_once(tmp_path):
 
 
 def test_missing_path_cli_exit_code_2(tmp_path, caplog, capsys):
-    from hybrid_zoo.train import evaluate as E
-    from hybrid_zoo.train import loop as T
 
     typo = str(tmp_path / 'imgs_typo')
-    assert T.main(['--dataset', typo, '--model', 'test_convnext', '--workers', '0', '--output-dir', str(tmp_path)]) == 2
-    assert E.main(['--model', 'test_convnext', '--dataset', typo, '--workers', '0']) == 2
+    assert (
+        train_cli.main(['--dataset', typo, '--model', 'test_convnext', '--workers', '0', '--output-dir', str(tmp_path)])
+        == 2
+    )
+    assert eval_cli.main(['--model', 'test_convnext', '--dataset', typo, '--workers', '0']) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     hint = 'expected an existing save_to_disk folder, imagefolder directory or parquet file(s); a Hub id is written'
     assert errors == [f'no such folder/file: {typo} ({hint} org/name)'] * 2
@@ -251,7 +254,7 @@ def test_prepare_data_writes_fashion_mnist_and_digits(tmp_path, capsys):
         _write_idx(idx / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 255, (n, 28, 28)))
         _write_idx(idx / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
     out = tmp_path / 'data'
-    assert data.main(['--out', str(out), '--fashion-mnist-dir', str(idx)]) == 0  # as the README writes it
+    assert data_cli.main(['--out', str(out), '--fashion-mnist-dir', str(idx)]) == 0  # as the README writes it
     assert capsys.readouterr().out.split() == [str(out / 'fashion_mnist'), str(out / 'digits')]
     expected = {
         'fashion_mnist': (list(FASHION_MNIST_CLASSES), 20, 10),
@@ -267,8 +270,10 @@ def test_prepare_data_writes_fashion_mnist_and_digits(tmp_path, capsys):
 
 
 def test_train_config_has_one_home():
-    import hybrid_zoo_cli.train as light
-    from hybrid_zoo.train import loop as T
+    import hybrid_zoo.train as train
+    import hybrid_zoo_config.train as light
+    from hybrid_zoo.train import checkpoints, loop
 
-    assert T.TrainConfig is light.TrainConfig and T.config_from_args is light.config_from_args
-    assert T.KeyValueAction is light.KeyValueAction
+    assert train.TrainConfig is loop.TrainConfig is checkpoints.TrainConfig is light.TrainConfig
+    assert loop.RESUME_MUST_MATCH is checkpoints.RESUME_MUST_MATCH is light.RESUME_MUST_MATCH
+    assert train.TrainConfigError is loop.TrainConfigError is light.TrainConfigError

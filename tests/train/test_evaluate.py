@@ -13,6 +13,7 @@ from hybrid_zoo.train import data
 from hybrid_zoo.train import evaluate as E
 from hybrid_zoo.train.data import DataError
 from hybrid_zoo.train.loop import TrainConfig, build_model, fit
+from hybrid_zoo_cli import evaluate as eval_cli
 
 pytestmark = pytest.mark.train
 
@@ -94,10 +95,10 @@ def test_model_sources_and_suggestions(tmp_path):
 def test_eval_cli(trained, tmp_path, capsys):
     digits, model_dir, result = trained
     argv = ['--model', str(model_dir), '--dataset', str(digits), '--workers', '0', '--output-dir', str(tmp_path)]
-    assert E.main(argv) == 0
+    assert eval_cli.main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary['num_samples'] == 360 and summary['top1'] == pytest.approx(result['top1'], abs=1e-3)
-    assert E.main(['--model', str(model_dir), '--dataset', str(digits), '--split', 'validation']) == 2
+    assert eval_cli.main(['--model', str(model_dir), '--dataset', str(digits), '--split', 'validation']) == 2
 
 
 def test_pickle_only_folder_is_refused_by_eval_and_train(trained, tmp_path, caplog):
@@ -109,7 +110,7 @@ def test_pickle_only_folder_is_refused_by_eval_and_train(trained, tmp_path, capl
     folder.mkdir()
     (folder / 'config.json').write_bytes((model_dir / 'config.json').read_bytes())
     torch.save(load_file(model_dir / 'model.safetensors'), folder / 'pytorch_model.bin')
-    assert E.main(['--model', str(folder), '--dataset', str(digits), '--workers', '0']) == 2
+    assert eval_cli.main(['--model', str(folder), '--dataset', str(digits), '--workers', '0']) == 2
     assert 'pytorch_model.bin is a pickle' in caplog.text and 'allow_pickle=True' in caplog.text
     cfg = TrainConfig(model='test_convnext', pretrained=str(folder), dataset=str(digits), output_dir=str(tmp_path))
     with pytest.raises(PickleRefusedError, match='it was not loaded'):

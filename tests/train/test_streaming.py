@@ -26,10 +26,11 @@ from hybrid_zoo.train import data
 from hybrid_zoo.train.checkpoints import verify_checkpoint
 from hybrid_zoo.train.shards import shard_counts, write_shards
 from hybrid_zoo.train.streaming import AUDIT_ENV
+from hybrid_zoo_cli import data as data_cli
 
 pytestmark = [pytest.mark.train]
 
-TRAIN = [sys.executable, '-m', 'hybrid_zoo.train.loop']
+TRAIN = [sys.executable, '-m', 'hybrid_zoo.train']
 # a tiny timm model, 32 px grayscale: seconds per run
 COMMON = ['--model', 'test_convnext', '--img-size', '32', '--in-chans', '1', '--batch-size', '8', '--streaming']
 COMMON += ['--drop-path-rate', '0', '--lr', '2e-3', '--shuffle-buffer', '64']
@@ -177,7 +178,7 @@ def hub_digits(digits, hub_server, hf_token, tmp_path, monkeypatch):
     """The digits as webdataset shards in the dataset repo alice/digits-wds of the local Hub server."""
     _, root = digits
     monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf-home'))
-    rc = data.main(['--out-dir', str(tmp_path / 'prep'), '--shards', 'webdataset', '--shard-size', '180',
+    rc = data_cli.main(['--out-dir', str(tmp_path / 'prep'), '--shards', 'webdataset', '--shard-size', '180',
                     '--source', str(root / 'digits'), '--push-to', 'alice/digits-wds'])  # fmt: skip
     assert rc == 0
     return 'alice/digits-wds'
@@ -186,7 +187,7 @@ def hub_digits(digits, hub_server, hf_token, tmp_path, monkeypatch):
 @pytest.mark.hub
 @pytest.mark.slow
 def test_two_machines_read_disjoint_shards_and_match_one_process(hub_digits, tmp_path):
-    args = ['-m', 'hybrid_zoo.train.loop', *COMMON, '--dataset', hub_digits, '--epochs', '2']
+    args = ['-m', 'hybrid_zoo.train', *COMMON, '--dataset', hub_digits, '--epochs', '2']
     args += ['--samples-per-epoch', '256', '--workers', '1', '--max-val-samples', '64', '--mixed-precision', 'no']
     env = _env(ACCELERATE_USE_CPU='1', HF_HUB_DISABLE_XET='1')
 
@@ -230,7 +231,7 @@ def test_two_machines_read_disjoint_shards_and_match_one_process(hub_digits, tmp
 @pytest.mark.hub
 @pytest.mark.slow
 def test_a_killed_machine_fails_the_run_loudly_and_keeps_the_checkpoint(hub_digits, tmp_path):
-    args = ['-m', 'hybrid_zoo.train.loop', *COMMON, '--dataset', hub_digits, '--epochs', '3']
+    args = ['-m', 'hybrid_zoo.train', *COMMON, '--dataset', hub_digits, '--epochs', '3']
     args += ['--samples-per-epoch', '512', '--workers', '1', '--max-val-samples', '64', '--checkpoint-every', '4']
     out = tmp_path / 'run'
     env = _env(ACCELERATE_USE_CPU='1', HF_HUB_DISABLE_XET='1')

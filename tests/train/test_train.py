@@ -19,6 +19,10 @@ from hybrid_zoo.train import loop as T
 from hybrid_zoo.train.data import DataError
 from hybrid_zoo.train.evaluate import UnknownModelError, evaluate
 from hybrid_zoo.train.loop import NonFiniteLossError, ResumeMismatchError, TrainConfig, fit
+from hybrid_zoo_cli import data as data_cli
+from hybrid_zoo_cli import evaluate as eval_cli
+from hybrid_zoo_cli import train as train_cli
+from hybrid_zoo_config.train import config_from_args
 
 pytestmark = pytest.mark.train
 
@@ -71,7 +75,7 @@ def test_main_job_convformer_cli(tmp_path, digits, capsys):
     argv += ['--epochs', '2', '--batch-size', '32', '--max-train-samples', '256', '--max-val-samples', '120']
     argv += ['--workers', '0', '--lr', '2e-3']
     argv += ['--warmup-epochs', '0.3', '--scale', '0.6', '1', '--hflip', '0', '--ema', '--log-with', 'tensorboard']
-    assert T.main(argv + ['--output-dir', str(out)]) == 0
+    assert train_cli.main(argv + ['--output-dir', str(out)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     model_dir = out / 'model'
     assert summary['model_dir'] == str(model_dir) and summary['epochs_done'] == 2
@@ -121,6 +125,7 @@ def test_main_job_convformer_cli(tmp_path, digits, capsys):
 def test_demo_tests_on_the_split_that_chose_nothing(tmp_path, digits, monkeypatch, capsys):
     """The demo validates (picks the weights) on rows carved from train; its headline is the whole test split."""
     from hybrid_zoo import demo
+    from hybrid_zoo_cli import demo as demo_cli
 
     def digits_only(cache):
         return 'digits', str(digits)
@@ -128,7 +133,7 @@ def test_demo_tests_on_the_split_that_chose_nothing(tmp_path, digits, monkeypatc
     monkeypatch.setattr(data, 'prepare_default', digits_only)
     monkeypatch.setattr(demo, 'prepare_default', digits_only, raising=False)  # when demo imports it by name
     argv = ['--model', 'test_convnext', '--epochs', '1', '--train-samples', '64', '--img-size', '32']
-    assert demo.main(argv + ['--batch-size', '16', '--workers', '0', '--output-dir', str(tmp_path)]) == 0
+    assert demo_cli.main(argv + ['--batch-size', '16', '--workers', '0', '--output-dir', str(tmp_path)]) == 0
     summary = json.loads((tmp_path / 'demo_summary.json').read_text())
     assert summary['val_source'] == 'validation carved from train, 10%, stratified, seed 42'
     assert (summary['test_split'], summary['test_samples']) == ('test', 360)
@@ -233,7 +238,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, digits, monkeypatch)
 def test_diverging_lr_is_caught(tmp_path, digits, caplog):
     argv = ['--model', 'test_convnext', '--dataset', str(digits), '--img-size', '32', '--in-chans', '1', '--workers']
     argv += ['0', '--max-train-samples', '64', '--batch-size', '16', '--opt', 'sgd', '--lr', '1e6', '--warmup-epochs']
-    assert T.main(argv + ['0', '--output-dir', str(tmp_path)]) == 2
+    assert train_cli.main(argv + ['0', '--output-dir', str(tmp_path)]) == 2
     assert 'training loss is nan' in caplog.text and 'No checkpoint had been written yet' in caplog.text
 
 
@@ -249,7 +254,7 @@ def test_unknown_model_suggests_close_names(tmp_path, digits):
 
 def test_missing_columns_named_in_cli_error(tmp_path, digits, caplog):
     argv = ['--model', 'test_convnext', '--dataset', str(digits), '--image-column', 'pixels', '--workers', '0']
-    assert T.main(argv + ['--output-dir', str(tmp_path)]) == 2
+    assert train_cli.main(argv + ['--output-dir', str(tmp_path)]) == 2
     assert "dataset has no column 'pixels'; it has columns {'image': 'Image', 'label': 'ClassLabel'}" in caplog.text
 
 
@@ -295,18 +300,17 @@ def test_resume_refuses_other_model_or_data(one_epoch_checkpoint):
 
 
 def test_cli_help_explains_every_flag(capsys):
-    from hybrid_zoo import cli
-    from hybrid_zoo.train import evaluate as E
+    import hybrid_zoo_cli as cli
 
-    for module in (T, E, data):
+    for module in (train_cli, eval_cli, data_cli):
         actions = module.build_parser()._actions
         assert all(a.help and len(a.help) > 10 for a in actions), module.__name__
     with pytest.raises(SystemExit) as e:
         cli.main(['train', '--help'])
     assert e.value.code == 0 and '--grad-accum-steps' in capsys.readouterr().out
-    cfg = T.config_from_args(['--model-kwargs', 'drop_path_rate=0.1', 'act=gelu', '--scale', '0.5', '1', '--ema'])
+    cfg = config_from_args(['--model-kwargs', 'drop_path_rate=0.1', 'act=gelu', '--scale', '0.5', '1', '--ema'])
     assert cfg.model_kwargs == {'drop_path_rate': 0.1, 'act': 'gelu'} and cfg.scale == (0.5, 1.0) and cfg.ema
-    assert dataclasses.asdict(T.config_from_args([])) == dataclasses.asdict(TrainConfig())
+    assert dataclasses.asdict(config_from_args([])) == dataclasses.asdict(TrainConfig())
 
 
 def test_metrics_log_survives_interrupted_epoch(tmp_path):

@@ -20,7 +20,7 @@ def test_accelerate_launch_two_cpu_processes_train_and_resume(tmp_path):
     # --cpu would silently run ONE process; --multi_gpu with ACCELERATE_USE_CPU=1 gives 2 gloo processes
     launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2']
     launch += ['--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '0']
-    args = ['-m', 'hybrid_zoo.train.loop', '--model', 'test_convnext', '--dataset', str(tmp_path / 'digits')]
+    args = ['-m', 'hybrid_zoo.train', '--model', 'test_convnext', '--dataset', str(tmp_path / 'digits')]
     args += ['--img-size', '32', '--in-chans', '1', '--epochs', '2', '--batch-size', '8', '--max-train-samples', '64']
     args += ['--max-val-samples', '64', '--workers', '1', '--output-dir', str(out), '--ema']
     env = dict(os.environ, ACCELERATE_USE_CPU='1', OMP_NUM_THREADS='1')

@@ -6,7 +6,7 @@ read at import; the server speaks LFS, not Xet). It keeps users and tokens, priv
 cannot see, owner-only writes, branches, tags and PR refs, LFS uploads, model/dataset/space repos and
 commit history, in a content-addressed store on disk (``store.py``). The standard library is its only
 dependency (PyYAML, when installed, parses model card metadata), and its modules import each other relatively,
-so ``hybrid_zoo_cli.hub_server`` can run it without the model package (torch and timm).
+so ``hybrid-zoo hub-server`` can run it without the model package (torch and timm).
 
 From the command line (tokens in a file or ``HZ_HUB_TOKENS`` stay out of ``ps``)::
 
@@ -17,19 +17,15 @@ From the command line (tokens in a file or ``HZ_HUB_TOKENS`` stay out of ``ps``)
 
 from __future__ import annotations
 
-import errno
-import logging
 import os
-import signal
-import sys
 from collections.abc import Iterable, Mapping
-
-from hybrid_zoo_cli.hub_server import TOKENS_ENV, build_parser
 
 from .server import HubServer
 from .store import DataDirError, Store, StoreError
 
-__all__ = ['HubServer', 'Store', 'StoreError', 'DataDirError', 'build_parser', 'main', 'parse_tokens', 'read_tokens']
+__all__ = ['TOKENS_ENV', 'HubServer', 'Store', 'StoreError', 'DataDirError', 'parse_tokens', 'read_tokens']
+
+TOKENS_ENV = 'HZ_HUB_TOKENS'  # USER:TOKEN[:read] specs, read with --token and --token-file (they stay out of ps)
 
 
 def parse_tokens(specs: list[str], source: str = '--token') -> dict[str, tuple[str, str]]:
@@ -77,46 +73,3 @@ def _collect_tokens(specs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, st
             )
         tokens[token] = (user, role or 'write')
     return tokens
-
-
-def _parse_orgs(specs: list[str]) -> dict[str, list[str]]:
-    orgs = {}
-    for spec in specs:
-        org, sep, members = spec.partition(':')
-        if not (org and sep):
-            raise ValueError(f'--org expects ORG:USER[,USER...], got {spec!r}')
-        orgs[org] = [m for m in members.split(',') if m]
-    return orgs
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``hybrid-zoo hub-server``; returns 2 (one line on stderr) when it cannot start."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format='%(asctime)s %(levelname)s %(message)s')
-    try:
-        tokens, orgs = read_tokens(args), _parse_orgs(args.org)
-        hub = HubServer(args.data_dir, host=args.host, port=args.port, tokens=tokens, orgs=orgs)
-    except (ValueError, DataDirError) as e:
-        print(f'hybrid-zoo hub-server: {e}', file=sys.stderr)
-        return 2
-    except OSError as e:
-        hint = ' (choose another --port, or 0 for a free one)' if e.errno == errno.EADDRINUSE else ''
-        print(f'hybrid-zoo hub-server: cannot listen on {args.host}:{args.port}: {e.strerror}{hint}', file=sys.stderr)
-        return 2
-    users = sorted({user for user, _ in tokens.values()})
-    # tokens are the operator's to hand out: the server never echoes them
-    print(f'Hub server on {hub.url} (data in {args.data_dir}); users: {", ".join(users) or "none (read-only)"}')
-    print(f'Clients: export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<one of the tokens given>')
-    sys.stdout.flush()
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
-    try:
-        hub.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        hub.stop()
-    return 0

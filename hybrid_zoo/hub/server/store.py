@@ -23,7 +23,7 @@ nothing about who may reference it: a repo may commit an LFS pointer only to con
 
 Like every module of the server, this one imports only the standard library (``card.py`` adds PyYAML) and
 its sibling modules, so the server can run without the model package's torch and timm
-(``hybrid_zoo_cli/hub_server.py``).
+(``hybrid-zoo hub-server``).
 """
 
 from __future__ import annotations

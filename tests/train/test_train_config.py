@@ -1,4 +1,4 @@
-"""Invalid options (L4): usage errors (exit 2, one line naming the flag) before torch is imported, the same checks for
+"""Invalid options: usage errors (exit 2, one line naming the flag) before torch is imported, the same checks for
 programmatic ``TrainConfig`` use, and the model-dependent ones (constructor arguments, input size, a batch of one
 through BatchNorm) as one-line errors with exit 2 instead of tracebacks."""
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybrid_zoo_cli import train as C
+from hybrid_zoo_cli import train as train_cli
+from hybrid_zoo_config import train as C
 
 pytestmark = pytest.mark.train
 
@@ -87,12 +88,11 @@ def digits(tmp_path_factory):
     ],
 )
 def test_options_the_model_cannot_take_exit_2(tmp_path, digits, caplog, argv, expected):
-    from hybrid_zoo.train import loop as T
 
     common = ['--dataset', str(digits), '--img-size', '32', '--in-chans', '1', '--workers', '0', '--epochs', '1']
     common += ['--max-train-samples', '8', '--max-val-samples', '4', '--batch-size', '4']
     common += ['--output-dir', str(tmp_path / 'run')]
-    assert T.main(common + argv) == 2
+    assert train_cli.main(common + argv) == 2
     assert expected in caplog.text
 
 

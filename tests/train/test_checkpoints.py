@@ -1,6 +1,6 @@
-"""The run folder under faults and misuse: what a run may delete (M1), ``checkpoints/best`` after a kill and the debris
-of interrupted writes (M6, L10), what a resume accepts (M7), tampered or corrupt checkpoints (L1, L18) and a cut or
-emptied ``metrics.jsonl`` (L2). Tiny: test_convnext at 32 px on 48 digits, one to three epochs of 3 updates.
+"""The run folder under faults and misuse: what a run may delete, ``checkpoints/best`` after a kill and the debris
+of interrupted writes, what a resume accepts, tampered or corrupt checkpoints and a cut or emptied
+``metrics.jsonl``. Tiny: test_convnext at 32 px on 48 digits, one to three epochs of 3 updates.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import torch
 from hybrid_zoo.train import checkpoints as C
 from hybrid_zoo.train import data
 from hybrid_zoo.train import loop as T
+from hybrid_zoo_cli import train as train_cli
+from hybrid_zoo_config.train import build_parser, config_from_args
 
 pytestmark = pytest.mark.train
 
@@ -57,7 +59,7 @@ def test_foreign_output_dir_is_refused_and_left_untouched(tmp_path, digits, capl
     (out / 'metrics.jsonl').write_text('{"mine": 1}\n')
     before = _snapshot(out)
 
-    assert T.main(_argv(digits, out, '--epochs', 1)) == 2
+    assert train_cli.main(_argv(digits, out, '--epochs', 1)) == 2
     assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [
         'checkpoints',
         'metrics.jsonl',
@@ -65,27 +67,29 @@ def test_foreign_output_dir_is_refused_and_left_untouched(tmp_path, digits, capl
     ]
     assert 'is not empty and is not a hybrid_zoo training run' in caplog.text and 'important' not in caplog.text
     # --resume auto finds nothing to resume there: the same refusal, not a fresh start over the files
-    assert T.main(_argv(digits, out, '--epochs', 1, '--resume', 'auto')) == 2
+    assert train_cli.main(_argv(digits, out, '--epochs', 1, '--resume', 'auto')) == 2
     assert _snapshot(out) == before
 
 
 def test_own_run_folder_with_foreign_files_is_refused_then_reused(tmp_path, digits, caplog):
     out = tmp_path / 'run'
-    assert T.main(_argv(digits, out, '--epochs', 1)) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 1)) == 0
     assert (out / T.RUN_MARKER).is_file() and (out / 'checkpoints' / 'last' / T.MANIFEST).is_file()
     (out / 'model' / 'important.py').write_text('my code\n')
     (out / 'checkpoints' / 'best' / 'notes.txt').write_text('notes\n')
     (out / 'README.txt').write_text('about this run\n')  # beside the run's own files: never touched
 
     caplog.clear()
-    assert T.main(_argv(digits, out, '--epochs', 1)) == 2
+    assert train_cli.main(_argv(digits, out, '--epochs', 1)) == 2
     assert 'model/important.py' in caplog.text and 'checkpoints/best/notes.txt' in caplog.text
     assert (out / 'model' / 'important.py').read_text() == 'my code\n'
     assert (out / 'checkpoints' / 'best' / 'notes.txt').read_text() == 'notes\n'
 
     (out / 'model' / 'important.py').unlink()
     (out / 'checkpoints' / 'best' / 'notes.txt').unlink()
-    assert T.main(_argv(digits, out, '--epochs', 1)) == 0  # a fresh run over our own run: allowed (with a warning)
+    assert (
+        train_cli.main(_argv(digits, out, '--epochs', 1)) == 0
+    )  # a fresh run over our own run: allowed (with a warning)
     assert (out / 'README.txt').read_text() == 'about this run\n'
 
 
@@ -127,7 +131,7 @@ def test_kill_before_best_copy_and_before_export_are_repaired_on_resume(tmp_path
     monkeypatch.setattr(T, 'validate', rising)
     monkeypatch.setattr(C, 'replace_dir', killed)
     with pytest.raises(RuntimeError, match='killed'):
-        T.fit(T.config_from_args(_argv(digits, out, '--epochs', 2)))
+        T.fit(config_from_args(_argv(digits, out, '--epochs', 2)))
     ckpt = out / 'checkpoints'
     assert _meta(ckpt / 'last')['best_epoch'] == 2 and _meta(ckpt / 'best')['epoch'] == 1  # best/ is an epoch behind
     assert [p.name for p in ckpt.glob('.best.tmp-*')]  # the complete, unpublished copy
@@ -139,11 +143,11 @@ def test_kill_before_best_copy_and_before_export_are_repaired_on_resume(tmp_path
 
     monkeypatch.setattr(C, 'replace_dir', killed_export)
     with pytest.raises(RuntimeError, match='killed'):
-        T.fit(T.config_from_args(_argv(digits, out, '--epochs', 2, '--resume', 'auto')))
+        T.fit(config_from_args(_argv(digits, out, '--epochs', 2, '--resume', 'auto')))
     assert list(out.glob('.model.tmp-*'))
 
     monkeypatch.undo()
-    assert T.main(_argv(digits, out, '--epochs', 2, '--resume', 'auto')) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 2, '--resume', 'auto')) == 0
     results = json.loads((out / 'model' / 'results.json').read_text())
     assert results['best_epoch'] == 2 and _meta(ckpt / 'best')['epoch'] == 2
     best, last = (torch.load(ckpt / n / 'optimizer.bin', weights_only=True) for n in ('best', 'last'))
@@ -159,7 +163,7 @@ def test_kill_before_best_copy_and_before_export_are_repaired_on_resume(tmp_path
 @pytest.fixture(scope='module')
 def one_of_two_epochs(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp('resume') / 'run'
-    assert T.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
     return out
 
 
@@ -178,7 +182,7 @@ def one_of_two_epochs(tmp_path_factory, digits):
 def test_resume_refuses_changed_options(one_of_two_epochs, digits, caplog, change, flags):
     out = one_of_two_epochs
     before = _snapshot(out)
-    assert T.main(_argv(digits, out, '--epochs', 2, '--resume', 'auto', *change)) == 2
+    assert train_cli.main(_argv(digits, out, '--epochs', 2, '--resume', 'auto', *change)) == 2
     assert 'refusing to resume' in caplog.text
     for flag in flags:
         assert flag in caplog.text
@@ -191,7 +195,7 @@ def test_resume_accepts_operational_changes_and_records_what_was_used(tmp_path, 
     out = tmp_path / 'run'
     shutil.copytree(one_of_two_epochs, out)
     argv = _argv(digits, out, '--epochs', 2, '--resume', 'auto', '--eval-batch-size', 8, '--stop-after-epoch', 2)
-    assert T.main(argv) == 0
+    assert train_cli.main(argv) == 0
     train_args = json.loads((out / 'model' / 'train_args.json').read_text())
     assert train_args['lr'] == 1e-3 and train_args['opt'] == 'adamw' and train_args['eval_batch_size'] == 8
     assert train_args['mixed_precision'] == 'no' and train_args['img_size'] == 32 and train_args['resume'] == 'auto'
@@ -222,14 +226,14 @@ class _Payload:
 
 def test_resume_refuses_tampered_unknown_and_corrupt_files(tmp_path, digits, caplog):
     out = tmp_path / 'run'
-    assert T.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
     last = out / 'checkpoints' / 'last'
     pwned = tmp_path / 'PWNED'
     resume = _argv(digits, out, '--epochs', 2, '--resume', 'auto')
 
     def refused(*expected: str) -> None:
         caplog.clear()
-        assert T.main(resume) == 2
+        assert train_cli.main(resume) == 2
         for text in expected:
             assert text in caplog.text, caplog.text
         assert not pwned.exists()
@@ -257,7 +261,7 @@ def test_resume_refuses_tampered_unknown_and_corrupt_files(tmp_path, digits, cap
     original = (last / 'optimizer.bin').read_bytes()
     (last / 'optimizer.bin').write_bytes(original[:100])
     caplog.clear()  # the way out the message gives: resume from best/, which replaces the broken last/
-    assert T.main(_argv(digits, out, '--epochs', 2, '--resume', out / 'checkpoints' / 'best')) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 2, '--resume', out / 'checkpoints' / 'best')) == 0
     assert _meta(last)['epoch'] == 2 and _epochs(out) == [1, 2]
 
 
@@ -333,7 +337,7 @@ def test_a_tampered_rng_state_with_a_rewritten_manifest_is_refused(tmp_path, sto
 
 def test_resume_help_says_it_unpickles(capsys):
     with pytest.raises(SystemExit):
-        T.build_parser().parse_args(['--help'])
+        build_parser().parse_args(['--help'])
     text = ' '.join(capsys.readouterr().out.split())
     assert 'unpickles' in text and 'folders you trust' in text and 'sha256' in text
 
@@ -344,14 +348,14 @@ def test_resume_help_says_it_unpickles(capsys):
 
 def test_torn_or_emptied_metrics_log_keeps_history(tmp_path, digits, caplog):
     out = tmp_path / 'run'
-    assert T.main(_argv(digits, out, '--epochs', 3, '--stop-after-epoch', 1)) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 3, '--stop-after-epoch', 1)) == 0
     with (out / 'metrics.jsonl').open('a') as f:
         f.write('{"epoch": 2, "train_lo')  # a kill in the middle of a write
-    assert T.main(_argv(digits, out, '--epochs', 3, '--stop-after-epoch', 2, '--resume', 'auto')) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 3, '--stop-after-epoch', 2, '--resume', 'auto')) == 0
     assert 'is not an epoch record (cut short?)' in caplog.text and _epochs(out) == [1, 2]
 
     (out / 'metrics.jsonl').write_text('')  # what a kill during a non-atomic rewrite leaves
     caplog.clear()
-    assert T.main(_argv(digits, out, '--epochs', 3, '--resume', 'auto')) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 3, '--resume', 'auto')) == 0
     assert 'lacks epoch(s) [1, 2]' in caplog.text and _epochs(out) == [1, 2, 3]
     assert not list(out.glob('.metrics.jsonl.*'))

@@ -1,6 +1,5 @@
-"""Data under bad input: validation classes listed in another order (M9), empty splits and missing or mixed labels
-(L3), deep and odd image modes (L5), a corrupt image read by DataLoader workers (L18). Tiny synthetic data; no
-training."""
+"""Data under bad input: validation classes listed in another order, empty splits and missing or mixed labels, deep
+and odd image modes, a corrupt image read by DataLoader workers. Tiny synthetic data; no training."""
 
 from __future__ import annotations
 
