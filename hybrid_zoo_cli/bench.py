@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         '--results',
         '--out-dir',
         dest='out_dir',
-        default='model_cards/results',
-        help='folder for the result files (%(default)s)',
+        default='runs/bench',
+        help='folder for the result files (%(default)s; the committed model_cards/results only when named)',
     )
     g.add_argument('--name', default='bench-cpu', help='file stem: NAME.json, .csv, .md, .png (%(default)s)')
     g.add_argument(

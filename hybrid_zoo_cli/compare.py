@@ -29,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_dir_refusal(p)
     p.add_argument('--work-dir', default='runs/compare', help='per-run output folders (checkpoints, weights)')
-    p.add_argument('--results', default=None, help='results file (default: model_cards/results/fmnist-<recipe>.json)')
+    p.add_argument(
+        '--results',
+        default=None,
+        help='results file (default: runs/results/fmnist-<recipe>[-<variant>].json; the committed '
+        'model_cards/results/... only when named). A run recorded in it is kept, not trained again',
+    )
+    p.add_argument(
+        '--rerun', action='store_true', help='train the given (model, seed) runs again and replace their rows'
+    )
     p.add_argument('--workers', type=int, default=2, help='DataLoader workers per run')
     p.add_argument('--report-only', action='store_true', help='summarise the finished runs only; train nothing')
     p.add_argument(
@@ -64,24 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     from hybrid_zoo.benchmarks.compare import RECIPES, compare, publish
     from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS
-    from hybrid_zoo.benchmarks.results import RESULTS_DIR
+    from hybrid_zoo.benchmarks.results import RUNS_DIR
     from hybrid_zoo.models.pretrained import FMNIST_MODELS
     from hybrid_zoo.train.data import prepare_fashion_mnist
 
     if args.recipe not in RECIPES:
         build_parser().error(f'--recipe: expected one of {", ".join(sorted(RECIPES))}, got {args.recipe!r}')
     recipe = RECIPES[args.recipe]
+    # a changed recipe gets its own name, so its runs are never filed under the full recipe's
     if args.epochs is not None:
-        recipe = dataclasses.replace(recipe, epochs=args.epochs)
+        recipe = dataclasses.replace(recipe, epochs=args.epochs, name=f'{recipe.name}-e{args.epochs}')
     if args.train_samples is not None:
-        recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None)
+        n = args.train_samples or 'all'
+        recipe = dataclasses.replace(recipe, train_samples=args.train_samples or None, name=f'{recipe.name}-n{n}')
     dataset_dir = Path(args.embedded_cache) / 'fashion_mnist'
     if not (dataset_dir / 'dataset_dict.json').exists():
         prepare_fashion_mnist(dataset_dir)
     if args.model_kwargs and not args.variant:
         build_parser().error('--model-kwargs needs --variant (a name for the design change)')
     stem = f'fmnist-{recipe.name}' + (f'-{args.variant}' if args.variant else '')
-    results = Path(args.results or RESULTS_DIR / f'{stem}.json')
+    results = Path(args.results or RUNS_DIR / 'results' / f'{stem}.json')
     data = compare(
         args.models or [*(FRONT_PEERS if recipe.fit_peer_windows else FMNIST_PEERS), *FMNIST_MODELS],
         args.seeds,
@@ -93,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         args.report_only,
         model_kwargs=args.model_kwargs,
         variant=args.variant,
+        rerun=args.rerun,
     )
     for model, s in data['summary'].items():
         print(f'{model:24s} test top-1 {s["mean"]:.2f} +- {s["std"]:.2f} (n={s["n"]}, {s["min"]:.2f}-{s["max"]:.2f})')

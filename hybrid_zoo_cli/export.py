@@ -31,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='MODEL',
         help='measure folding/compile/ONNX parity for these models (none given: the nine) into --results',
     )
-    p.add_argument('--results', default='model_cards/results/deploy.json', help='results file for --measure')
+    p.add_argument(
+        '--results',
+        default='runs/deploy.json',
+        help='results file for --measure (default: %(default)s; the committed model_cards/results/deploy.json only when '
+        'named)',
+    )
     g = p.add_argument_group(
         'int8',
         'Post-training static quantization with ONNX Runtime (QDQ: int8 weights per channel, uint8 activations, '

@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         '--bench',
         default=None,
         help="the benchmark's results, whose target ratios the verdicts start from where it has them; a missing "
-        "file means the profile's own (default: <results>/bench-cpu.json)",
+        "file means the profile's own (default: model_cards/results/bench-cpu.json, the committed bench)",
     )
-    p.add_argument('--results', default='model_cards/results', help='results folder (default: %(default)s)')
+    p.add_argument(
+        '--results',
+        default='runs/profile',
+        help='results folder (default: %(default)s; the committed model_cards/results only when named)',
+    )
     p.add_argument('--out', default=None, help='results file (default: <results>/profile-cpu.json)')
     p.add_argument(
         '--report-only',
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hybrid_zoo.benchmarks.profile_report import rerender
     from hybrid_zoo.benchmarks.speed import exec_with_no_trim
 
-    bench = args.bench or str(Path(args.results) / 'bench-cpu.json')
+    bench = args.bench or 'model_cards/results/bench-cpu.json'
     out = Path(args.out or Path(args.results) / 'profile-cpu.json')
     if args.report_only:  # nothing measured: no allocator setting needed
         rerender(out, Path(bench))

@@ -40,7 +40,7 @@ class TrainConfig:
     )
     pretrained: str | None = option(
         None,
-        "start from pretrained weights: no value = the model's default tag; a tag ('in1k') or 'arch.tag'; "
+        "start from pretrained weights: no value = the model's default tag; a tag ('fmnist_64') or 'arch.tag'; "
         "'hf-hub:org/name'; or a local folder in timm save_for_hf layout. The classifier is re-initialised when "
         '--num-classes differs, and the stem is adapted when --in-chans differs',
         'model',

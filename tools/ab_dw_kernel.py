@@ -4,7 +4,7 @@ The training profile puts the depthwise convs at 8-16% of a training step, mostl
 (``tools/kernel_levers.py``); a 5x5 kernel halves that work. Both arms of each model are profiled with
 ``hybrid_zoo.benchmarks.profile`` (inference: batch 32, folded; training step: batch 16; 224 px, channels_last) in two
 interleaved rounds (AB / BA) in one process with glibc trimming off. Writes
-``model_cards/results/ab-dw-kernel.json``::
+``runs/ab-dw-kernel.json`` (``--out model_cards/results/ab-dw-kernel.json``: the committed file)::
 
     python tools/ab_dw_kernel.py
 """
@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hybrid_zoo.benchmarks.speed import exec_with_no_trim  # noqa: E402
+from hybrid_zoo_config.results import tool_parser  # noqa: E402
 
+ARGS = tool_parser(__doc__, 'ab-dw-kernel.json').parse_args()  # --help answers before anything is measured
 exec_with_no_trim(sys.argv)
 
 import timm  # noqa: E402
@@ -28,7 +30,7 @@ from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
 from hybrid_zoo.benchmarks.profile import profile_model  # noqa: E402
 from hybrid_zoo.benchmarks.profile_ops import reference_rate  # noqa: E402
 from hybrid_zoo.benchmarks.profile_training import profile_training  # noqa: E402
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
+from hybrid_zoo.benchmarks.results import machine_meta  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
 
 MODELS = ('convformer_tiny_early', 'convformer_tiny_late', 'convformer_small_late', 'convformer_base_late')
@@ -69,7 +71,7 @@ def main() -> int:
             'train_speedup': round(b['train_img_s'] / a['train_img_s'], 3),
         }
         print(model, {k: out['models'][model][k] for k in ('infer_speedup', 'train_speedup', 'gmacs_change_pct')})
-    write_json_atomic(RESULTS_DIR / 'ab-dw-kernel.json', out)
+    write_json_atomic(ARGS.out, out)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Both arms are profiled with ``hybrid_zoo.benchmarks.profile`` (batch 32, 224 px, folded, channels_last) in three
 interleaved rounds (ABA / BAB order) in one process with glibc trimming off; the GMACs come from
-``hybrid_zoo.flops``. Writes ``model_cards/results/ab-kv-pooling.json``::
+``hybrid_zoo.flops``. Writes ``runs/ab-kv-pooling.json`` (``--out model_cards/results/ab-kv-pooling.json``: the committed file)::
 
     python tools/ab_kv_pooling.py
 """
@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hybrid_zoo.benchmarks.speed import exec_with_no_trim  # noqa: E402
+from hybrid_zoo_config.results import tool_parser  # noqa: E402
 
+ARGS = tool_parser(__doc__, 'ab-kv-pooling.json').parse_args()  # --help answers before anything is measured
 exec_with_no_trim(sys.argv)
 
 import timm  # noqa: E402
@@ -24,7 +26,7 @@ import hybrid_zoo  # noqa: E402, F401
 from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
 from hybrid_zoo.benchmarks.profile import profile_model  # noqa: E402
 from hybrid_zoo.benchmarks.profile_ops import reference_rate  # noqa: E402
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
+from hybrid_zoo.benchmarks.results import machine_meta  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
 
 MODEL = 'convformer_small'
@@ -55,7 +57,7 @@ def main() -> int:
     # the GMACs the change removes, put back as GEMMs running at the reference rate: the speed-up left
     restore_s = 2e9 * (a['gmacs'] - b['gmacs']) * 32 / (ref * 1.0)
     out['speedup_with_gmacs_restored'] = round(32 / (32 / b['img_per_s_median'] + restore_s) / a['img_per_s_median'], 3)
-    write_json_atomic(RESULTS_DIR / 'ab-kv-pooling.json', out)
+    write_json_atomic(ARGS.out, out)
     print({k: out[k] for k in ('speedup', 'gmacs_change_pct', 'speedup_with_gmacs_restored')})
     return 0
 

@@ -31,7 +31,7 @@ from tqdm import tqdm  # noqa: E402
 
 import hybrid_zoo  # noqa: E402, F401
 from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
+from hybrid_zoo.benchmarks.results import RUNS_DIR, machine_meta  # noqa: E402
 from hybrid_zoo.benchmarks.speed_worker import _CpuProbe, _Device, _forward, _timed  # noqa: E402
 from hybrid_zoo.layers import fused  # noqa: E402
 from hybrid_zoo.models import MODEL_NAMES  # noqa: E402
@@ -70,7 +70,12 @@ def main() -> int:
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--iters', type=int, default=8, help='timed batches per arm (alternating)')
-    p.add_argument('--out', type=Path, default=RESULTS_DIR / 'ab-pointwise-fusion.json')
+    p.add_argument(
+        '--out',
+        type=Path,
+        default=RUNS_DIR / 'ab-pointwise-fusion.json',
+        help='results file (default: %(default)s; the committed one, model_cards/results/ab-pointwise-fusion.json, only when named)',
+    )
     args = p.parse_args()
     if not fused.pointwise_fusion_available():
         p.error('this PyTorch has no working oneDNN pointwise-fused convolution (torch.ops.mkldnn); nothing to A/B')

@@ -10,7 +10,7 @@ question is only whether it is faster on this CPU (fp32, channels_last, glibc tr
   both gradients;
 - depthwise conv in training: channels_last against NCHW, and the forward against the weight gradient.
 
-Writes ``model_cards/results/kernel-levers.json``::
+Writes ``runs/kernel-levers.json`` (``--out model_cards/results/kernel-levers.json``: the committed file)::
 
     python tools/kernel_levers.py
 """
@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hybrid_zoo.benchmarks.speed import exec_with_no_trim  # noqa: E402
+from hybrid_zoo_config.results import tool_parser  # noqa: E402
 
+ARGS = tool_parser(__doc__, 'kernel-levers.json').parse_args()  # --help answers before anything is measured
 exec_with_no_trim(sys.argv)
 
 import torch  # noqa: E402
@@ -32,7 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
 from hybrid_zoo.benchmarks.profile_ops import median_seconds  # noqa: E402
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta  # noqa: E402
+from hybrid_zoo.benchmarks.results import machine_meta  # noqa: E402
 
 CL = torch.channels_last
 ITERS = 7
@@ -150,7 +152,7 @@ def main() -> int:
         'faster_than_used': [r['lever'] for r in rows if r['speedup'] > 1.05 and 'note' not in r],
         'wall_s': round(time.perf_counter() - start, 1),
     }
-    write_json_atomic(RESULTS_DIR / 'kernel-levers.json', out)
+    write_json_atomic(ARGS.out, out)
     for r in rows:
         print(f'{r["speedup"]:5.2f}x  {r["lever"]}')
     print('median speedup:', statistics.median(r['speedup'] for r in rows))

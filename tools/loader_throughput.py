@@ -12,7 +12,6 @@ interleaved (A B C, then C B A, ...), each for ``--batches`` batches after a war
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -25,10 +24,11 @@ from timm.data import create_transform
 from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import write_json_atomic
-from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
+from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.train.data import ImageClassificationDataset, Split, prepare_default
 from hybrid_zoo.train.shards import write_shards
 from hybrid_zoo.train.streaming import StreamBatches, open_stream
+from hybrid_zoo_config.results import tool_parser
 
 BATCH, WORKERS, IMG = 64, 2, 64
 
@@ -70,10 +70,10 @@ def _time(loader, batches: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--batches', type=int, default=60)
-    p.add_argument('--rounds', type=int, default=3)
-    p.add_argument('--work', default='data/loader-throughput')
+    p = tool_parser(__doc__, 'loader-throughput.json')
+    p.add_argument('--batches', type=int, default=60, help='timed batches per loader and round (default: %(default)s)')
+    p.add_argument('--rounds', type=int, default=3, help='interleaved rounds (default: %(default)s)')
+    p.add_argument('--work', default='data/loader-throughput', help='scratch folder for the shards (%(default)s)')
     args = p.parse_args(argv)
     name, path = prepare_default()
     if name != 'fashion_mnist':
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     base = out['img_per_s']['map-style (save_to_disk)']['median']
     out['ratio_to_map_style'] = {k: round(v['median'] / base, 3) for k, v in out['img_per_s'].items()}
-    write_json_atomic(RESULTS_DIR / 'loader-throughput.json', out)
+    write_json_atomic(args.out, out)
     for k, v in out['img_per_s'].items():
         print(f'{k}: {v["median"]} img/s {v["rounds"]}')
     return 0

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from pathlib import Path
 
 import timm
 import torch
 
-# relative to the working directory (the repository root for the commands that measure): an installed copy of
-# the package never writes into site-packages
-RESULTS_DIR = Path('model_cards') / 'results'
+from hybrid_zoo_config.results import RESULTS_DIR, RUNS_DIR  # noqa: F401  (their one home)
 
 
 def cpu_name() -> str:

@@ -176,7 +176,7 @@ def test_cli_serves_until_interrupted(tmp_path, hub_tokens):
     cmd = [
         sys.executable,
         '-m',
-        'hybrid_zoo.cli',
+        'hybrid_zoo_cli',
         'hub-server',
         '--port',
         str(port),

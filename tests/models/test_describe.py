@@ -15,9 +15,9 @@ from hypothesis import given, settings
 
 import hybrid_zoo
 from hybrid_zoo.describe import describe
-from hybrid_zoo.describe import main as describe_main
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo_cli.describe import build_parser
+from hybrid_zoo_cli.describe import main as describe_main
 
 
 @pytest.mark.parametrize('name', ['convformer_tiny_early', 'convformer_tiny_late'])

@@ -174,7 +174,7 @@ def test_help_texts_name_only_tags_that_exist():
 
     tags = set(timm.list_pretrained('convformer*'))
     names = tags | {t.split('.', 1)[1] for t in tags}
-    for command, (module, _, _) in hybrid_zoo_cli.COMMANDS.items():
+    for command, (module, *_) in hybrid_zoo_cli.COMMANDS.items():
         parser = importlib.import_module(f'hybrid_zoo_cli.{module}').build_parser()
         text = ' '.join(parser.format_help().split())
         for tag in re.findall(r'convformer_[a-z_]+\.[a-z0-9_]+', text) + re.findall(r"a tag \('([^']+)'\)", text):

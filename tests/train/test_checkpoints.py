@@ -269,7 +269,7 @@ def test_resume_refuses_tampered_unknown_and_corrupt_files(tmp_path, digits, cap
 def stopped_run(tmp_path_factory, digits):
     """A run stopped after epoch 1 of 2: ``checkpoints/last`` is what a resume opens."""
     out = tmp_path_factory.mktemp('stopped') / 'run'
-    assert T.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
+    assert train_cli.main(_argv(digits, out, '--epochs', 2, '--stop-after-epoch', 1)) == 0
     return out
 
 
@@ -330,7 +330,7 @@ def test_a_tampered_rng_state_with_a_rewritten_manifest_is_refused(tmp_path, sto
     (tampered / 'random_states_0.pkl').write_bytes(b'not the RNG state')
     C.write_manifest(tampered)  # whoever changed the file rewrote the manifest too
     caplog.clear()
-    assert T.main(_argv(digits, run, '--epochs', 2, '--resume', 'auto')) == 2
+    assert train_cli.main(_argv(digits, run, '--epochs', 2, '--resume', 'auto')) == 2
     assert 'does not hold the random-number state of process 0' in caplog.text
     assert '--output-dir elsewhere' in caplog.text and not (run / 'model').exists()
 

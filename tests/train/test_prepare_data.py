@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hybrid_zoo.train import data
 from hybrid_zoo.train.checks import DataError
 from hybrid_zoo.train.shards import MANIFEST, shard_counts, write_shards
+from hybrid_zoo_cli.data import main as prepare_data_cli
 
 pytestmark = pytest.mark.train
 
@@ -44,7 +44,7 @@ def sources(tmp_path_factory):
 
 
 def _shard(out: Path, source: Path, *extra: str) -> int:
-    return data.main(
+    return prepare_data_cli(
         ['--out-dir', str(out), '--shards', 'parquet', '--shard-size', '8', '--source', str(source), *extra]
     )
 
@@ -116,7 +116,7 @@ def test_a_prepared_dataset_folder_with_user_files_is_not_replaced(tmp_path, cap
     out = tmp_path / 'data'
     (out / 'digits').mkdir(parents=True)
     (out / 'digits' / 'my_digits.csv').write_text('1,2,3\n')
-    assert data.main(['--which', 'digits', '--out-dir', str(out)]) == 2
+    assert prepare_data_cli(['--which', 'digits', '--out-dir', str(out)]) == 2
     assert "['my_digits.csv']" in caplog.text and (out / 'digits' / 'my_digits.csv').read_text() == '1,2,3\n'
     assert not (out / 'digits' / 'dataset_dict.json').exists()
 
@@ -126,7 +126,7 @@ def test_out_dir_naming_a_file_is_a_usage_error(tmp_path, caplog, sources):
     target.write_text('mine\n')
     for argv in (['--which', 'digits'], ['--shards', 'parquet', '--source', str(sources[0])]):
         caplog.clear()
-        assert data.main([*argv, '--out-dir', str(target)]) == 2
+        assert prepare_data_cli([*argv, '--out-dir', str(target)]) == 2
         assert 'is a file; expected a folder' in caplog.text and target.read_text() == 'mine\n'
 
 
