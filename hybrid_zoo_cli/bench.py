@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         description='Measure timm models side by side in one process tree: params, GMACs (attention counted), '
         'inference images/s and batch-1 latency in NCHW and channels_last, training images/s, peak memory, '
         'optionally torch.compile, and the machine reference GEMM rates; writes JSON, CSV, a markdown table and a '
-        'plot, and checks the bench issue targets. Each (model, round) runs in a fresh worker process started with '
+        'plot, and checks the performance targets against CoAtNet, ConvNeXt and CAFormer. Each (model, round) runs in a fresh worker process started with '
         f'{allocator_label(d)}, so glibc keeps freed memory and a result does not depend on what ran before.',
-        epilog='The comparison of the bench issue: hybrid-zoo bench --peers all (about 30 min on 2 cores).',
+        epilog='The whole comparison: hybrid-zoo bench --peers all (about 30 min on 2 cores).',
     )
     g = p.add_argument_group('models')
     g.add_argument(

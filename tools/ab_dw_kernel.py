@@ -1,4 +1,4 @@
-"""A/B of one speed lever (bench issue): 5x5 instead of 7x7 depthwise convs in the conv blocks.
+"""A/B of one speed lever: 5x5 instead of 7x7 depthwise convs in the conv blocks.
 
 The training profile puts the depthwise convs at 8-16% of a training step, mostly in their weight gradient
 (``tools/kernel_levers.py``); a 5x5 kernel halves that work. Both arms of each model are profiled with

@@ -1,4 +1,4 @@
-"""A/B of one speed lever (bench issue): keys/values also pooled 2x at stride 16 in ``convformer_small``.
+"""A/B of one speed lever: keys/values also pooled 2x at stride 16 in ``convformer_small``.
 
 Both arms are profiled with ``hybrid_zoo.benchmarks.profile`` (batch 32, 224 px, folded, channels_last) in three
 interleaved rounds (ABA / BAB order) in one process with glibc trimming off; the GMACs come from

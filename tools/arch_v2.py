@@ -1,4 +1,4 @@
-"""Architecture v2 (issue 12): price each design candidate on the yardstick, paired by seed, and decide.
+"""Architecture v2: price each design candidate on the yardstick, paired by seed, and decide.
 
 Runs, seed-major so that a cut session still has every arm paired on the first seeds::
 

@@ -1,4 +1,4 @@
-"""Kernel-level speed levers the profile points at, each timed against what the models use (bench issue).
+"""Kernel-level speed levers the profile points at, each timed against what the models use.
 
 Every lever computes the same function as the op it would replace, so none of them costs accuracy; the
 question is only whether it is faster on this CPU (fp32, channels_last, glibc trimming off, one process):

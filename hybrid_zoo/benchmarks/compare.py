@@ -93,7 +93,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     'cpu64': Recipe(),
-    # the architecture yardstick (issue 12): attention at stride 16 sees a 6x6 map (4x4 at 64 px), stride 8 12x12
+    # the architecture yardstick of v2: attention at stride 16 sees a 6x6 map (4x4 at 64 px), stride 8 12x12
     'yard96': Recipe(name='yard96', img_size=96, train_samples=6000, epochs=5),
     # the front yardstick: the efficient peers and ours on one plane; 96 px so attention at stride 16 sees a 6x6 map,
     # a class-balanced 6,000-image training set, 3 paired seeds (the seed also carves the held-out share)
@@ -119,7 +119,7 @@ RECIPES: dict[str, Recipe] = {
         ema=True,
     ),
 }
-# long64's held-out curve still rose over its last epochs (issue 12): four more epochs from its weights, with a fresh
+# long64's held-out curve still rose over its last epochs: four more epochs from its weights, with a fresh
 # cosine from a quarter of its peak learning rate
 RECIPES['long64x'] = dataclasses.replace(
     RECIPES['long64'], name='long64x', continues='long64', epochs=4, lr=5e-4, warmup_epochs=0.25

@@ -397,7 +397,7 @@ def fusion_ab_table(results: Path) -> str | None:
 
 
 def targets_v1_v2_table(results: Path) -> str | None:
-    """Each performance target of the bench issue as v1's bench (``bench-cpu-v1.json``) and v2's
+    """Each performance target (``peers.TARGETS``) as v1's bench (``bench-cpu-v1.json``) and v2's
     (``bench-cpu.json``) measured it: the median of the per-round ratios, each run interleaved with the peers."""
     old, new = results / 'bench-cpu-v1.json', results / 'bench-cpu.json'
     if not (old.exists() and new.exists()):

@@ -88,8 +88,8 @@ class Target:
         return f'{self.model} {what} >= {self.minimum:g}x {self.baseline}'
 
 
-def _issue_targets() -> tuple[Target, ...]:
-    """The performance targets of the bench issue (fp32, batch 32 at 224 px, fastest layout, reparameterized)."""
+def _performance_targets() -> tuple[Target, ...]:
+    """The performance targets against CoAtNet, ConvNeXt and CAFormer (docs/performance.md; fp32, batch 32 at 224 px, fastest layout, reparameterized)."""
     targets = [
         Target('convformer_small', 'infer_img_s', 1.25, 'coatnet_0_rw_224'),
         Target('convformer_small', 'infer_img_s', 1.6, 'convnext_tiny'),
@@ -116,7 +116,7 @@ def _issue_targets() -> tuple[Target, ...]:
     return tuple(targets)
 
 
-TARGETS = _issue_targets()
+TARGETS = _performance_targets()
 
 # the profile's default: ours by size, each followed by the peers its targets name (CoAtNet first)
 PROFILE_MODELS: tuple[str, ...] = tuple(

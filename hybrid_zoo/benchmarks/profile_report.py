@@ -20,7 +20,7 @@ _log = logging.getLogger(__name__)
 
 
 def target_ceilings(models: Sequence[dict], training: Sequence[dict] = (), bench: dict | None = None) -> list[dict]:
-    """The benchmark issue's targets, as measured and with our model at its ceilings.
+    """The performance targets (``peers.TARGETS``), as measured and with our model at its ceilings.
 
     Inference targets use the inference profiles (``models``), training targets the training ones. The
     measured value is the benchmark's (``bench``: a ``bench-cpu.json`` document, whose interleaved rounds

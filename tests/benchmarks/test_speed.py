@@ -200,7 +200,7 @@ def test_targets_pass_fail_and_ranges_on_synthetic_rows():
     assert not custom[0]['passed'] and custom[0]['measured'] == pytest.approx(0.667, abs=1e-3)
 
 
-def test_issue_targets_name_our_models_and_built_in_peers():
+def test_performance_targets_name_our_models_and_built_in_peers():
     peers = {p for ps in bench.PEER_SETS.values() for p in ps}
     assert len(TARGETS) == 13 + 3 + 6 + 9
     assert all(t.model in MODEL_NAMES and (t.baseline is None or t.baseline in peers) for t in TARGETS)
