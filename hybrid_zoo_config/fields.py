@@ -15,7 +15,8 @@ from typing import Any
 def option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
     """A dataclass field with its command-line help, its argument group and any extra ``add_argument`` settings.
 
-    ``flag='--name'`` in ``argparse_kwargs`` replaces the flag derived from the field name.
+    ``flag='--name'`` in ``argparse_kwargs`` replaces the flag derived from the field name; ``aliases=('-b',)`` adds
+    other names for it (timm's ``train.py`` spellings of the same option).
     """
     meta = {'help': help, 'group': group, 'argparse': argparse_kwargs}
     if isinstance(default, (dict, list)):
@@ -62,6 +63,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, groups: 
         group = groups.get(meta['group']) or groups.setdefault(meta['group'], parser.add_argument_group(meta['group']))
         extra = dict(meta['argparse'])
         flag = extra.pop('flag', '--' + f.name.replace('_', '-'))
+        aliases = tuple(extra.pop('aliases', ()))
         kwargs = {'help': meta['help'], 'dest': f.name, **extra}
         tp = _strip_optional(hints[f.name])
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -79,7 +81,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, groups: 
             kwargs.update(nargs='*', action=KeyValueAction, metavar='KEY=VALUE')
         else:
             kwargs['type'] = tp
-        group.add_argument(flag, default=list(default) if isinstance(default, tuple) else default, **kwargs)
+        group.add_argument(flag, *aliases, default=list(default) if isinstance(default, tuple) else default, **kwargs)
 
 
 def config_from_namespace(cls: type, namespace: argparse.Namespace) -> Any:

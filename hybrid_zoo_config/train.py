@@ -53,7 +53,9 @@ class TrainConfig:
         None, "input channels, 1 (grayscale) or 3 (default: the model's, usually 3); images are converted", 'model'
     )
     img_size: int | None = option(None, "training and validation resolution (default: the model's, e.g. 224)", 'model')
-    drop_rate: float | None = option(None, "classifier dropout (default: the model's)", 'model')
+    drop_rate: float | None = option(
+        None, "classifier dropout (default: the model's); timm's --drop", 'model', aliases=('--drop',)
+    )
     drop_path_rate: float | None = option(None, "stochastic depth rate (default: the model's)", 'model')
     model_kwargs: dict = option(
         {}, 'extra model constructor arguments, KEY=VALUE (values parsed as Python literals)', 'model'
@@ -111,7 +113,10 @@ class TrainConfig:
         'data',
     )
     shuffle_buffer: int = option(10_000, 'streamed data: examples in the shuffle buffer of each data slot', 'data')
-    workers: int = option(2, 'DataLoader worker processes per training process (0 = load in the main process)', 'data')
+    workers: int = option(
+        2, "DataLoader worker processes per training process (0 = load in the main process); timm's -j", 'data',
+        aliases=('-j',),
+    )  # fmt: skip
 
     # augmentation and regularisation
     no_aug: bool = option(False, 'no training augmentation: only resize, crop and normalise', 'augmentation')
@@ -136,7 +141,10 @@ class TrainConfig:
     # optimisation
     epochs: int = option(10, 'training epochs (the cosine schedule spans them)', 'optimisation')
     batch_size: int = option(
-        64, 'batch size per process (global batch = this x processes x --grad-accum-steps)', 'optimisation'
+        64,
+        'batch size per process (global batch = this x processes x --grad-accum-steps)',
+        'optimisation',
+        aliases=('-b',),
     )
     eval_batch_size: int | None = option(
         None, 'validation batch size per process (default: 2 x --batch-size)', 'optimisation'
@@ -163,7 +171,10 @@ class TrainConfig:
         'optimisation',
         choices=('no', 'bf16', 'fp16'),
     )
-    ema: bool = option(False, 'keep an EMA of the weights (timm ModelEmaV3), evaluated every epoch too', 'optimisation')
+    ema: bool = option(
+        False, "keep an EMA of the weights (timm ModelEmaV3), evaluated every epoch too; timm's --model-ema",
+        'optimisation', aliases=('--model-ema',),
+    )  # fmt: skip
     ema_decay: float = option(0.9998, 'EMA decay', 'optimisation')
     ema_warmup: bool = option(True, 'ramp the EMA decay up from 0 (useful for short runs)', 'optimisation')
     seed: int = option(
@@ -384,7 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._ArgumentGroup] = {}
     add_dataclass_arguments(parser, TrainConfig, groups)
     add_data_dir_refusal(groups['data'])
+    add_timm_refusals(parser.add_argument_group("timm's train.py flags with another name here"))
     return parser
+
+
+# timm train.py flags whose meaning differs here: each fails at once with the option to use instead
+TIMM_REFUSED: dict[str, tuple[str, str]] = {
+    '--amp': ('0', "--mixed-precision bf16 (or fp16 on a GPU); timm's --amp defaults to float16"),
+    '--torchcompile': ('?', '--compile (inductor, through Accelerate)'),
+    '--initial-checkpoint': ('1', '--pretrained FOLDER_OR_HUB_ID (safetensors in timm save_for_hf layout; no pickles)'),
+    '--input-size': ('+', '--in-chans C and --img-size N (square inputs)'),
+    '--log-interval': ('1', 'no interval to set: progress shows every update, metrics.jsonl every epoch, --log-with'),
+    '--experiment': ('1', '--output-dir DIR'),
+}
+
+
+class _RefuseTimmFlag(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f'{option_string} is a timm train.py flag; here: {TIMM_REFUSED[option_string][1]}')
+
+
+def add_timm_refusals(group) -> None:
+    """Add timm's ``train.py`` flags that mean something else here; each is a usage error naming ours."""
+    for flag, (nargs, ours) in TIMM_REFUSED.items():
+        group.add_argument(
+            flag,
+            nargs={'0': 0, '1': None}.get(nargs, nargs),
+            action=_RefuseTimmFlag,
+            default=argparse.SUPPRESS,
+            help=f'not accepted: {ours}',
+        )
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
