@@ -81,7 +81,7 @@ def _entrypoint(architecture: str, arm: str):
 
 # Architecture v3 candidates: changes to the registered v2 that fold away at deployment, so the deployed model has
 # v2's GMACs exactly (tests/models/test_v3_candidates.py); each is priced against v2 by the rule in
-# docs/reports/arch-v3.md, written before the runs.
+# docs/reports/architecture-v3.md, written before the runs.
 ARMS_V3: dict[str, dict] = {
     # TinyViT's MBConv: a zero-initialised BatchNorm ends each residual branch instead of LayerScale 1e-6
     'bn0': {'branch_scale': 'bn0'},
