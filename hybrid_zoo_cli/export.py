@@ -6,9 +6,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
+
+MIN_OPSET = 17  # the exporters' LayerNorm and SDPA need it
+
+
+def _int_in(flag: str, low: int, high: int | None = None):
+    """An argparse ``type``: an integer from ``low`` to ``high`` (``None``: the newest opset the installed onnx
+    knows, read only when the flag is given); the error names the flag, the range and the value."""
+
+    def parse(text: str) -> int:
+        top = high
+        if top is None:
+            import onnx
+
+            top = onnx.defs.onnx_opset_version()
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= top:
+            raise argparse.ArgumentTypeError(f'{flag}: expected an integer from {low} to {top}, got {text!r}')
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--pretrained', action='store_true', help='load the weights named by --model')
     p.add_argument('--num-classes', type=int, default=None, help='override the number of classes')
     p.add_argument('--output', default='model.onnx', help='ONNX file to write')
-    p.add_argument('--img-size', type=int, default=224, help='side of the example input used for export')
-    p.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 17)')
+    p.add_argument(
+        '--img-size',
+        type=_int_in('--img-size', 32, 4096),
+        default=224,
+        help='side of the example input used for export, 32 to 4096 (default: %(default)s)',
+    )
+    p.add_argument(
+        '--opset',
+        type=_int_in('--opset', MIN_OPSET),
+        default=18,
+        help=f'ONNX opset, {MIN_OPSET} to the newest the installed onnx knows (default: %(default)s)',
+    )
     p.add_argument('--exporter', choices=['dynamo', 'torchscript'], default='dynamo', help='PyTorch ONNX exporter')
     p.add_argument('--no-reparam', action='store_true', help='export the training form (BatchNorm not folded)')
     p.add_argument(
@@ -49,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help='images to calibrate on (what hybrid-zoo train --dataset takes); required with --int8',
     )
     g.add_argument('--calibration-split', default='train', help='split to calibrate on (default: %(default)s)')
-    g.add_argument('--calibration-samples', type=int, default=256, help='calibration images (default: %(default)s)')
+    g.add_argument(
+        '--calibration-samples',
+        type=_int_in('--calibration-samples', 1, 1_000_000),
+        default=256,
+        help='calibration images (default: %(default)s)',
+    )
     g.add_argument(
         '--evaluate-split',
         metavar='SPLIT',
@@ -75,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    problem = _output_problem(Path(args.output)) if args.measure is None else None
+    if problem:
+        print(f'hybrid-zoo export: --output {args.output}: {problem}', file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     import hybrid_zoo
     from hybrid_zoo.deploy import PARITY_SHAPES, export_onnx, onnx_max_abs_diff, reparameterize
@@ -97,12 +140,37 @@ def main(argv: list[str] | None = None) -> int:
         model = reparameterize(model)
     in_chans = model.pretrained_cfg.get('input_size', (3,))[0] if hasattr(model, 'pretrained_cfg') else 3
     if args.int8:
-        return _export_int8(model, args)
+        from hybrid_zoo.train.checks import DataError
+
+        try:  # both splits are opened before anything is built or written
+            for split in filter(None, (args.calibration_split, args.evaluate_split)):
+                _check_split(args.calibration_dataset, split)
+            return _export_int8(model, args)
+        except (DataError, FileNotFoundError) as e:
+            print(f'hybrid-zoo export: --calibration-dataset {args.calibration_dataset}: {e}', file=sys.stderr)
+            return 2
     shapes = [(s[0], in_chans, *s[2:]) for s in PARITY_SHAPES]
     path = export_onnx(model, args.output, (in_chans, args.img_size, args.img_size), args.opset, args.exporter)
     diff = onnx_max_abs_diff(model, path, shapes)
     print(json.dumps({'onnx': str(path), 'max_abs_diff_vs_eager': diff, 'shapes': shapes}))
     return 0 if diff < 1e-4 else 1
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why ``path`` cannot take the exported file (a folder, or a place this user cannot write), else None."""
+    if path.is_dir():
+        return 'is a folder; expected the path of the .onnx file to write'
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f'cannot be written ({parent} is not a writable folder)'
+    return None
+
+
+def _check_split(dataset: str, split: str) -> None:
+    """Open ``split`` of ``dataset`` as evaluation would (raises DataError naming what is there instead)."""
+    from hybrid_zoo.train.data import load_eval_split
+
+    load_eval_split(dataset, split, max_samples=1)
 
 
 def _export_int8(model, args: argparse.Namespace) -> int:
