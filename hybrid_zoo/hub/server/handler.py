@@ -136,9 +136,11 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 def _field(body: dict, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    """``body[name]`` if it is a ``kind`` (or absent: ``default``); 400 naming the expected type otherwise."""
-    value = body.get(name, default)
-    if value is not None and not isinstance(value, kind):
+    """``body[name]`` if it is a ``kind`` (absent or JSON null: ``default``); 400 naming the expected type otherwise."""
+    value = body.get(name)
+    if value is None:  # an explicit null means "not given", as absence does, never a None where a value is expected
+        return default
+    if not isinstance(value, kind):
         kinds = kind if isinstance(kind, tuple) else (kind,)
         expected = ' or '.join(k.__name__ for k in kinds)
         raise _Reply(400, f'Expected {name!r} to be {expected} in the request body, got {type(value).__name__}')
