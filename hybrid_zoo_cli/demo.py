@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``hybrid-zoo demo`` parser."""
     p = argparse.ArgumentParser(
         prog='hybrid-zoo demo',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every flag's default in --help
         description='Prepare the embedded data, train (validating on a share carved out of the train split), '
         'evaluate on the untouched test split, publish to a local Hub server and load the model back with '
         'timm.create_model("hf-hub:...").',

@@ -50,3 +50,28 @@ def test_the_trainer_module_parses_the_same_flags_as_the_command():
     assert '--resume' in flags and flags == {w for w in cli.stdout.split() if w.startswith('--')}
     bad = subprocess.run([sys.executable, '-m', 'hybrid_zoo.train', '--epochs', '0'], capture_output=True, text=True)
     assert bad.returncode == 2 and '--epochs must be an integer >= 1, got 0' in bad.stderr
+
+
+def test_demo_help_shows_every_default():
+    from hybrid_zoo_cli.demo import build_parser
+
+    text = ' '.join(build_parser().format_help().split()).split('options:', 1)[1]
+    for flag, default in (('--epochs', '2'), ('--img-size', '64'), ('--output-dir', 'runs/demo')):
+        assert f'(default: {default})' in text.split(flag, 1)[1].split('--', 1)[0], flag
+
+
+def test_eval_refuses_an_unusable_model_folder_before_preparing_any_data(tmp_path, monkeypatch):
+    import hybrid_zoo.train.evaluate as evaluate_mod
+    from hybrid_zoo.factory import ModelLoadError
+
+    folder = tmp_path / 'model'
+    folder.mkdir()
+    (folder / 'config.json').write_text('{"architecture": "convformer_tiny", "num_classes": 3}')  # no weights
+
+    def never(*args, **kwargs):
+        raise AssertionError('the dataset was opened before the model folder was checked')
+
+    monkeypatch.setattr(evaluate_mod, 'load_eval_split', never)
+    with pytest.raises(ModelLoadError, match='has no weights'):
+        evaluate_mod.evaluate(str(folder), 'default', 'test', cpu=True, embedded_cache=str(tmp_path / 'cache'))
+    assert not (tmp_path / 'cache').exists()

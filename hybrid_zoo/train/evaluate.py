@@ -186,7 +186,10 @@ def evaluate(
     """
 
     accelerator = _fresh_accelerator(cpu=cpu or _cpu_only_multiprocess(), mixed_precision=mixed_precision)
-    # the data first: a mistyped path fails before any weights are loaded
+    # a local model folder first (reading it is cheap, and an unusable one fails before a dataset is prepared); a Hub
+    # model after the data, so a mistyped dataset path fails before any weights are downloaded
+    local = isinstance(model_or_path, str) and (model_or_path.startswith('local-dir:') or os.path.isdir(model_or_path))
+    model = load_model(model_or_path, allow_pickle=allow_pickle) if local else None
     part, dataset_names, name = load_eval_split(
         dataset,
         split,
@@ -196,7 +199,10 @@ def evaluate(
         max_samples=max_samples,
         embedded_cache=embedded_cache,
     )
-    model = load_model(model_or_path, allow_pickle=allow_pickle) if isinstance(model_or_path, str) else model_or_path
+    if model is None:
+        model = (
+            load_model(model_or_path, allow_pickle=allow_pickle) if isinstance(model_or_path, str) else model_or_path
+        )
     label_names = _label_names(model, dataset_names)
     check_labels(part, model.num_classes, name)
     data_cfg = model_data_config(model, img_size)
