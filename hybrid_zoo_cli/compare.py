@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         '--publish',
         action='store_true',
         help='afterwards, push the best 64 px run of each ConvFormer model (over every fmnist-*.json next to the '
-        "results file) to the Hub as its registered tag '<org>/<model>.fmnist_64' and record it in pretrained.json",
+        "results file) to the Hub as its registered tag '<org>/<model>.fmnist_64' and record it in pretrained.json "
+        'beside the results file',
     )
     p.add_argument('--org', default=None, help="Hub namespace for --publish (default: the registry's, hybrid-zoo)")
     p.add_argument('--endpoint', default=None, help='Hub URL for --publish (default: $HF_ENDPOINT or huggingface.co)')
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         files = sorted(results.parent.glob('fmnist-*.json'))
         ours = [m for m in args.models if m in FMNIST_MODELS] if args.models else FMNIST_MODELS
-        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint, models=ours).items():
+        record = results.parent / 'pretrained.json'  # beside the results: the committed record only when named
+        for tag, entry in publish(files, org=args.org, endpoint=args.endpoint, models=ours, record=record).items():
             print(f'published {tag}: {entry["repo_id"]}@{entry["commit"][:10]} (test top-1 {entry["test_top1"]:.2f})')
     return 0

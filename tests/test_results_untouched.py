@@ -48,6 +48,14 @@ def test_compare_writes_under_runs_and_names_a_shortened_recipe(tmp_path, monkey
     main(['--recipe', 'cpu64', '--epochs', '1', '--train-samples', '300', '--embedded-cache', str(cache)])
     assert seen['recipe'].name == 'cpu64-e1-n300' and seen['results'].name == 'fmnist-cpu64-e1-n300.json'
 
+    def fake_publish(files, *, record, **kwargs):
+        seen['record'] = Path(record)
+        return {}
+
+    monkeypatch.setattr(compare_mod, 'publish', fake_publish)
+    main(['--recipe', 'cpu64', '--models', 'test_resnet', '--embedded-cache', str(cache), '--publish'])
+    assert seen['record'] == Path('runs') / 'results' / 'pretrained.json'  # the committed record only when named
+
 
 @pytest.mark.parametrize('tool', TOOLS)
 def test_every_tool_answers_help_without_measuring(tool):
