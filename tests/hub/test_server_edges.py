@@ -34,6 +34,7 @@ from huggingface_hub.utils import validate_repo_id
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from test_server_limits import exchange  # the one raw-socket reader of these tests
 
 from hybrid_zoo.hub.server import HubServer
 from hybrid_zoo.hub.server.store import Op
@@ -85,22 +86,7 @@ def request(hub, method: str, path: str, body: bytes = b'', auth: str | None = A
 
 def raw(hub, data: bytes) -> tuple[int, dict, bytes]:
     """Send ``data`` as is (headers the client library would refuse to send) and read one reply."""
-    with socket.create_connection(address(hub), timeout=SOCKET_TIMEOUT) as s:
-        s.sendall(data)
-        reply = b''
-        while b'\r\n\r\n' not in reply:
-            chunk = s.recv(1 << 16)
-            assert chunk, f'connection closed without a reply to {data[:80]!r}'
-            reply += chunk
-        head, _, body = reply.partition(b'\r\n\r\n')
-        lines = head.decode('latin-1').split('\r\n')
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(':') for line in lines[1:])}
-        if not data.startswith(b'HEAD '):
-            while len(body) < int(headers.get('content-length', 0)):
-                chunk = s.recv(1 << 16)
-                assert chunk, 'connection closed inside the reply body'
-                body += chunk
-        return int(lines[0].split()[1]), headers, body
+    return exchange(hub, data, timeout=SOCKET_TIMEOUT)
 
 
 def ndjson(*lines) -> bytes:

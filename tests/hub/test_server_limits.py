@@ -59,8 +59,8 @@ def exchange(hub, raw: bytes, timeout: float = 5.0, sock: socket.socket | None =
         head, _, body = data.partition(b'\r\n\r\n')
         lines = head.decode('latin-1').split('\r\n')
         headers = {k.lower(): v.strip() for k, _, v in (line.partition(':') for line in lines[1:])}
-        while len(body) < int(headers.get('content-length', 0)):
-            chunk = s.recv(1 << 16)
+        while not raw.startswith(b'HEAD ') and len(body) < int(headers.get('content-length', 0)):
+            chunk = s.recv(1 << 16)  # a reply to HEAD has no body, whatever its Content-Length says
             assert chunk, 'connection closed inside the reply body'
             body += chunk
         return int(lines[0].split()[1]), headers, body
