@@ -32,6 +32,7 @@ the functions that download or read weights. Nothing here imports a tier (``trai
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import logging
@@ -382,9 +383,13 @@ def check_config(config: Any, where: str = CONFIG_NAME) -> dict:
                 f'{where}: {CONFIG_NAME} pretrained_cfg.{key} is {pcfg[key]!r}: a config does not choose its weights '
                 f'(the loader reads {WEIGHTS_NAME} beside it); expected no {key}, as timm.models.save_for_hf writes'
             )
-    field('pretrained_cfg.num_classes', pcfg.get('num_classes'), _int_in(0, MAX_NUM_CLASSES))
-    for key in ('input_size', 'test_input_size', 'min_input_size'):
-        field(f'pretrained_cfg.{key}', pcfg.get(key), _input_size)
+    for key, check in _PCFG_CHECKS.items():
+        if key in pcfg and pcfg[key] is None and _PCFG_DEFAULTS.get(key) is not None:
+            raise ConfigError(
+                f'{where}: {CONFIG_NAME} pretrained_cfg.{key} is null; expected {check(object()) or "a value"} '
+                f'(or no {key}: timm then uses {_PCFG_DEFAULTS[key]!r})'
+            )
+        field(f'pretrained_cfg.{key}', pcfg.get(key), check)
     for key in ('label_names', 'label_descriptions'):
         for scope, value in (('', config.get(key)), ('pretrained_cfg.', pcfg.get(key))):
             field(f'{scope}{key}', value, _labels)
@@ -430,6 +435,32 @@ def _input_size(value: Any) -> str | None:
     )
 
 
+def _one_of(*allowed: str) -> Any:
+    return lambda v: None if v in allowed else f'one of {", ".join(allowed)}'
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else 'true or false'
+
+
+def _crop_pct(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 2
+    return None if ok else 'a number above 0 and at most 2'
+
+
+def _channel_stats(positive: bool) -> Any:
+    def check(value: Any) -> str | None:
+        ok = (
+            isinstance(value, list | tuple)
+            and 1 <= len(value) <= MAX_IN_CHANS
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            and (not positive or all(v > 0 for v in value))
+        )
+        return None if ok else f'a list of 1 to {MAX_IN_CHANS:,d} finite numbers{" above 0" if positive else ""}'
+
+    return check
+
+
 def _labels(value: Any) -> str | None:
     if isinstance(value, list | dict) and len(value) <= MAX_NUM_CLASSES:
         return None
@@ -440,6 +471,23 @@ def _img_size(value: Any) -> str | None:
     sides = value if isinstance(value, list | tuple) and len(value) == 2 else [value]
     ok = all(_is_int(v) and 1 <= v <= MAX_IMG_SIZE for v in sides)
     return None if ok else f'a side (or [height, width]) from 1 to {MAX_IMG_SIZE:,d}'
+
+
+# the pretrained_cfg fields timm's data config and loader read, each with what it must hold
+_PCFG_CHECKS = {
+    'num_classes': _int_in(0, MAX_NUM_CLASSES),
+    'input_size': _input_size,
+    'test_input_size': _input_size,
+    'min_input_size': _input_size,
+    'fixed_input_size': _bool,
+    'interpolation': _one_of('bicubic', 'bilinear', 'nearest', 'lanczos', 'box', 'hamming', 'random'),
+    'crop_pct': _crop_pct,
+    'test_crop_pct': _crop_pct,
+    'crop_mode': _one_of('center', 'squash', 'border'),
+    'mean': _channel_stats(positive=False),
+    'std': _channel_stats(positive=True),
+}
+_PCFG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(timm.models.PretrainedCfg)}
 
 
 def accepted_model_args(arch: str) -> frozenset[str] | None:
@@ -502,7 +550,13 @@ def _bounded_value(value: Any) -> str | None:
 def _check_size(arch: str, config: dict, where: str) -> None:
     """Build the model the config describes on the meta device (no memory) and bound its parameter count; an
     argument the constructor refuses is named here, before anything real is built."""
-    parsed = _parsed_config(config, {})
+    try:
+        parsed = _parsed_config(config, {})
+    except Exception as e:  # timm's own parsing of a config the field checks let through
+        raise ConfigError(
+            f'{where}: {CONFIG_NAME} does not parse as timm reads it ({type(e).__name__}: {e}); expected the layout '
+            'timm.models.save_for_hf writes'
+        ) from None
     try:
         model = _timm_create(parsed.arch, pretrained=False, device='meta', **_build_kwargs(parsed, {}))
     except ModelLoadError:

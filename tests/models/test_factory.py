@@ -14,7 +14,7 @@ import hypothesis.strategies as st
 import pytest
 import timm
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from safetensors.torch import load_file, save_file
 
 import hybrid_zoo
@@ -297,6 +297,7 @@ FIELDS = [
     ('pretrained_cfg', 'num_classes'),
     ('pretrained_cfg', 'input_size'),
     ('pretrained_cfg', 'test_input_size'),
+    *(('pretrained_cfg', k) for k in ('mean', 'std', 'crop_pct', 'crop_mode', 'interpolation', 'fixed_input_size')),
     *(('model_args', k) for k in ('num_classes', 'in_chans', 'widths', 'depths', 'head_dim', 'kv_reductions')),
     *(('model_args', k) for k in ('mlp_ratio', 'attn_heads', 'attn_every', 'conv_kernel_size', 'fusion')),
     *(('model_args', k) for k in ('pretrained_strict', 'checkpoint_path', 'features_only', 'img_size')),
@@ -310,6 +311,7 @@ SIZES = st.one_of(
 @pytest.mark.filterwarnings('ignore:Initializing zero-element tensors')  # a zero width builds, and fails at forward
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(FIELDS), value=st.one_of(JSON, SIZES))
+@example(field=('pretrained_cfg', 'input_size'), value=None)  # timm's parser indexed a null input_size
 def test_any_config_field_is_built_within_bounds_or_refused_by_name(slim_config, field, value):
     """Over config fields and JSON values: check_config either refuses with a ConfigError naming the field (or the
     parameter count the values add up to), or the model it lets through is within every bound."""
@@ -325,6 +327,9 @@ def test_any_config_field_is_built_within_bounds_or_refused_by_name(slim_config,
         return
     model = timm.create_model('convformer_tiny', device='meta', **{**SLIM_ARGS, **config.get('model_args', {})})
     assert sum(p.numel() for p in model.parameters()) <= factory.MAX_PARAMS
+    pcfg = factory._parsed_config(config, {}).pretrained_cfg  # what timm's loader makes of it
+    data_config = timm.data.resolve_data_config(pretrained_cfg=pcfg)  # what a user's pipeline reads from it
+    assert len(data_config['input_size']) == 3 and data_config['crop_pct'] > 0
     assert 0 <= (config.get('num_classes') or 0) <= factory.MAX_NUM_CLASSES
     assert 1 <= model.in_chans <= factory.MAX_IN_CHANS and 0 <= model.num_classes <= factory.MAX_NUM_CLASSES
 
