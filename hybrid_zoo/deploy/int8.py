@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..normalization import LUMA_WEIGHTS
 from .errors import DeployError
 
 
@@ -75,16 +76,18 @@ def quantize_onnx(
 
 
 def three_channel_copy(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
-    """For a model whose first convs read one channel: a copy reading three (each such conv's weights repeated and
-    divided by three) and the input transform to feed it (the image three times), so ``copy(expand(x)) == model(x)``;
-    any other model comes back as it is, with the identity."""
+    """For a model whose first convs read one channel: a copy reading three (each such conv's weights repeated,
+    times the luma weights, which add up to 1) and the input transform to feed it (the image three times), so
+    ``copy(expand(x)) == model(x)``, and for an RGB ``x`` the copy computes what the model does with its luma; any
+    other model comes back as it is, with the identity."""
     convs = input_convs(model)
     if not convs or any(c.in_channels != 1 for c in convs.values()):
         return model, lambda x: x
     net = copy.deepcopy(model)
     for name in convs:
         wide = net.get_submodule(name)
-        wide.weight = nn.Parameter(wide.weight.detach().repeat(1, 3, 1, 1) / 3)
+        luma = torch.tensor(LUMA_WEIGHTS, dtype=wide.weight.dtype).view(1, 3, 1, 1)
+        wide.weight = nn.Parameter(wide.weight.detach().repeat(1, 3, 1, 1) * luma)
         wide.in_channels = 3
     if getattr(net, 'in_chans', None) == 1:
         net.in_chans = 3  # timm's attribute, which our models check their input against

@@ -17,6 +17,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..layers import AttnBlock, ConvBlock, ConvNorm
+from ..normalization import rgb_to_luma
 from .variants import FIRST_ATTENTION_STAGE
 
 __all__ = ['MIN_INPUT_SIZE', 'ConvFormerFusion', 'ConvFormerStage']
@@ -41,8 +42,9 @@ def check_input(
         raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) image tensor, got {x.dim()}-D shape {list(x.shape)}')
     if not x.is_floating_point():
         raise ValueError(f'expected a floating point tensor normalized with mean/std, got dtype {x.dtype}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'expected {in_chans} input channels (B, {in_chans}, H, W), got shape {list(x.shape)}')
+    if x.shape[1] != in_chans and not (in_chans == 1 and x.shape[1] == 3):
+        also = ' or 3, read as their luma' if in_chans == 1 else ''
+        raise ValueError(f'expected {in_chans} input channels{also} (B, {in_chans}, H, W), got shape {list(x.shape)}')
     if x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(
             f'expected height and width >= {min_size}, got {x.shape[2]}x{x.shape[3]} (shape {list(x.shape)})'
@@ -63,6 +65,16 @@ def check_input(
             f'training needs more than one value per channel at stride 32 for BatchNorm, got batch {x.shape[0]} at '
             f'{x.shape[2]}x{x.shape[3]} (a 1x1 map): use a batch of 2 or more, an input over 32 px, or eval()'
         )
+
+
+@register_notrace_function  # a shape test is not traceable by torch.fx; keep the call as a graph leaf
+def luma_if_rgb(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A grayscale model's view of its input: a 3-channel ``x`` becomes its luma (what ``Image.convert('L')``
+    gives, up to PIL's rounding), so an RGB pipeline such as transformers' ``pipeline('image-classification')`` runs
+    a one-channel model; any other input is returned as it is."""
+    if in_chans == 1 and x.shape[1] == 3 and not torch.jit.is_tracing():
+        return rgb_to_luma(x)
+    return x
 
 
 def attention_width(width: int, attn_ratio: float) -> int:
@@ -325,6 +337,7 @@ class ConvFormerFusion(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         check_input(x, self.in_chans, dtype=self.head.norm.weight.dtype, training=self.training)
+        x = luma_if_rgb(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         intermediates = []
         x = self.stem(x)
@@ -350,6 +363,7 @@ class ConvFormerFusion(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, num_features, ceil(H / 32), ceil(W / 32))."""
         check_input(x, self.in_chans, dtype=self.head.norm.weight.dtype, training=self.training)
+        x = luma_if_rgb(x, self.in_chans)
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)

@@ -61,16 +61,24 @@ def test_pushed_model_loads_in_transformers(tmp_path, hub_server, hf_token, in_c
     assert torch.equal(hub.load(repo).eval()(x), expected)
 
 
-def test_pushed_rgb_model_runs_in_the_image_classification_pipeline(tmp_path, hub_server, hf_token):
-    repo = 'alice/transformers-pipeline'
-    pushed(tmp_path, repo, 3)
+@pytest.mark.parametrize('in_chans', [3, 1])
+def test_pushed_model_runs_in_the_image_classification_pipeline(tmp_path, hub_server, hf_token, in_chans):
+    """The pipeline opens every image as RGB: a grayscale model reads it as its luma, the same scores as timm's own
+    pipeline on the grayscale conversion (up to PIL's rounding to whole grey levels)."""
+    repo = f'alice/transformers-pipeline-{in_chans}ch'
+    pushed(tmp_path, repo, in_chans)
     model = hub.load(repo).eval()  # with the published preprocessing (64 px) in its pretrained cfg
     classify = transformers.pipeline('image-classification', model=repo)
     image = Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype('uint8'))
     got = classify(image, top_k=len(LABELS))
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
     with torch.no_grad():
-        probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
+        probs = model(transform(image if in_chans == 3 else image.convert('L')).unsqueeze(0)).softmax(-1)[0]
+    if in_chans == 1:
+        assert dict(zip(LABELS, probs.tolist(), strict=True)) == pytest.approx(
+            {r['label']: r['score'] for r in got}, abs=2e-3
+        )
+        return
     assert {r['label']: round(r['score'], 4) for r in got} == {
         label: round(p, 4) for label, p in zip(LABELS, probs.tolist(), strict=True)
     }

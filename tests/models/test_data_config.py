@@ -52,3 +52,33 @@ def test_cfg_that_already_fits_is_left_as_it_is(name):
         if registered['input_size'][0] == in_chans:
             for key in ('input_size', 'mean', 'std'):
                 assert model.pretrained_cfg[key] == registered[key], key
+
+
+@settings(max_examples=12, deadline=None)
+@given(name=st.sampled_from(NAMES), seed=st.integers(0, 2**16), size=st.integers(32, 96))
+def test_a_grayscale_model_reads_an_rgb_input_as_its_luma(name, seed, size):
+    """Any RGB tensor into a one-channel model gives exactly what its luma gives (the weights add up to 1, so the
+    luma of a normalized image is the normalized luma), on every forward entry point."""
+    from hybrid_zoo.normalization import LUMA_WEIGHTS
+
+    model = timm.create_model(name, in_chans=1, num_classes=4, widths=(32, 32, 64, 64), depths=(1, 1, 1, 1)).eval()
+    x = torch.randn(2, 3, size, size + 5, generator=torch.Generator().manual_seed(seed))
+    luma = sum(w * x[:, i : i + 1] for i, w in enumerate(LUMA_WEIGHTS))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(luma), rtol=1e-4, atol=1e-5)
+        final, maps = model.forward_intermediates(x)
+        torch.testing.assert_close(final, model.forward_features(luma), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r'expected 1 input channels or 3, read as their luma .* got shape \[2, 2,'):
+        model(x[:, :2])
+
+
+def test_grayscale_model_runs_on_an_rgb_image_as_on_its_grayscale_conversion():
+    """The README's pipeline as printed, fed an RGB file: the model reads it as PIL's convert('L') does (up to
+    PIL's rounding to whole grey levels)."""
+    model = timm.create_model('convformer_tiny', in_chans=1, num_classes=10).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8), 'RGB')
+    with torch.inference_mode():
+        from_rgb = model(transform(rgb).unsqueeze(0)).softmax(-1)
+        from_gray = model(transform(rgb.convert('L')).unsqueeze(0)).softmax(-1)
+    torch.testing.assert_close(from_rgb, from_gray, atol=2e-3, rtol=0)

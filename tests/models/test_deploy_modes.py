@@ -123,6 +123,8 @@ def test_a_grayscale_model_goes_through_pt2e_as_an_equal_three_channel_copy():
     with torch.no_grad():
         torch.testing.assert_close(wide(expand(x)), gray(x), atol=1e-5, rtol=1e-5)
         assert gray(x).shape == (2, 10)  # the original is untouched
+        colour = torch.randn(2, 3, 64, 64)  # an RGB input: the copy reads its luma, as the model itself does
+        torch.testing.assert_close(wide(colour), gray(colour), atol=1e-5, rtol=1e-5)
     calibration = [torch.randn(8, 1, 64, 64) for _ in range(2)]
     deployed = build(gray, 'int8-pt2e', x, calibration)  # inductor alone fails one-channel inputs
     assert deployed.run(torch.randn(3, 1, 64, 64)).shape == (3, 10) and deployed.max_abs_diff <= 0.05

@@ -232,6 +232,13 @@ def test_bad_input_raises_value_error(x, match):
         model.forward_intermediates(x)
 
 
+@pytest.mark.parametrize('channels', [2, 4])
+def test_a_grayscale_model_refuses_channels_other_than_one_or_three(channels):
+    model = _create('convformer_tiny', in_chans=1).eval()
+    with pytest.raises(ValueError, match=rf'expected 1 input channels or 3, read as their luma .* \[1, {channels}, 64'):
+        model(torch.randn(1, channels, 64, 64))
+
+
 def test_drop_path_and_optimizer_hooks():
     from timm.optim import create_optimizer_v2
 
