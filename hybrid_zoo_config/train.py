@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from .data import EMBEDDED_CACHE, add_data_dir_refusal
 from .fields import add_dataclass_arguments, config_from_namespace, option
@@ -184,8 +183,16 @@ class TrainConfig:
     # run
     output_dir: str | None = option(
         None,
-        'output folder (default: runs/<model>). It must be new, empty, or a folder this trainer wrote before: a '
-        'non-empty folder of other files is refused, and files the trainer did not write are never deleted',
+        "output folder (default: a new one per run, runs/train/<YYYYmmdd-HHMMSS>-<model>, as timm's train.py does; "
+        'with --resume auto, the newest run of this model there that holds a checkpoint). It must be new, empty, or '
+        'a folder this trainer wrote before: a non-empty folder of other files is refused, files the trainer did not '
+        'write are never deleted, and a folder holding an earlier run is refused unless --resume continues it or '
+        '--overwrite replaces it. A run that fails before its first step removes the folder it made',
+        'run',
+    )
+    overwrite: bool = option(
+        False,
+        'start afresh in an --output-dir that holds an earlier run, replacing its checkpoints and model folder',
         'run',
     )
     resume: str | None = option(
@@ -218,9 +225,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.validate()
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f'runs/{self.model}')
 
     def validate(self) -> None:
         """Check every numeric option (also for programmatic use: ``__post_init__`` calls this).
@@ -372,6 +376,7 @@ RESUME_MAY_CHANGE = (
     'channels_last',
     'compile',
     'output_dir',
+    'overwrite',
     'resume',
     'stop_after_epoch',
     'checkpoint_every',

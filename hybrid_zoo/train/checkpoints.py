@@ -7,6 +7,7 @@ a checkpoint against its manifest before Accelerate unpickles anything.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 from hybrid_zoo.atomic import recover_dir, remove_debris, replace_dir, temp_dir_beside, write_json_atomic
 from hybrid_zoo.factory import sha256_file
+from hybrid_zoo_config.results import RUNS_DIR
 from hybrid_zoo_config.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
 
 logger = logging.getLogger('hybrid_zoo.train.loop')
@@ -24,6 +26,8 @@ logger = logging.getLogger('hybrid_zoo.train.loop')
 CHECKPOINT_FORMAT = 2  # 2: meta.json records the config and the history, manifest.json the sha256 of every file
 MANIFEST = 'manifest.json'
 RUN_MARKER = '.hybrid_zoo_run.json'
+TRAIN_RUNS = RUNS_DIR / 'train'  # where a run without --output-dir gets its own folder
+_RUN_NAME_UNSAFE = re.compile(r'[^A-Za-z0-9_.-]+')
 MODEL_FILES = frozenset(
     {
         'config.json',
@@ -140,6 +144,75 @@ def check_output_dir(out: Path) -> None:
             f'as a whole by a run{pickles}, so it is refused: move those files elsewhere, or choose another '
             '--output-dir'
         )
+
+
+def run_folder(cfg: TrainConfig, *, now: datetime.datetime | None = None) -> Path:
+    """Where a run writes: ``cfg.output_dir`` as given; otherwise a new folder per run,
+    ``runs/train/<YYYYmmdd-HHMMSS>-<model>`` (timm's train.py layout; ``-1``, ``-2``... appended when the name is
+    taken), or with ``--resume auto`` the newest run of the same model there that holds a checkpoint."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    name = _RUN_NAME_UNSAFE.sub('_', cfg.model)[-80:]
+    if cfg.resume == 'auto':
+        pattern = re.compile(rf'\d{{8}}-\d{{6}}-{re.escape(name)}(?:-(\d+))?')
+        runs = [p for p in TRAIN_RUNS.glob(f'*-{name}*') if pattern.fullmatch(p.name) and p.is_dir()]
+        for run in sorted(runs, key=lambda p: (p.name[:15], int(pattern.fullmatch(p.name)[1] or 0)), reverse=True):
+            if (recover_dir(run / 'checkpoints' / 'last') / 'meta.json').is_file():
+                logger.info('--resume auto: continuing the newest run of %s, %s', cfg.model, run)
+                return run
+    stamp = (now or datetime.datetime.now()).strftime('%Y%m%d-%H%M%S')
+    out, count = TRAIN_RUNS / f'{stamp}-{name}', 0
+    while out.exists():  # two runs started in the same second
+        count += 1
+        out = TRAIN_RUNS / f'{stamp}-{name}-{count}'
+    return out
+
+
+def holds_run(out: Path) -> str | None:
+    """What of an earlier run ``out`` holds that a fresh start would replace (``None``: nothing)."""
+    meta = _read_json(out / 'checkpoints' / 'last' / 'meta.json')
+    if isinstance(meta, dict):
+        return f'a checkpoint at epoch {meta.get("epoch", "?")}'
+    if (out / 'model' / 'config.json').is_file():
+        return 'a trained model folder'
+    if (out / 'checkpoints' / 'best').is_dir():
+        return 'a best checkpoint'
+    return None
+
+
+def missing_folders(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist yet, deepest first: what creating ``out`` makes."""
+    made = []
+    for folder in (out, *out.parents):
+        if folder.exists() or folder == Path(folder.anchor) or str(folder) == '.':
+            break
+        made.append(folder)
+    return made
+
+
+def remove_unstarted_run(out: Path, *, made: list[Path], was_empty: bool) -> None:
+    """After a run failed before its first step: remove what it wrote and the folders it made.
+
+    Args:
+        out: The run folder.
+        made: The folders creating ``out`` made (``missing_folders`` before the run started), deepest first; each is
+            removed only if nothing else is in it.
+        was_empty: ``out`` was new or empty when the run started, so whatever the trainer names in it is the run's
+            (its marker, tracker logs, checkpoint folder); otherwise ``out`` held an earlier run, which stays whole.
+    """
+    if not was_empty:
+        return
+    for name in (RUN_MARKER, 'metrics.jsonl'):
+        (out / name).unlink(missing_ok=True)
+    for name in ('logs', 'checkpoints'):  # no step ran, so nothing in them is worth keeping
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name)
+    for folder in made:
+        try:
+            folder.rmdir()  # only when empty: a file someone else put there keeps its folder
+        except OSError:
+            logger.warning('%s holds files the run did not write: kept', folder)
+            return
 
 
 def prepare_output_dir(out: Path) -> None:
@@ -345,12 +418,13 @@ def repair_best(ckpt_root: Path, source: Path, meta: dict) -> None:
         logger.warning('%s holds %s, not the best epoch %d, which is no longer on disk', best, holds, want)
 
 
-def find_resume_checkpoint(cfg: TrainConfig) -> Path | None:
-    """The checkpoint folder ``cfg.resume`` points to (``None``: start fresh)."""
+def find_resume_checkpoint(cfg: TrainConfig, out: Path) -> Path | None:
+    """The checkpoint folder ``cfg.resume`` points to, ``auto`` meaning the one in the run folder ``out``
+    (``None``: start fresh)."""
     if not cfg.resume:
         return None
     if cfg.resume == 'auto':
-        path = recover_dir(cfg.resolved_output_dir() / 'checkpoints' / 'last')
+        path = recover_dir(out / 'checkpoints' / 'last')
         if not (path / 'meta.json').is_file():
             logger.info('--resume auto: no checkpoint in %s, starting from scratch', path)
             return None

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 
 import datasets
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import save_for_hf
@@ -70,9 +70,13 @@ from hybrid_zoo.train.checkpoints import (  # noqa: F401 (the errors are re-expo
     check_rng_state,
     copy_checkpoint,
     find_resume_checkpoint,
+    holds_run,
+    missing_folders,
     prepare_output_dir,
     publish_dir,
+    remove_unstarted_run,
     repair_best,
+    run_folder,
     save_checkpoint,
     verify_checkpoint,
     ways_out,
@@ -471,8 +475,16 @@ def fit(cfg: TrainConfig) -> dict:
         CheckpointError: the checkpoint to resume is corrupt, changed since it was saved, or holds unknown files.
         NonFiniteLossError: the loss became NaN/inf; the last good checkpoint is kept.
     """
-    s = _setup(cfg)
-    final, final_ema = _train_epochs(s)
+    started = time.perf_counter()
+    acc, out, made, was_empty = _start_accelerator(cfg)
+    s = None
+    try:
+        s = _setup(cfg, acc=acc, out=out, started=started)
+        final, final_ema = _train_epochs(s)
+    except BaseException:
+        if acc.is_main_process and (s is None or s.run.num_updates == 0):
+            remove_unstarted_run(out, made=made, was_empty=was_empty)  # failed before its first step
+        raise
     return _finish(s, final, final_ema)
 
 
@@ -485,12 +497,8 @@ class _Data(NamedTuple):
     stream: Any
 
 
-def _setup(cfg: TrainConfig) -> _Setup:
-    """Accelerator, output folder, data, model, optimizer, schedule, EMA; the resumed state when resuming."""
-
-    out = cfg.resolved_output_dir()
-    started = time.perf_counter()
-    acc = _start_accelerator(cfg, out)
+def _setup(cfg: TrainConfig, *, acc: Accelerator, out: Path, started: float) -> _Setup:
+    """Data, model, optimizer, schedule, EMA; the resumed state when resuming."""
     streaming = _check_data_options(cfg)
     data = _open_data(cfg, acc, streaming=streaming)
     model = build_model(cfg, data.spec.num_classes)
@@ -511,10 +519,18 @@ def _setup(cfg: TrainConfig) -> _Setup:
     return _Setup(run, data.spec, arch, data_cfg, meta_base, history, num_epochs, updates_per_epoch, started)
 
 
-def _start_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
-    """The run's Accelerator, its output folder checked and marked as ours, the seed set."""
+def _start_accelerator(cfg: TrainConfig) -> tuple[Accelerator, Path, list[Path], bool]:
+    """The run's Accelerator, its output folder (chosen by the main process: ``run_folder``) checked and marked as
+    ours, the seed set; with what a failed start removes: the folders marking it made (``missing_folders``) and
+    whether the folder was new or empty."""
+    cpu = cfg.cpu or _cpu_only_multiprocess()
+    state = PartialState(cpu=cpu)  # the processes of the launch, before the Accelerator that needs the folder
+    shared = [str(run_folder(cfg)) if state.is_main_process else None]  # a timestamped name: the main process's
+    if state.num_processes > 1:
+        broadcast_object_list(shared, from_process=0)
+    out = Path(shared[0])
     acc = _fresh_accelerator(
-        cpu=cfg.cpu or _cpu_only_multiprocess(),
+        cpu=cpu,
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         log_with=cfg.log_with,
@@ -525,12 +541,21 @@ def _start_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
     )
     if cfg.mixed_precision == 'fp16' and acc.device.type == 'cpu':
         logger.warning('fp16 autocast does nothing on CPU (training stays fp32); use bf16 or no')
+    made = missing_folders(out)
+    was_empty = not out.is_dir() or not any(out.iterdir())
     with acc.main_process_first():  # before anything is written: refuse a folder of other files, then mark it ours
         check_output_dir(out)
+        earlier = holds_run(out)
+        if earlier and not cfg.resume and not cfg.overwrite:
+            raise OutputDirError(
+                f'--output-dir {out} holds an earlier run ({earlier}), which a new run would replace: continue it '
+                'with --resume auto, replace it with --overwrite, or choose another --output-dir (without one, '
+                'every run gets a new folder under runs/train)'
+            )
         if acc.is_main_process:
             prepare_output_dir(out)
     set_seed(cfg.seed)
-    return acc
+    return acc, out, made, was_empty
 
 
 def _check_data_options(cfg: TrainConfig) -> bool:
@@ -606,10 +631,10 @@ def _resolved_config(
 def _resume_point(cfg: TrainConfig, *, acc: Accelerator, out: Path, meta_base: dict) -> tuple[Path | None, dict | None]:
     """The checkpoint to resume from and its verified meta (None, None for a fresh start)."""
     with acc.main_process_first():
-        resume_dir = find_resume_checkpoint(cfg)
+        resume_dir = find_resume_checkpoint(cfg, out)
     resume_meta = None
     if resume_dir is None and (out / 'checkpoints' / 'last' / 'meta.json').is_file():
-        logger.warning('%s holds a checkpoint; starting afresh replaces it (--resume auto continues it)', out)
+        logger.warning('%s holds a checkpoint; --overwrite: starting afresh replaces it', out)
     if resume_dir is not None:
         resume_meta = verify_checkpoint(resume_dir)
         expected = {**meta_base, 'world_size': acc.num_processes}

@@ -87,9 +87,9 @@ def test_own_run_folder_with_foreign_files_is_refused_then_reused(tmp_path, digi
 
     (out / 'model' / 'important.py').unlink()
     (out / 'checkpoints' / 'best' / 'notes.txt').unlink()
-    assert (
-        train_cli.main(_argv(digits, out, '--epochs', 1)) == 0
-    )  # a fresh run over our own run: allowed (with a warning)
+    assert train_cli.main(_argv(digits, out, '--epochs', 1)) == 2  # clean now, but it holds an earlier run
+    assert 'holds an earlier run' in caplog.text
+    assert train_cli.main(_argv(digits, out, '--epochs', 1, '--overwrite')) == 0  # asked: a fresh run replaces it
     assert (out / 'README.txt').read_text() == 'about this run\n'
 
 

@@ -244,12 +244,12 @@ def test_diverging_lr_is_caught(tmp_path, digits, caplog):
 
 def test_unknown_model_suggests_close_names(tmp_path, digits):
     with pytest.raises(UnknownModelError, match=r"unknown model 'convformer_tinny'\. Did you mean: convformer_tiny"):
-        fit(_cfg(tmp_path, digits, model='convformer_tinny'))
+        fit(_cfg(tmp_path / 'run', digits, model='convformer_tinny'))
     folder = tmp_path / 'hub_like'
     folder.mkdir()
     (folder / 'config.json').write_text(json.dumps({'architecture': 'test_convnxt', 'num_classes': 3}))
     with pytest.raises(UnknownModelError, match='Did you mean: test_convnext'):
-        fit(_cfg(tmp_path, digits, pretrained=str(folder)))
+        fit(_cfg(tmp_path / 'run', digits, pretrained=str(folder)))
 
 
 def test_missing_columns_named_in_cli_error(tmp_path, digits, caplog):
