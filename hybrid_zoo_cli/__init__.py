@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'stats': ('stats', 'count params and GMACs (attention included) into a results file'),
     'bench': ('bench', 'side-by-side CPU speed benchmark of timm models'),
     'profile': ('profile', 'where CPU time goes per kind of operation, and the ceiling it sets'),
+    'front': ('front', 'the accuracy-speed front per deployment mode, from compare and bench results'),
     'export': ('export', 'export to ONNX and check parity with onnxruntime'),
     'render-docs': ('render', 'render README tables, plots and model cards from result files'),
 }

@@ -20,7 +20,7 @@ def _snapshot() -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in COMMITTED.iterdir()}
 
 
-@pytest.mark.parametrize('command', ['bench', 'profile', 'stats', 'export', 'compare'])
+@pytest.mark.parametrize('command', ['bench', 'profile', 'stats', 'export', 'compare', 'front'])
 def test_no_output_default_points_at_the_committed_results(command):
     import importlib
 

@@ -156,3 +156,35 @@ def test_write_front_writes_its_files_and_refuses_a_speed_file_without_the_modes
     with pytest.raises(ValueError, match=r"none has \['int8-pt2e'\]"):
         front.write_front(tmp_path / 'acc.json', tmp_path / 'speed.json', tmp_path / 'o2', modes=('int8-pt2e',))
     assert not (tmp_path / 'o2').exists()
+
+
+def test_front_command_writes_the_front_under_runs_and_refuses_unusable_files(tmp_path, monkeypatch, capsys):
+    import json
+
+    from hybrid_zoo_cli import front as front_cli
+
+    monkeypatch.chdir(tmp_path)
+    accuracy = _accuracy({'convformer_a': [85.0, 85.4, 85.2], 'b': [82.0, 82.3, 82.1], 'c': [86.0, 86.5, 86.1]})
+    speed = _speed({'convformer_a': (100.0, 95.0, 105.0), 'b': (50.0, 48.0, 52.0), 'c': (60.0, 58.0, 62.0)})
+    for row, fast in zip(speed['models'].values(), (150.0, 70.0, 90.0), strict=True):
+        row['modes']['int8-pt2e'] = {'img_s': fast, 'img_s_min': fast * 0.97, 'img_s_max': fast * 1.03, 'error': None}
+    (tmp_path / 'acc.json').write_text(json.dumps(accuracy))
+    (tmp_path / 'speed.json').write_text(json.dumps(speed))
+    argv = ['--accuracy', 'acc.json', '--speed', 'speed.json', '--modes', 'eager', 'int8-pt2e']
+    assert front_cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'eager: 3 models, on the front: convformer_a, c' in printed
+    written = sorted(p.name for p in (tmp_path / 'runs' / 'front').iterdir())
+    assert written == ['front-tiny-eager.png', 'front-tiny-int8-pt2e.png', 'front-tiny.json', 'front-tiny.md']
+    summary = json.loads((tmp_path / 'runs' / 'front' / 'front-tiny.json').read_text())
+    assert summary['eager']['dominated_by'] == {'b': ['convformer_a', 'c']}  # slower and less accurate than both
+    # a missing file, a file that is not JSON, a speed file without a mode asked for: one line, exit 2
+    (tmp_path / 'broken.json').write_text('{not json')
+    for bad in (
+        ['--accuracy', 'nope.json', '--speed', 'speed.json'],
+        ['--accuracy', 'acc.json', '--speed', 'broken.json'],
+        ['--accuracy', 'acc.json', '--speed', 'speed.json', '--modes', 'compiled'],
+    ):
+        assert front_cli.main(bad) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith('hybrid-zoo front: ') and len(err.strip().splitlines()) == 1, err
