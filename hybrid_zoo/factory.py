@@ -203,8 +203,8 @@ def create_model(
     """Build a timm model; with ``pretrained=True`` its weights come through the checked loader (module docstring).
 
     Args:
-        name: A registry name (``convformer_tiny``), ``arch.tag``, ``hf-hub:org/name[@revision]`` or
-            ``local-dir:/path`` (a folder in ``save_for_hf`` layout).
+        name: A registry name (``convformer_tiny``), ``arch.tag``, ``hf-hub:org/name[@revision]``,
+            ``local-dir:/path`` or a folder path (a folder in ``save_for_hf`` layout).
         pretrained: Load the published weights of ``name``.
         img_size: Input resolution, passed to the model only when its input size is fixed (ViT-style position
             tables); other models take any size and their constructors do not accept the argument.
@@ -224,6 +224,8 @@ def create_model(
             or do not fit the model (missing or unexpected tensors).
         ModelLoadError: No config or no weights where they were expected.
     """
+    if os.path.isdir(name) and not timm.is_model(name):  # a folder path, as load_model and eval take it
+        name = f'local-dir:{os.path.abspath(name)}'
     source, model_id = _parse_name(name)
     if source is None:
         check_model_name(model_id)

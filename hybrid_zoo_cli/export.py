@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description='Export a model to ONNX (dynamic batch/height/width) and check it against eager PyTorch, '
         'or (--measure) measure folding, torch.compile and ONNX parity for many models.',
     )
-    p.add_argument('--model', default='convformer_tiny', help='timm model name, hf-hub:org/name or local-dir:PATH')
+    p.add_argument(
+        '--model', default='convformer_tiny', help='timm model name, hf-hub:org/name, local-dir:PATH or a model folder'
+    )
     p.add_argument('--pretrained', action='store_true', help='load the weights named by --model')
     p.add_argument('--num-classes', type=int, default=None, help='override the number of classes')
     p.add_argument('--output', default='model.onnx', help='ONNX file to write')

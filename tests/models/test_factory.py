@@ -340,3 +340,20 @@ SLIM_ARGS = {'widths': [32, 32, 64, 64], 'depths': [1, 1, 1, 1]}
 @pytest.fixture(scope='module')
 def slim_config(tmp_path_factory) -> dict:
     return slim_folder(tmp_path_factory.mktemp('slim') / 'model')
+
+
+def test_every_spelling_of_a_folder_loads_the_same_weights(tmp_path, monkeypatch):
+    """A folder path as it is, relative or absolute, and local-dir: — through create_model (what export, push and
+    train --pretrained use) and load_model (eval) — give one set of weights."""
+    folder = tmp_path / 'model'
+    slim_folder(folder)
+    monkeypatch.chdir(tmp_path)
+    x = torch.randn(1, 3, 64, 64)
+    outputs = []
+    for name in ('model', str(folder), f'local-dir:{folder}'):
+        for load in (lambda n: factory.create_model(n, pretrained=True), factory.load_model):
+            with torch.no_grad():
+                outputs.append(load(name).eval()(x))
+    assert all(torch.equal(outputs[0], o) for o in outputs[1:])
+    with pytest.raises(factory.UnknownModelError):
+        factory.create_model(str(tmp_path / 'missing-folder'))  # not a folder: read as a model name
