@@ -30,5 +30,5 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W): the ``LUMA_WEIGHTS`` sum of the channels, in ``x``'s dtype."""
-    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    # the weights written out: TorchScript (torch.jit.script of a model) cannot read a module-level tuple
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]

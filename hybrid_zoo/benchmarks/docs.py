@@ -245,6 +245,65 @@ def design_table(results: Path) -> str | None:
     return '\n\n'.join(parts) or None
 
 
+def v3_screen_table(results: Path) -> str | None:
+    """The architecture-v3 screen on ``cpu64``: each arm's test top-1 against v2's on the same seeds, the paired mean
+    difference and its standard error, and the screen rule's verdict (drop below minus two standard errors)."""
+    import statistics
+
+    from hybrid_zoo.benchmarks.candidates import ARMS_V3, DESCRIPTIONS
+
+    base_path = results / 'fmnist-cpu64.json'
+    if not base_path.exists():
+        return None
+    from hybrid_zoo.models.variants import measured_on_current
+
+    base = {  # the runs that describe the registered (v2) models: late's v1 rows too, which v2 left unchanged
+        (r['model'], r['seed']): r['test_top1']
+        for r in read_json(base_path)['runs']
+        if measured_on_current(r['model'], {'architecture_version': _architecture(r)})
+    }
+    rows = []
+    for arm in ARMS_V3:
+        path = results / f'fmnist-cpu64-{arm}.json'
+        if not path.exists():
+            rows.append([f'`{arm}`', DESCRIPTIONS.get(arm, ''), '-', 'not run yet', '-', '-', 'pending', '-'])
+            continue
+        runs = read_json(path)['runs']
+        for model in dict.fromkeys(r['model'] for r in runs):
+            pairs = {
+                r['seed']: (base[(model, r['seed'])], r['test_top1'])
+                for r in runs
+                if r['model'] == model and (model, r['seed']) in base
+            }
+            diffs = [b - a for a, b in pairs.values()]
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+            mean = statistics.fmean(diffs) if diffs else None
+            if se is None:
+                verdict = 'pending (one seed)'
+            elif mean < -2 * se:
+                verdict = 'dropped'
+            else:
+                verdict = 'passes: price on front96'
+            per_seed = ', '.join(f's{s}: {a:.2f} -> {b:.2f}' for s, (a, b) in sorted(pairs.items()))
+            rows.append(
+                [
+                    f'`{arm}`',
+                    DESCRIPTIONS.get(arm, ''),
+                    f'`{model}`',
+                    per_seed,
+                    '-' if mean is None else f'{mean:+.2f}',
+                    '-' if se is None else f'{se:.2f}',
+                    verdict,
+                    f'`{path.name}`',
+                ]
+            )
+    head = ['arm', 'change', 'model', 'test top-1 %, v2 -> arm, per seed', 'paired mean', 'SE', 'screen', 'source']
+    return (
+        'Screen on `cpu64` (64 px, 5,000 images, 6 epochs), paired seeds against the v2 runs of `fmnist-cpu64.json`; '
+        'an arm is dropped when its paired mean is below minus two standard errors.\n\n' + _table(head, rows)
+    )
+
+
 def kv_ab_table(results: Path) -> str | None:
     """The K/V-pooling speed A/B (``tools/ab_kv_pooling.py``)."""
     path = results / 'ab-kv-pooling.json'
@@ -540,6 +599,7 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'fmnist_long_more_table': _md('fmnist-long64x.md'),
     'fmnist_gpu_table': _md('fmnist-gpu64.md'),
     'design_table': design_table,
+    'v3_screen_table': v3_screen_table,
     'profile_table': _md('profile-cpu.md'),
     'pretrained_table': pretrained_table,
     'kv_ab_table': kv_ab_table,

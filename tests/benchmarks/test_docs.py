@@ -223,3 +223,23 @@ def test_tracker_words_and_undated_reports_are_refused(tmp_path):
     assert any('r.md: the title must end in' in p for p in problems)
     (tmp_path / 'docs' / 'reports' / 'r.md').write_text('# Report: speed (2026-12-03, architecture v2)\n')
     assert not any('r.md' in p for p in check_documents(tmp_path / 'README.md', tmp_path))
+
+
+def test_v3_screen_pairs_each_arm_with_v2_seed_by_seed_and_applies_the_rule(tmp_path):
+    from hybrid_zoo.benchmarks.docs import v3_screen_table
+
+    def runs(rows):
+        return {'runs': [{'model': m, 'seed': s, 'test_top1': v, 'architecture_version': a} for m, s, v, a in rows]}
+
+    base = runs([('convformer_tiny', 0, 82.0, 2), ('convformer_tiny', 1, 81.0, 2), ('convformer_tiny', 2, 90.0, 1)])
+    (tmp_path / 'fmnist-cpu64.json').write_text(json.dumps(base))  # seed 2 is a v1 run: never a v2 baseline
+    worse = runs([('convformer_tiny', 0, 80.0, 2), ('convformer_tiny', 1, 79.1, 2)])  # -2.0, -1.9: SE 0.05
+    (tmp_path / 'fmnist-cpu64-silu.json').write_text(json.dumps(worse))
+    better = runs([('convformer_tiny', 0, 82.5, 2), ('convformer_tiny', 1, 81.3, 2), ('convformer_tiny', 2, 99.0, 2)])
+    (tmp_path / 'fmnist-cpu64-bn0.json').write_text(json.dumps(better))
+    (tmp_path / 'fmnist-cpu64-repdw.json').write_text(json.dumps(runs([('convformer_tiny', 0, 83.0, 2)])))
+    table = v3_screen_table(tmp_path)
+    rows = {line.split(' | ')[0].strip('| `'): line for line in table.splitlines() if line.startswith('| `')}
+    assert 's0: 82.00 -> 82.50, s1: 81.00 -> 81.30 | +0.40 | 0.10 | passes' in rows['bn0']  # seed 2 unpaired
+    assert '-1.95 | 0.05 | dropped' in rows['silu']
+    assert 'pending (one seed)' in rows['repdw'] and 'not run yet' in rows['bn0_repdw_silu']
