@@ -27,6 +27,7 @@ import huggingface_hub.constants
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.hub.server import HubServer
+from hybrid_zoo.run_files import WEIGHTS_NAME
 from hybrid_zoo.train.data import EMBEDDED_CACHE, prepare_default
 from hybrid_zoo.train.evaluate import evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
@@ -43,7 +44,7 @@ from safetensors.torch import load_file
 repo, local = sys.argv[1], sys.argv[2]
 model = timm.create_model('hf-hub:' + repo, pretrained=True).eval()
 ref = timm.create_model('local-dir:' + local, pretrained=True).eval()
-trained = load_file(local + '/model.safetensors')
+trained = load_file(sys.argv[3])
 same = all(torch.equal(v, model.state_dict()[k]) for k, v in trained.items())
 x = torch.randn(4, *model.pretrained_cfg['input_size'], generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
@@ -118,7 +119,10 @@ def run_demo(
         _log.info('step 5/5: loading hf-hub:%s back in a fresh process', repo_id)
         env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN=token, HF_HUB_DISABLE_XET='1', HF_HOME=tempfile.mkdtemp())
         proc = subprocess.run(
-            [sys.executable, '-c', _LOAD_BACK, repo_id, str(model_dir)], env=env, capture_output=True, text=True
+            [sys.executable, '-c', _LOAD_BACK, repo_id, str(model_dir), str(model_dir / WEIGHTS_NAME)],
+            env=env,
+            capture_output=True,
+            text=True,
         )
     if proc.returncode:
         raise RuntimeError(f'loading hf-hub:{repo_id} back failed:\n{proc.stderr[-3000:]}')

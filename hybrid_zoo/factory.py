@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from hybrid_zoo.atomic import sha256_file
+from hybrid_zoo.run_files import CONFIG_NAME, MODEL_DIR, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME
 
 __all__ = [
     'CONFIG_NAME',
@@ -82,9 +83,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HUB_PREFIXES = ('hf-hub:', 'hf_hub:', 'local-dir:')
-CONFIG_NAME = 'config.json'
-WEIGHTS_NAME = 'model.safetensors'
-PICKLE_WEIGHTS_NAME = 'pytorch_model.bin'
 IMPORT_HINT = 'import hybrid_zoo'
 # what a checked load hands timm in place of every weight source a cfg may name (see _build_checked)
 _SOURCE_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'custom_load')
@@ -313,7 +311,7 @@ def read_config(path: str | os.PathLike, where: str | None = None) -> dict:
         found = f'has no {CONFIG_NAME}' if path.parent.is_dir() else 'does not exist'
         raise ModelLoadError(
             f'{where} {found}: expected a folder written by timm.models.save_for_hf with {CONFIG_NAME} and '
-            f'{WEIGHTS_NAME} (hybrid-zoo train writes one to <output_dir>/model)'
+            f'{WEIGHTS_NAME} (hybrid-zoo train writes one to <output_dir>/{MODEL_DIR})'
         )
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:

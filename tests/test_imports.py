@@ -14,7 +14,21 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / 'hybrid_zoo'
 # the product: the core (models, layers and the helpers every tier shares) and the tiers a user installs
-PRODUCT = ('models', 'layers', 'train', 'hub', 'deploy', '__init__', 'atomic', 'factory', 'flops', 'describe', 'labels')
+PRODUCT = (
+    'models',
+    'layers',
+    'train',
+    'hub',
+    'deploy',
+    '__init__',
+    'atomic',
+    'factory',
+    'flops',
+    'describe',
+    'labels',
+    'run_files',
+    'normalization',
+)
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:

@@ -27,11 +27,13 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import hybrid_zoo  # noqa: E402, F401
 from hybrid_zoo.atomic import write_json_atomic  # noqa: E402
+from hybrid_zoo.benchmarks.candidates import SEP  # noqa: E402  (registers <model>__dw5: the kernel is the lab's knob)
 from hybrid_zoo.benchmarks.profile import profile_model  # noqa: E402
 from hybrid_zoo.benchmarks.profile_ops import reference_rate  # noqa: E402
 from hybrid_zoo.benchmarks.profile_training import profile_training  # noqa: E402
 from hybrid_zoo.benchmarks.results import machine_meta  # noqa: E402
 from hybrid_zoo.flops import count_macs  # noqa: E402
+from hybrid_zoo.models.variants import VARIANTS  # noqa: E402
 
 MODELS = ('convformer_tiny_early', 'convformer_tiny_late', 'convformer_small_late', 'convformer_base_late')
 KERNELS = (7, 5)  # registered default first
@@ -45,16 +47,16 @@ def main() -> int:
         for r in range(ROUNDS):
             for model in MODELS:
                 for k in KERNELS if r % 2 == 0 else KERNELS[::-1]:
-                    kwargs = {'conv_kernel_size': k}
-                    infer = profile_model(model, 32, 224, iters=3, ref=ref, model_kwargs=kwargs)
-                    train = profile_training(model, 16, 224, iters=3, ref=ref, model_kwargs=kwargs)
+                    kwargs = {**VARIANTS[model].kwargs(), 'conv_kernel_size': k}  # the registered model, kernel k
+                    infer = profile_model(f'{model}{SEP}dw5', 32, 224, iters=3, ref=ref, model_kwargs=kwargs)
+                    train = profile_training(f'{model}{SEP}dw5', 16, 224, iters=3, ref=ref, model_kwargs=kwargs)
                     runs[model, k].append((infer, train))
                     bar.update(1)
     out: dict = {'meta': dict(machine_meta(), allocator='no-trim', rounds=ROUNDS), 'models': {}}
     for model in MODELS:
         arms = {}
         for k in KERNELS:
-            net = timm.create_model(model, conv_kernel_size=k).eval()
+            net = timm.create_model(f'{model}{SEP}dw5', **VARIANTS[model].kwargs(), conv_kernel_size=k).eval()
             arms[k] = {
                 'gmacs': round(count_macs(net, (3, 224, 224)).gmacs, 3),
                 'infer_img_s': statistics.median(i['img_per_s'] for i, _ in runs[model, k]),

@@ -3,9 +3,16 @@
 Every arm is a change to architecture v1 (``VARIANTS_V1``; ``alt2`` passed the rule and is v2, the registered
 design). ``import hybrid_zoo.benchmarks.candidates`` registers ``<architecture>__<arm>`` for every arm below (for
 example ``convformer_tiny__sha``; ``convformer_tiny__v1`` is v1 itself), so the speed benchmark times them like any model
-(``hybrid-zoo bench --import hybrid_zoo.benchmarks.candidates --models ...``) and ``hybrid-zoo compare`` prices
+(``hybrid-zoo bench --import hybrid_zoo.benchmarks.candidates --models ...``), and ``hybrid-zoo compare`` priced
 them on the yardstick (``--model-kwargs``, from :func:`arm_kwargs`). Each arm keeps its architecture's GMACs within
 5% of v1 by deepening stage 3 (the saved FLOPs come back as the 1x1-conv GEMMs of extra blocks).
+
+The rejected arms change modules the product's constructor does not parameterise (``LAB_KNOBS``): the lab builds the
+product model and swaps those modules (:func:`apply_lab_knobs`), so the product carries no argument that only a
+rejected design used, and only the registered arm names build them (``--model-kwargs`` on a product name now
+reaches the product's constructor, which refuses these knobs). ``dw5`` (5x5 depthwise convs in the conv blocks, a v1
+study rejected before v2; its runs are in ``model_cards/results/fmnist-cpu64-dw5.json``) is built the same way. The
+committed results record each arm's parameter count and GMACs; ``tests/benchmarks/test_candidates.py`` rebuilds them.
 """
 
 from __future__ import annotations
@@ -13,11 +20,21 @@ from __future__ import annotations
 import functools
 
 from timm.models import register_model
+from torch import nn
 
 from hybrid_zoo.flops import count_macs
+from hybrid_zoo.layers import Attention, AttnBlock, ConvBlock, ConvNorm, RepDWConvNorm
 from hybrid_zoo.models.convformer_fusion import _create
 from hybrid_zoo.models.model import ConvFormerFusion
 from hybrid_zoo.models.variants import VARIANTS, VARIANTS_V1
+
+# The lab-only design knobs and the value each has in the product (where swapping nothing builds the product).
+LAB_KNOBS: dict[str, object] = {
+    'attn_ratio': 1.0,  # attention works in attn_ratio x the stage width (a multiple of 16)
+    'attn_heads': 0,  # heads of that width (0 = width // head_dim); 1 with a small attn_ratio is SHViT's single head
+    'ffn_dw': True,  # the depthwise 3x3 inside the attention blocks' 4x-wide FFN
+    'conv_kernel_size': 7,  # the depthwise kernel of the conv blocks
+}
 
 # arm -> the design change
 ARMS: dict[str, dict] = {
@@ -32,6 +49,8 @@ ARMS: dict[str, dict] = {
     'alt2_nodw': {'attn_every': 2, 'ffn_dw': False},
     # early placement only: keys/values pooled 4x (not 2x) at stride 8
     'kv4': {'kv_reductions': (1, 4, 1, 1)},
+    # ConvNeXt's 7x7 depthwise kernel cut to 5x5 in the conv blocks (a v1 study, rejected before the v2 screen)
+    'dw5': {'conv_kernel_size': 5},
 }
 SEP = '__'
 # one line per arm, for the design-notes table
@@ -43,6 +62,7 @@ DESCRIPTIONS: dict[str, str] = {
     'alt2': 'attention every 2nd block (NextViT)',
     'alt2_nodw': 'alt2 + nodw',
     'kv4': 'K/V pooled 4x at stride 8',
+    'dw5': '5x5 depthwise convs in the conv blocks',
 }
 
 
@@ -64,16 +84,102 @@ def arm_kwargs(architecture: str, arm: str) -> dict:
 
 
 def _gmacs(kwargs: dict) -> float:
-    return count_macs(ConvFormerFusion(**kwargs).eval(), (3, 224, 224)).gmacs
+    product = {k: v for k, v in kwargs.items() if k not in LAB_KNOBS}
+    lab = {k: v for k, v in kwargs.items() if k in LAB_KNOBS}
+    return count_macs(apply_lab_knobs(ConvFormerFusion(**product), **lab).eval(), (3, 224, 224)).gmacs
+
+
+def attention_width(width: int, attn_ratio: float) -> int:
+    """Channels attention works in for a stage of ``width`` channels: ``attn_ratio * width``, a multiple of 16."""
+    if not 0 < attn_ratio <= 1:
+        raise ValueError(f'attn_ratio must be in (0, 1], got {attn_ratio}')
+    return width if attn_ratio == 1 else max(16, round(width * attn_ratio / 16) * 16)
+
+
+def apply_lab_knobs(
+    model: ConvFormerFusion,
+    attn_ratio: float = 1.0,
+    attn_heads: int = 0,
+    ffn_dw: bool = True,
+    conv_kernel_size: int = 7,
+) -> ConvFormerFusion:
+    """Swap the modules of a freshly built ``model`` that the lab-only knobs change, in place; return ``model``.
+
+    Each swapped module takes the place (and parameter names) of the one it replaces and is initialised as the
+    model's constructor initialises its own, so the result has the parameters the arm was measured with. At the
+    product values (``LAB_KNOBS``) nothing is swapped.
+
+    Args:
+        model: A model as ``ConvFormerFusion`` builds it (not reparameterized).
+        attn_ratio: Attention works in ``attn_ratio`` x the stage width, a multiple of 16; 1 = the full width.
+        attn_heads: Heads of that width (0 = width // head_dim).
+        ffn_dw: Keep the depthwise 3x3 of the attention blocks' FFN; ``False`` swaps it for an identity.
+        conv_kernel_size: Depthwise kernel of the conv blocks (odd).
+
+    Raises:
+        ValueError: A knob out of its range, or an attention width that does not split into whole heads.
+    """
+    if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
+        raise ValueError(f'conv_kernel_size must be a positive odd number, got {conv_kernel_size}')
+    if attn_heads < 0:
+        raise ValueError(f'attn_heads must be >= 0, got {attn_heads}')
+    attention_width(64, attn_ratio)  # checks the ratio even when no stage attends
+    swapped: list[nn.Module] = []
+    for stage in model.stages:
+        for block in stage.blocks:
+            if isinstance(block, AttnBlock):
+                if attn_ratio != 1 or attn_heads:
+                    swapped += _narrow_attention(block.attn, attn_ratio, attn_heads)
+                if not ffn_dw:
+                    block.ffn.dw = nn.Identity()
+            elif isinstance(block, ConvBlock) and conv_kernel_size != LAB_KNOBS['conv_kernel_size']:
+                block.dw = _depthwise(block.dw, conv_kernel_size)
+                swapped.append(block.dw)
+    for module in swapped:
+        module.apply(ConvFormerFusion._init_weights)
+    return model
+
+
+def _narrow_attention(attn: Attention, attn_ratio: float, attn_heads: int) -> list[nn.Module]:
+    """Project q, k and v of ``attn`` to ``attention_width`` channels in ``attn_heads`` heads (``proj`` maps them
+    back); returns the new convs."""
+    dim, head_dim = attn.q.in_channels, attn.head_dim
+    width = attention_width(dim, attn_ratio)
+    if not attn_heads and width % head_dim:
+        raise ValueError(f'attention width ({width}) must be a multiple of head_dim ({head_dim})')
+    heads = attn_heads or width // head_dim
+    if width % heads:
+        raise ValueError(f'attention width {width} must split into whole heads: got num_heads {heads}')
+    dd = {'device': attn.q.weight.device, 'dtype': attn.q.weight.dtype}
+    attn.q, attn.kv, attn.proj = (
+        nn.Conv2d(dim, width, 1, **dd),
+        nn.Conv2d(dim, 2 * width, 1, **dd),
+        nn.Conv2d(width, dim, 1, **dd),
+    )
+    attn.num_heads, attn.head_dim = heads, width // heads
+    return [attn.q, attn.kv, attn.proj]
+
+
+def _depthwise(dw: nn.Module, kernel_size: int) -> nn.Module:
+    """A conv block's depthwise conv + BN (with its folding 3x3 branch if it has one) at ``kernel_size``."""
+    conv = dw.large.conv if isinstance(dw, RepDWConvNorm) else dw.conv
+    dd = {'device': conv.weight.device, 'dtype': conv.weight.dtype}
+    if isinstance(dw, RepDWConvNorm):
+        return RepDWConvNorm(conv.in_channels, kernel_size, **dd)
+    return ConvNorm(conv.in_channels, conv.in_channels, kernel_size, groups=conv.in_channels, **dd)
+
+
+def build_arm(architecture: str, **kwargs) -> ConvFormerFusion:
+    """``architecture`` built with ``kwargs`` through the registered factory, then the lab knobs among them applied."""
+    lab = {k: kwargs.pop(k) for k in LAB_KNOBS if k in kwargs}
+    model = apply_lab_knobs(_create(architecture, pretrained=False, **kwargs), **lab)
+    model._model_args = {**model._model_args, **lab}  # config.json's model_args rebuild the arm through its entrypoint
+    return model
 
 
 def _entrypoint(architecture: str, arm: str):
     def create(pretrained: bool = False, **kwargs):
-        return _create(
-            architecture,
-            pretrained=False,
-            **dict(arm_kwargs(architecture, arm), **kwargs),
-        )
+        return build_arm(architecture, **dict(arm_kwargs(architecture, arm), **kwargs))
 
     create.__name__ = create.__qualname__ = f'{architecture}{SEP}{arm}'
     return create
@@ -109,7 +215,7 @@ def arm_kwargs_v3(architecture: str, arm: str) -> dict:
 
 def _entrypoint_v3(architecture: str, arm: str):
     def create(pretrained: bool = False, **kwargs):
-        return _create(architecture, pretrained=False, **dict(arm_kwargs_v3(architecture, arm), **kwargs))
+        return build_arm(architecture, **dict(arm_kwargs_v3(architecture, arm), **kwargs))
 
     create.__name__ = create.__qualname__ = f'{architecture}{SEP}{arm}'
     return create

@@ -36,6 +36,7 @@ from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
 from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS, measured_on_current
+from hybrid_zoo.run_files import METRICS, MODEL_DIR, WEIGHTS_NAME
 from hybrid_zoo.train.evaluate import create_model, evaluate
 from hybrid_zoo.train.loop import TrainConfig, fit
 
@@ -214,7 +215,12 @@ def run_one(
     )
     final = fit(cfg)
     test = evaluate(
-        str(out / 'model'), str(dataset_dir), split='test', img_size=recipe.img_size, output_dir=out / 'test', cpu=True
+        str(out / MODEL_DIR),
+        str(dataset_dir),
+        split='test',
+        img_size=recipe.img_size,
+        output_dir=out / 'test',
+        cpu=True,
     )
     net = recipe.create_model(model, **(model_kwargs or {}))
     row = {
@@ -232,7 +238,7 @@ def run_one(
         'params_m': round(count_params(net) / 1e6, 3),
         'gmacs': round(recipe.gmacs(net), 4),
         'per_class_test': test.get('per_class'),
-        'model_dir': str(out / 'model'),
+        'model_dir': str(out / MODEL_DIR),
     }
     if parent:  # what it started from: the curve plot and the docs put the two schedules end to end
         row['continues'] = {
@@ -255,11 +261,11 @@ def _parent_run(model: str, seed: int, recipe: Recipe, parent_work: Path | None)
         ValueError: it was trained on an architecture that has changed since.
     """
     run = (parent_work or Path('.')) / f'{model}-s{seed}'
-    row_file, weights = run / 'compare_row.json', run / 'model' / 'model.safetensors'
+    row_file, weights = run / 'compare_row.json', run / MODEL_DIR / WEIGHTS_NAME
     if not (row_file.exists() and weights.exists()):
         raise FileNotFoundError(
             f'recipe {recipe.name!r} continues {recipe.continues!r}: expected the finished {recipe.continues} run of '
-            f'{model} seed {seed} (compare_row.json and model/model.safetensors) in {run}; run '
+            f'{model} seed {seed} (compare_row.json and {MODEL_DIR}/{WEIGHTS_NAME}) in {run}; run '
             f'`hybrid-zoo compare --recipe {recipe.continues} --models {model} --seeds {seed}` first'
         )
     row = json.loads(row_file.read_text())
@@ -270,7 +276,7 @@ def _parent_run(model: str, seed: int, recipe: Recipe, parent_work: Path | None)
         )
     row['diagnostics'] = row.get('diagnostics') or diagnostics(run)
     curve = (row['diagnostics'] or {}).get('val_curve') or []  # one entry per epoch it trained
-    return {**row, 'epochs': len(curve) or RECIPES[recipe.continues].epochs, 'model_dir': str(run / 'model')}
+    return {**row, 'epochs': len(curve) or RECIPES[recipe.continues].epochs, 'model_dir': str(run / MODEL_DIR)}
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -441,7 +447,7 @@ def diagnostics(run_dir: str | os.PathLike) -> dict | None:
     """
 
     run = Path(run_dir)
-    metrics, weights = run / 'metrics.jsonl', run / 'model' / 'model.safetensors'
+    metrics, weights = run / METRICS, run / MODEL_DIR / WEIGHTS_NAME
     if not (metrics.exists() and weights.exists()):
         return None
     records = [json.loads(line) for line in metrics.read_text().strip().splitlines()]
@@ -599,9 +605,9 @@ def publish(
     out = {}
     for model, row in best.items():
         run_dir = Path(row['model_dir']).parent
-        if not (run_dir / 'model' / 'model.safetensors').exists():
+        if not (run_dir / MODEL_DIR / WEIGHTS_NAME).exists():
             raise FileNotFoundError(
-                f'{model}: the best run ({row["results_file"]}, seed {row["seed"]}) has no weights at {run_dir}/model; '
+                f'{model}: the best run ({row["results_file"]}, seed {row["seed"]}) has no weights at {run_dir / MODEL_DIR}; '
                 'rerun the comparison that produced it (it resumes) on this machine'
             )
         repo_id = f'{org or HUB_ORG}/{model}.{FMNIST_TAG}'
@@ -616,7 +622,7 @@ def publish(
             'repo_id': repo_id,
             'commit': info.oid,
             # the tag is pinned to this commit and these bytes (hybrid_zoo.models.pretrained.PUBLISHED)
-            'sha256': sha256_file(run_dir / 'model' / 'model.safetensors'),
+            'sha256': sha256_file(run_dir / MODEL_DIR / WEIGHTS_NAME),
             'results_file': row['results_file'],
             'recipe': row['recipe'],
             'seed': row['seed'],

@@ -33,6 +33,16 @@ from hybrid_zoo.atomic import sha256_file
 from hybrid_zoo.factory import build_from_folder
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.models.variants import measured_on_current
+from hybrid_zoo.run_files import (
+    CONFIG_NAME,
+    CONFUSION_MATRIX,
+    EVAL_RESULTS,
+    MODEL_DIR,
+    RESULTS,
+    TRAIN_ARGS,
+    TRAINING_CURVES,
+    WEIGHTS_NAME,
+)
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -48,7 +58,7 @@ HUB_DATASET_IDS = {
     'fashion-mnist': 'zalando-datasets/fashion_mnist',
     'fmnist': 'zalando-datasets/fashion_mnist',
 }
-PLOTS = {'training_curves.png': 'Training curves', 'confusion_matrix.png': 'Confusion matrix'}
+PLOTS = {TRAINING_CURVES: 'Training curves', CONFUSION_MATRIX: 'Confusion matrix'}
 # optional result files beside model_stats.json: file -> (section title, dataset its top1/top5 were measured on)
 # optional result file -> (card section title, dataset of its accuracies or None, keys shown (None = all))
 EXTRA_RESULTS = {
@@ -287,8 +297,8 @@ def held_out_scores(folder: Path, train_args: dict) -> list[dict]:
     is left out, and the log says why.
     """
     out = []
-    weights = folder / 'model.safetensors'
-    for path in dict.fromkeys([folder / 'eval_results.json', folder.parent / 'eval_results.json']):
+    weights = folder / WEIGHTS_NAME
+    for path in dict.fromkeys([folder / EVAL_RESULTS, folder.parent / EVAL_RESULTS]):
         scores = _read_json(path)
         if not scores or not weights.is_file():
             continue
@@ -394,10 +404,10 @@ def render_card(
         A ``huggingface_hub.ModelCard``; ``str(card)`` is the README, ``card.save(path)`` writes it.
     """
     folder = Path(folder)
-    config = json.loads((folder / 'config.json').read_text())
+    config = json.loads((folder / CONFIG_NAME).read_text())
     # a card is published: the local paths a run records are replaced (redact_local_paths)
-    results = redact_local_paths(_read_json(folder / 'results.json') or {})
-    train_args = redact_local_paths(_read_json(folder / 'train_args.json') or {})
+    results = redact_local_paths(_read_json(folder / RESULTS) or {})
+    train_args = redact_local_paths(_read_json(folder / TRAIN_ARGS) or {})
     pcfg = config.get('pretrained_cfg', {})
     arch = config['architecture']
     input_size = pcfg.get('input_size') or [3, 224, 224]
@@ -694,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         'trained', help='the card of a trained model folder (what `hybrid-zoo push` uploads as README.md)'
     )
-    t.add_argument('folder', help='training output folder (with model/) or the model folder')
+    t.add_argument('folder', help=f'training output folder (with {MODEL_DIR}/) or the model folder')
     t.add_argument('--repo-id', required=True, help="the repo the card is for, 'namespace/name'")
     t.add_argument('--out', required=True, help='file to write the card to')
     t.add_argument('--license', default='apache-2.0', help='license id (default: %(default)s)')
@@ -710,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     folder = Path(args.folder)
-    folder = folder / 'model' if (folder / 'model' / 'config.json').is_file() else folder
+    folder = folder / MODEL_DIR if (folder / MODEL_DIR / CONFIG_NAME).is_file() else folder
     render_card(folder, repo_id=args.repo_id, license=args.license, base_model=args.base_model).save(args.out)
     print(args.out)
     return 0

@@ -52,6 +52,7 @@ from hybrid_zoo.factory import (
     scan_weights,
 )
 from hybrid_zoo.hub.cards import redact_local_paths, render_card
+from hybrid_zoo.run_files import METRICS, MODEL_DIR, RESULTS, TRAIN_ARGS
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi
@@ -76,16 +77,23 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Files a push takes from a training output folder (``<out>/model/`` and ``<out>/``); the rest stays local.
-MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, 'results.json', 'train_args.json', '*.png')
-RUN_FILES = ('metrics.jsonl',)
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, RESULTS, TRAIN_ARGS, '*.png')
+RUN_FILES = (METRICS,)
+
+
+def _yaml_twin(name: str) -> str:
+    """The name of the YAML copy a push adds beside a JSON result file (``results.json`` -> ``results.yaml``)."""
+    return name.removesuffix('.json') + '.yaml'
+
+
 # Files a push owns in a repo: one the new push lacks is deleted in the same commit, so an old plot or an
 # old pickle of other weights never sits next to the new model.
 MANAGED_FILES = (
-    'results.json',
-    'results.yaml',
-    'train_args.json',
-    'train_args.yaml',
-    'metrics.jsonl',
+    RESULTS,
+    _yaml_twin(RESULTS),
+    TRAIN_ARGS,
+    _yaml_twin(TRAIN_ARGS),
+    METRICS,
     '*.png',
     PICKLE_WEIGHTS_NAME,
 )
@@ -164,7 +172,7 @@ def _model_folder(
         with tempfile.TemporaryDirectory(prefix='hz-push-') as tmp:
             folder = Path(tmp)
             timm.models.save_for_hf(source, folder, model_config=model_config, safe_serialization=True)
-            for name, data in (('results.json', results), ('train_args.json', train_args)):
+            for name, data in ((RESULTS, results), (TRAIN_ARGS, train_args)):
                 if data is not None:
                     (folder / name).write_text(json.dumps(data, indent=2))
             yield folder, None
@@ -172,12 +180,14 @@ def _model_folder(
     if model_config is not None or results is not None or train_args is not None:
         raise ValueError('model_config, results and train_args are for in-memory models; a folder brings its own files')
     path = Path(source)
-    if (path / 'model' / CONFIG_NAME).is_file():
-        yield path / 'model', path
+    if (path / MODEL_DIR / CONFIG_NAME).is_file():
+        yield path / MODEL_DIR, path
     elif (path / CONFIG_NAME).is_file():
-        yield path, path.parent if path.name == 'model' else None
+        yield path, path.parent if path.name == MODEL_DIR else None
     else:
-        raise HubError(f'{path} is neither a training output folder (with model/{CONFIG_NAME}) nor a model folder')
+        raise HubError(
+            f'{path} is neither a training output folder (with {MODEL_DIR}/{CONFIG_NAME}) nor a model folder'
+        )
 
 
 def collect_files(folder: Path, run_dir: Path | None = None) -> dict[str, Path]:
@@ -251,11 +261,11 @@ def _generated_files(folder: Path, card: str) -> dict[str, bytes]:
     """The card and YAML twins of the JSON result files (for readers and tools that prefer YAML)."""
 
     out = {'README.md': card.encode()}
-    for name in ('results', 'train_args'):
-        src = folder / f'{name}.json'
+    for name in (RESULTS, TRAIN_ARGS):
+        src = folder / name
         if src.is_file():
             data = redact_local_paths(json.loads(src.read_text()))
-            out[f'{name}.yaml'] = yaml.safe_dump(data, sort_keys=False).encode()
+            out[_yaml_twin(name)] = yaml.safe_dump(data, sort_keys=False).encode()
     return out
 
 
@@ -388,7 +398,7 @@ def _validate_repo_id(repo_id: str) -> None:
 
 def _default_message(folder: Path) -> str:
     arch = json.loads((folder / CONFIG_NAME).read_text()).get('architecture', 'model')
-    results = folder / 'results.json'
+    results = folder / RESULTS
     top1 = json.loads(results.read_text()).get('top1') if results.is_file() else None
     return f'Upload {arch}' + (f' (top-1 {top1:.2f})' if isinstance(top1, int | float) else '')
 

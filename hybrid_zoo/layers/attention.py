@@ -32,13 +32,8 @@ class Attention(nn.Module):
     times by a strided depthwise conv + BN (PVTv2 / NextViT spatial reduction), which keeps attention
     at stride 8 affordable. All projections are 1x1 convs; in channels_last memory the q/k/v token
     views are free and the only copy is the output transpose. No position bias tables: the model
-    runs at any input size.
-
-    ``attn_dim`` (default ``dim``) is the width attention works in: q, k and v are projected from all
-    ``dim`` channels down to ``attn_dim`` channels split into ``num_heads`` heads (default
-    ``attn_dim // head_dim``), and ``proj`` maps them back to ``dim``. A narrow single head (SHViT,
-    https://arxiv.org/abs/2401.16456, attends on a channel subset; here the subset is a learned projection)
-    makes attention a few large GEMMs instead of many small ones.
+    runs at any input size. ``forward`` reads the head layout from ``num_heads`` and ``head_dim``, not from
+    ``dim``, so q, kv and proj may be swapped for narrower ones (the lab's single-head arm does).
     """
 
     def __init__(
@@ -46,30 +41,22 @@ class Attention(nn.Module):
         dim: int,
         head_dim: int = 32,
         kv_reduction: int = 1,
-        attn_dim: int | None = None,
-        num_heads: int | None = None,
         device=None,
         dtype=None,
     ) -> None:
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        attn_dim = attn_dim or dim
-        if num_heads is None and attn_dim % head_dim:
-            raise ValueError(f'attention width ({attn_dim}) must be a multiple of head_dim ({head_dim})')
-        num_heads = num_heads or attn_dim // head_dim
-        if num_heads < 1 or attn_dim % num_heads:
-            raise ValueError(
-                f'attention width {attn_dim} must split into whole heads: got head_dim {head_dim}, num_heads {num_heads}'
-            )
-        self.num_heads = num_heads
-        self.head_dim = attn_dim // num_heads
-        self.q = nn.Conv2d(dim, attn_dim, 1, **dd)
+        if dim % head_dim:
+            raise ValueError(f'attention width ({dim}) must be a multiple of head_dim ({head_dim})')
+        self.num_heads = dim // head_dim
+        self.head_dim = head_dim
+        self.q = nn.Conv2d(dim, dim, 1, **dd)
         if kv_reduction > 1:
             self.kv_pool = ConvNorm(dim, dim, kv_reduction, stride=kv_reduction, padding=0, groups=dim, **dd)
         else:
             self.kv_pool = nn.Identity()
-        self.kv = nn.Conv2d(dim, 2 * attn_dim, 1, **dd)
-        self.proj = nn.Conv2d(attn_dim, dim, 1, **dd)
+        self.kv = nn.Conv2d(dim, 2 * dim, 1, **dd)
+        self.proj = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -83,11 +70,10 @@ class Attention(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    """1x1 expand -> [depthwise 3x3] -> GELU -> 1x1 project: (B, C, H, W) -> (B, C, H, W).
+    """1x1 expand -> depthwise 3x3 -> GELU -> 1x1 project: (B, C, H, W) -> (B, C, H, W).
 
-    The depthwise conv on the wide hidden layer (``dw=True``, PVTv2, CMT) gives the FFN local mixing; without it
-    (``dw=False``) the FFN is two GEMMs with GELU straight after ``fc1``, and the block's residual depthwise
-    position encoding is its only local mixing.
+    The depthwise conv on the wide hidden layer (PVTv2, CMT) gives the FFN local mixing. ``dw`` may be swapped for
+    an ``nn.Identity`` (the lab's ``nodw`` arm): the FFN is then two GEMMs with GELU straight after ``fc1``.
     """
 
     __constants__ = ['fused']  # a constant to TorchScript, which then compiles only the branch taken
@@ -97,7 +83,6 @@ class ConvFFN(nn.Module):
         dim: int,
         mlp_ratio: float = 4.0,
         act_layer: type[nn.Module] = nn.GELU,
-        dw: bool = True,
         device=None,
         dtype=None,
     ) -> None:
@@ -105,7 +90,7 @@ class ConvFFN(nn.Module):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
-        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd) if dw else nn.Identity()
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
         self.act = act_layer()
         self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
         self.fused = False
@@ -116,7 +101,7 @@ class ConvFFN(nn.Module):
         if is_exact_gelu(self.act):
             if isinstance(self.dw, nn.Conv2d):
                 self.dw = ConvAct(self.dw)
-            else:
+            else:  # dw swapped for an identity (see the class docstring)
                 self.fc1 = ConvAct(self.fc1)
             self.act = nn.Identity()
         self.fc2 = ConvAdd(self.fc2)
@@ -152,9 +137,6 @@ class AttnBlock(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         ls_init_value: float = 1e-6,
         drop_path: float = 0.0,
-        attn_dim: int | None = None,
-        num_heads: int | None = None,
-        ffn_dw: bool = True,
         scale: str = 'layerscale',
         device=None,
         dtype=None,
@@ -163,13 +145,11 @@ class AttnBlock(nn.Module):
         super().__init__()
         self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
         self.norm1 = nn.BatchNorm2d(dim, **dd)
-        self.attn = Attention(
-            dim, head_dim=head_dim, kv_reduction=kv_reduction, attn_dim=attn_dim, num_heads=num_heads, **dd
-        )
+        self.attn = Attention(dim, head_dim=head_dim, kv_reduction=kv_reduction, **dd)
         self.ls1 = branch_scale(dim, scale, ls_init_value, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.BatchNorm2d(dim, **dd)
-        self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, dw=ffn_dw, **dd)
+        self.ffn = ConvFFN(dim, mlp_ratio=mlp_ratio, act_layer=act_layer, **dd)
         self.ls2 = branch_scale(dim, scale, ls_init_value, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.fused = False  # cpe and ffn.fc2 take the residual adds as post-ops (set by reparameterize)

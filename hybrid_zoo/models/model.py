@@ -77,13 +77,6 @@ def luma_if_rgb(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     return x
 
 
-def attention_width(width: int, attn_ratio: float) -> int:
-    """Channels attention works in for a stage of ``width`` channels: ``attn_ratio * width``, a multiple of 16."""
-    if not 0 < attn_ratio <= 1:
-        raise ValueError(f'attn_ratio must be in (0, 1], got {attn_ratio}')
-    return width if attn_ratio == 1 else max(16, round(width * attn_ratio / 16) * 16)
-
-
 def has_attention(index: int, depth: int, attention_stage: bool, attn_every: int) -> bool:
     """Whether block ``index`` of a stage of ``depth`` blocks is an attention block: in an attention stage every
     ``attn_every``-th block, counted from the stage's last."""
@@ -106,10 +99,6 @@ class ConvFormerStage(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         ls_init_value: float = 1e-6,
         drop_path_rates: Sequence[float] = (),
-        conv_kernel_size: int = 7,
-        attn_ratio: float = 1.0,
-        attn_heads: int = 0,
-        ffn_dw: bool = True,
         attn_every: int = 1,
         branch_scale: str = 'layerscale',
         rep_dw: bool = False,
@@ -121,7 +110,6 @@ class ConvFormerStage(nn.Module):
         self.grad_checkpointing = False
         self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2, **dd) if downsample else nn.Identity()
         dpr = list(drop_path_rates) or [0.0] * depth
-        attn_dim = attention_width(out_chs, attn_ratio)
         blocks = []
         for i in range(depth):
             if has_attention(i, depth, attention, attn_every):
@@ -133,9 +121,6 @@ class ConvFormerStage(nn.Module):
                     act_layer=act_layer,
                     ls_init_value=ls_init_value,
                     drop_path=dpr[i],
-                    attn_dim=attn_dim,
-                    num_heads=attn_heads or None,
-                    ffn_dw=ffn_dw,
                     scale=branch_scale,
                     **dd,
                 )
@@ -143,7 +128,6 @@ class ConvFormerStage(nn.Module):
                 block = ConvBlock(
                     out_chs,
                     mlp_ratio=mlp_ratio,
-                    kernel_size=conv_kernel_size,
                     act_layer=act_layer,
                     ls_init_value=ls_init_value,
                     drop_path=dpr[i],
@@ -174,10 +158,6 @@ class ConvFormerFusion(nn.Module):
         in_chans, num_classes, global_pool, drop_rate, drop_path_rate: as everywhere in timm.
         ls_init_value: initial layer scale.
         act_layer: activation name understood by ``timm.layers.get_act_layer``.
-        conv_kernel_size: depthwise kernel of the conv blocks (odd; 7 in every registered variant).
-        attn_ratio: attention works in ``attn_ratio`` x the stage width (a multiple of 16); 1 = the full width.
-        attn_heads: heads of that width (0 = width // head_dim); 1 with a small ``attn_ratio`` is SHViT's single head.
-        ffn_dw: a depthwise 3x3 inside the attention blocks' 4x-wide FFN (v1) or none.
         attn_every: in attention stages, every ``attn_every``-th block (counted from each stage's last) has
             attention and the others are conv blocks (NextViT / iFormer interleaving); 1 = all.
         branch_scale: the scale ending each residual branch: 'layerscale' (from ``ls_init_value``) or 'bn0', a
@@ -203,10 +183,6 @@ class ConvFormerFusion(nn.Module):
         drop_path_rate: float = 0.0,
         ls_init_value: float = 1e-6,
         act_layer: str = 'gelu',
-        conv_kernel_size: int = 7,
-        attn_ratio: float = 1.0,
-        attn_heads: int = 0,
-        ffn_dw: bool = True,
         attn_every: int = 1,
         branch_scale: str = 'layerscale',
         rep_dw: bool = False,
@@ -217,10 +193,8 @@ class ConvFormerFusion(nn.Module):
         super().__init__()
         if fusion not in FIRST_ATTENTION_STAGE:
             raise ValueError(f'fusion must be one of {list(FIRST_ATTENTION_STAGE)}, got {fusion!r}')
-        if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
-            raise ValueError(f'conv_kernel_size must be a positive odd number, got {conv_kernel_size}')
-        if attn_every < 1 or attn_heads < 0:
-            raise ValueError(f'attn_every must be >= 1 and attn_heads >= 0, got {attn_every} and {attn_heads}')
+        if attn_every < 1:
+            raise ValueError(f'attn_every must be >= 1, got {attn_every}')
         if len(widths) != 4 or len(depths) != 4 or len(kv_reductions) != 4:
             raise ValueError(f'expected 4 widths, depths and kv_reductions, got {widths}, {depths}, {kv_reductions}')
         act = get_act_layer(act_layer)
@@ -255,10 +229,6 @@ class ConvFormerFusion(nn.Module):
                     act_layer=act,
                     ls_init_value=ls_init_value,
                     drop_path_rates=dpr[i].tolist(),
-                    conv_kernel_size=conv_kernel_size,
-                    attn_ratio=attn_ratio,
-                    attn_heads=attn_heads,
-                    ffn_dw=ffn_dw,
                     attn_every=attn_every,
                     branch_scale=branch_scale,
                     rep_dw=rep_dw,

@@ -32,12 +32,13 @@ from pathlib import Path
 from ..atomic import sha256_file
 from ..labels import FASHION_MNIST_CLASSES
 from ..normalization import GRAY_MEAN, GRAY_STD
+from ..run_files import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME
 
 HUB_ORG = 'hybrid-zoo'
 # One HEAD request, no retries: long enough for a slow Hub, short enough to fail fast against a dead endpoint.
 PREFLIGHT_TIMEOUT_S = 5.0
 # what timm's ``load_state_dict_from_hf`` fetches for a cfg without ``hf_hub_filename``, in its order
-WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+WEIGHT_FILES = (WEIGHTS_NAME, PICKLE_WEIGHTS_NAME)
 
 FMNIST_TAG = 'fmnist_64'
 # the models trained in the Fashion-MNIST comparison (hybrid-zoo compare), one published tag each

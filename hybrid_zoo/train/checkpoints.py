@@ -18,26 +18,27 @@ from typing import Any
 
 from hybrid_zoo.atomic import recover_dir, remove_debris, replace_dir, temp_dir_beside, write_json_atomic
 from hybrid_zoo.factory import sha256_file
+from hybrid_zoo.run_files import (
+    BEST,
+    CHECKPOINT_META,
+    CHECKPOINTS_DIR,
+    CONFIG_NAME,
+    LAST,
+    LOGS_DIR,
+    MANIFEST,
+    METRICS,
+    MODEL_DIR,
+    MODEL_FILES,
+    RUN_MARKER,
+)
 from hybrid_zoo_config.results import RUNS_DIR
 from hybrid_zoo_config.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
 
 logger = logging.getLogger('hybrid_zoo.train.loop')
 
 CHECKPOINT_FORMAT = 2  # 2: meta.json records the config and the history, manifest.json the sha256 of every file
-MANIFEST = 'manifest.json'
-RUN_MARKER = '.hybrid_zoo_run.json'
 TRAIN_RUNS = RUNS_DIR / 'train'  # where a run without --output-dir gets its own folder
 _RUN_NAME_UNSAFE = re.compile(r'[^A-Za-z0-9_.-]+')
-MODEL_FILES = frozenset(
-    {
-        'config.json',
-        'model.safetensors',
-        'results.json',
-        'train_args.json',
-        'training_curves.png',
-        'confusion_matrix.png',
-    }
-)
 # what accelerate's save_state writes (names only; used for checkpoints that have no manifest)
 _ACCELERATE_FILE = re.compile(
     r'(pytorch_model|model|optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.(bin|safetensors)|random_states_\d+\.pkl|'
@@ -72,8 +73,8 @@ def _is_run_dir(out: Path) -> bool:
     """Whether ``out`` was written by this trainer: its marker, or (runs older than the marker) a checkpoint's meta."""
     if (out / RUN_MARKER).is_file():
         return True
-    for name in ('last', 'best', '.last.old', '.best.old'):
-        meta = _read_json(out / 'checkpoints' / name / 'meta.json')
+    for name in (LAST, BEST, f'.{LAST}.old', f'.{BEST}.old'):
+        meta = _read_json(out / CHECKPOINTS_DIR / name / CHECKPOINT_META)
         if isinstance(meta, dict) and isinstance(meta.get('format'), int) and 'num_updates' in meta:
             return True
     return False
@@ -95,18 +96,18 @@ def _owned_checkpoint_files(folder: Path) -> set[str] | None:
 def _foreign_files(out: Path) -> list[str]:
     """Files in ``model/`` and the checkpoint folders of a run folder that the trainer did not write."""
     foreign = []
-    model = out / 'model'
+    model = out / MODEL_DIR
     if model.is_dir():
-        foreign += [f'model/{p.name}' for p in sorted(model.iterdir()) if p.name not in MODEL_FILES]
-    for name in ('last', 'best'):
-        folder = out / 'checkpoints' / name
+        foreign += [f'{MODEL_DIR}/{p.name}' for p in sorted(model.iterdir()) if p.name not in MODEL_FILES]
+    for name in (LAST, BEST):
+        folder = out / CHECKPOINTS_DIR / name
         if not folder.is_dir():
             continue
         owned = _owned_checkpoint_files(folder)
         for rel in _checkpoint_files(folder):
             ours = rel in owned if owned is not None else bool(_ACCELERATE_FILE.fullmatch(rel))
             if not ours:
-                foreign.append(f'checkpoints/{name}/{rel}')
+                foreign.append(f'{CHECKPOINTS_DIR}/{name}/{rel}')
     return foreign
 
 
@@ -127,7 +128,7 @@ def check_output_dir(out: Path) -> None:
         shown = ', '.join(entries[:8]) + (f', ... ({len(entries)} entries)' if len(entries) > 8 else '')
         raise OutputDirError(
             f'--output-dir {out} is not empty and is not a hybrid_zoo training run (no {RUN_MARKER}, no checkpoint): '
-            f'it holds {shown}. A run writes model/, checkpoints/ and metrics.jsonl there, replacing what has those '
+            f'it holds {shown}. A run writes {MODEL_DIR}/, {CHECKPOINTS_DIR}/ and {METRICS} there, replacing what has those '
             'names, so it is refused: choose a new or empty folder'
         )
     foreign = _foreign_files(out)
@@ -135,12 +136,12 @@ def check_output_dir(out: Path) -> None:
         pickles = (
             ' (--resume unpickles what accelerate loads from a checkpoint folder, so it refuses files it cannot vouch '
             'for: resume only from folders you trust)'
-            if any(f.startswith('checkpoints/') for f in foreign)
+            if any(f.startswith(f'{CHECKPOINTS_DIR}/') for f in foreign)
             else ''
         )
         raise OutputDirError(
             f'{out} is a training run, but these files in it were not written by the trainer: {foreign[:10]}'
-            f"{' ...' if len(foreign) > 10 else ''}. model/ and the checkpoint folders are the trainer's, replaced "
+            f"{' ...' if len(foreign) > 10 else ''}. {MODEL_DIR}/ and the checkpoint folders are the trainer's, replaced "
             f'as a whole by a run{pickles}, so it is refused: move those files elsewhere, or choose another '
             '--output-dir'
         )
@@ -157,7 +158,7 @@ def run_folder(cfg: TrainConfig, *, now: datetime.datetime | None = None) -> Pat
         pattern = re.compile(rf'\d{{8}}-\d{{6}}-{re.escape(name)}(?:-(\d+))?')
         runs = [p for p in TRAIN_RUNS.glob(f'*-{name}*') if pattern.fullmatch(p.name) and p.is_dir()]
         for run in sorted(runs, key=lambda p: (p.name[:15], int(pattern.fullmatch(p.name)[1] or 0)), reverse=True):
-            if (recover_dir(run / 'checkpoints' / 'last') / 'meta.json').is_file():
+            if (recover_dir(run / CHECKPOINTS_DIR / LAST) / CHECKPOINT_META).is_file():
                 logger.info('--resume auto: continuing the newest run of %s, %s', cfg.model, run)
                 return run
     stamp = (now or datetime.datetime.now()).strftime('%Y%m%d-%H%M%S')
@@ -170,12 +171,12 @@ def run_folder(cfg: TrainConfig, *, now: datetime.datetime | None = None) -> Pat
 
 def holds_run(out: Path) -> str | None:
     """What of an earlier run ``out`` holds that a fresh start would replace (``None``: nothing)."""
-    meta = _read_json(out / 'checkpoints' / 'last' / 'meta.json')
+    meta = _read_json(out / CHECKPOINTS_DIR / LAST / CHECKPOINT_META)
     if isinstance(meta, dict):
         return f'a checkpoint at epoch {meta.get("epoch", "?")}'
-    if (out / 'model' / 'config.json').is_file():
+    if (out / MODEL_DIR / CONFIG_NAME).is_file():
         return 'a trained model folder'
-    if (out / 'checkpoints' / 'best').is_dir():
+    if (out / CHECKPOINTS_DIR / BEST).is_dir():
         return 'a best checkpoint'
     return None
 
@@ -202,9 +203,9 @@ def remove_unstarted_run(out: Path, *, made: list[Path], was_empty: bool) -> Non
     """
     if not was_empty:
         return
-    for name in (RUN_MARKER, 'metrics.jsonl'):
+    for name in (RUN_MARKER, METRICS):
         (out / name).unlink(missing_ok=True)
-    for name in ('logs', 'checkpoints'):  # no step ran, so nothing in them is worth keeping
+    for name in (LOGS_DIR, CHECKPOINTS_DIR):  # no step ran, so nothing in them is worth keeping
         if (out / name).is_dir() and not (out / name).is_symlink():
             shutil.rmtree(out / name)
     for folder in made:
@@ -224,12 +225,12 @@ def prepare_output_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / RUN_MARKER).is_file():
         write_json_atomic(out / RUN_MARKER, {'written_by': 'hybrid_zoo.train', 'format': CHECKPOINT_FORMAT})
-    ckpt = out / 'checkpoints'
-    for dst in (out / 'model', ckpt / 'last', ckpt / 'best', out / 'metrics.jsonl', out / RUN_MARKER):
+    ckpt = out / CHECKPOINTS_DIR
+    for dst in (out / MODEL_DIR, ckpt / LAST, ckpt / BEST, out / METRICS, out / RUN_MARKER):
         remove_debris(dst)
-    if (ckpt / '.last.tmp').is_dir():  # save_checkpoint's fixed-name staging folder
-        shutil.rmtree(ckpt / '.last.tmp')
-        logger.info('removed %s (left by an interrupted checkpoint save)', ckpt / '.last.tmp')
+    if (ckpt / f'.{LAST}.tmp').is_dir():  # save_checkpoint's fixed-name staging folder
+        shutil.rmtree(ckpt / f'.{LAST}.tmp')
+        logger.info('removed %s (left by an interrupted checkpoint save)', ckpt / f'.{LAST}.tmp')
 
 
 def publish_dir(tmp: Path, dst: Path, owned: set[str] | frozenset[str] | None) -> None:
@@ -268,9 +269,9 @@ def write_manifest(folder: Path) -> None:
 
 
 def ways_out(path: Path) -> str:
-    best = path.parent / 'best'
+    best = path.parent / BEST
     options = []
-    if path.name != 'best' and (best / 'meta.json').is_file():
+    if path.name != BEST and (best / CHECKPOINT_META).is_file():
         options.append(f'resume from the best checkpoint instead (--resume {best}; it rewinds to its epoch)')
     options.append('start afresh in another folder (--output-dir elsewhere, without --resume)')
     return 'Ways out: ' + '; or '.join(options) + '.'
@@ -287,7 +288,7 @@ def verify_checkpoint(path: Path) -> dict:
     Raises:
         CheckpointError: naming the file, and the ways out (``checkpoints/best`` or a fresh start).
     """
-    meta = _read_json(path / 'meta.json')
+    meta = _read_json(path / CHECKPOINT_META)
     manifest = _read_json(path / MANIFEST)
     if not (isinstance(manifest, dict) and isinstance(manifest.get('files'), dict)):
         if isinstance(meta, dict) and meta.get('format', 0) < CHECKPOINT_FORMAT and not (path / MANIFEST).exists():
@@ -373,7 +374,7 @@ def save_checkpoint(accelerator, root: Path, name: str, meta: dict) -> Path:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / 'meta.json', meta)
+        write_json(tmp / CHECKPOINT_META, meta)
         write_manifest(tmp)
         publish_dir(tmp, final, _owned_checkpoint_files(final) if final.is_dir() else None)
     accelerator.wait_for_everyone()
@@ -398,9 +399,9 @@ def repair_best(ckpt_root: Path, source: Path, meta: dict) -> None:
     A kill after ``last`` of an improving epoch was published and before ``best`` was copied leaves ``best`` an epoch
     behind; ``last`` (or the folder resumed from) is then that best epoch, and the copy is redone.
     """
-    best = ckpt_root / 'best'
+    best = ckpt_root / BEST
     want = meta['best_epoch']
-    have = _read_json(best / 'meta.json')
+    have = _read_json(best / CHECKPOINT_META)
     have = have.get('epoch') if isinstance(have, dict) else None
     if have == want or not want:
         return
@@ -424,14 +425,14 @@ def find_resume_checkpoint(cfg: TrainConfig, out: Path) -> Path | None:
     if not cfg.resume:
         return None
     if cfg.resume == 'auto':
-        path = recover_dir(out / 'checkpoints' / 'last')
-        if not (path / 'meta.json').is_file():
+        path = recover_dir(out / CHECKPOINTS_DIR / LAST)
+        if not (path / CHECKPOINT_META).is_file():
             logger.info('--resume auto: no checkpoint in %s, starting from scratch', path)
             return None
         return path
     path = recover_dir(Path(cfg.resume))
-    if not (path / 'meta.json').is_file():
-        raise ResumeMismatchError(f'--resume {cfg.resume}: not a checkpoint folder (no meta.json in {path})')
+    if not (path / CHECKPOINT_META).is_file():
+        raise ResumeMismatchError(f'--resume {cfg.resume}: not a checkpoint folder (no {CHECKPOINT_META} in {path})')
     return path
 
 
@@ -473,8 +474,8 @@ def check_resumable(path: Path, meta: dict, expected: dict, config: dict | None 
     if problems:
         raise ResumeMismatchError(
             f'refusing to resume from {path}: it was made for a different run ({"; ".join(problems)}). '
-            f'Use the options of that run (meta.json in {path} lists them under "config"); only '
+            f'Use the options of that run ({CHECKPOINT_META} in {path} lists them under "config"); only '
             f'{", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE if k not in ("resume", "dataset"))} '
             'may change. To train on with other options, start a new run in another --output-dir (with '
-            '--pretrained <this run>/model to start from its weights).'
+            f'--pretrained <this run>/{MODEL_DIR} to start from its weights).'
         )

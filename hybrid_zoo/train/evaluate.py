@@ -39,6 +39,7 @@ from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.l
     resolve_model_source,
 )
 from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
+from hybrid_zoo.run_files import CONFUSION_MATRIX, EVAL_RESULTS, WEIGHTS_NAME
 from hybrid_zoo.train.data import (
     EMBEDDED_CACHE,
     DataError,
@@ -223,16 +224,16 @@ def evaluate(
         'model': model_or_path if isinstance(model_or_path, str) else model_name(model),
         'input_size': list(data_cfg['input_size']),
     }
-    weights = Path(model_or_path) / 'model.safetensors' if isinstance(model_or_path, str) else None
+    weights = Path(model_or_path) / WEIGHTS_NAME if isinstance(model_or_path, str) else None
     if weights is not None and weights.is_file():  # which weights were measured: a card shows the score only for them
         results['weights_sha256'] = sha256_file(weights)
     if output_dir is not None and accelerator.is_main_process:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / 'eval_results.json', results)
+        write_json_atomic(out / EVAL_RESULTS, results)
         title = f'{results["model"]} on {name}/{split}: top-1 {results["top1"]:.2f}%'
-        plot_confusion_matrix(metrics['confusion_matrix'], label_names, out / 'confusion_matrix.png', title)
-        logger.info('wrote %s and %s', out / 'eval_results.json', out / 'confusion_matrix.png')
+        plot_confusion_matrix(metrics['confusion_matrix'], label_names, out / CONFUSION_MATRIX, title)
+        logger.info('wrote %s and %s', out / EVAL_RESULTS, out / CONFUSION_MATRIX)
     accelerator.wait_for_everyone()
     return results
 

@@ -6,15 +6,7 @@ transforms, mixup, optimizer (``create_optimizer_v2``), schedule (``create_sched
 EMA (``ModelEmaV3``); Accelerate does devices, processes, mixed precision, gradient accumulation, checkpoint state
 and trackers; ``datasets`` holds the data.
 
-Output directory::
-
-    <output_dir>/.hybrid_zoo_run.json  marks the folder as a run of this trainer (written before anything else)
-    <output_dir>/checkpoints/last/     accelerate save_state + meta.json + manifest.json (sha256 of every file),
-                                       replaced atomically every epoch
-    <output_dir>/checkpoints/best/     the same, for the best validation top-1 so far
-    <output_dir>/metrics.jsonl         one JSON line per epoch, rewritten atomically (the checkpoint keeps a copy)
-    <output_dir>/model/                Hub-ready: config.json (timm save_for_hf), model.safetensors, results.json,
-                                       train_args.json, training_curves.png, confusion_matrix.png
+Output directory: the layout and every file name are in :mod:`hybrid_zoo.run_files`.
 
 What the trainer may delete is its own: a non-empty output folder without the marker (or a checkpoint of ours) is
 refused, files it did not write in ``model/`` or a checkpoint folder are refused at start (and carried over, never
@@ -57,6 +49,20 @@ from hybrid_zoo.atomic import temp_dir_beside, write_atomic
 from hybrid_zoo.models.model import ConvFormerFusion
 from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
 from hybrid_zoo.models.variants import ARCH_VERSION
+from hybrid_zoo.run_files import (
+    BEST,
+    CHECKPOINT_META,
+    CHECKPOINTS_DIR,
+    CONFUSION_MATRIX,
+    LAST,
+    LOGS_DIR,
+    METRICS,
+    MODEL_DIR,
+    PICKLE_WEIGHTS_NAME,
+    RESULTS,
+    TRAIN_ARGS,
+    TRAINING_CURVES,
+)
 from hybrid_zoo.train.checkpoints import (  # noqa: F401 (the errors are re-exported)
     CHECKPOINT_FORMAT,
     MANIFEST,
@@ -238,10 +244,10 @@ def _check_finite(run: _Run, loss: torch.Tensor, epoch: int, step: int) -> None:
     # every process takes part, so all of them stop together instead of leaving the others waiting in all-reduce
     bad = run.accelerator.reduce((~torch.isfinite(loss.detach())).float(), reduction='max')
     if bad.item():
-        last = run.out / 'checkpoints' / 'last'
+        last = run.out / CHECKPOINTS_DIR / LAST
         kept = (
             f'The last good checkpoint {last} (epoch {run.epoch}) is untouched'
-            if (last / 'meta.json').is_file()
+            if (last / CHECKPOINT_META).is_file()
             else 'No checkpoint had been written yet'
         )
         raise NonFiniteLossError(
@@ -419,19 +425,19 @@ def export_model(run: _Run, spec, data_cfg: dict, final: dict, results: dict, hi
     )
     # safetensors wants contiguous tensors on CPU: undo channels_last on a copy
     net = copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)
-    dst = run.out / 'model'
+    dst = run.out / MODEL_DIR
     tmp = temp_dir_beside(dst)
     model_config = {'label_names': list(run.label_names), 'pretrained_cfg': {'tag': _tag(spec.name)}}
     if isinstance(net, ConvFormerFusion):  # the package's architecture version; model_args hold the architecture
         model_config['hybrid_zoo_architecture_version'] = ARCH_VERSION
     save_for_hf(net, tmp, model_config=model_config, safe_serialization=True, data_config=data_cfg)
-    (tmp / 'pytorch_model.bin').unlink(missing_ok=True)  # safetensors only
-    write_json(tmp / 'results.json', results)
-    write_json(tmp / 'train_args.json', dataclasses.asdict(run.cfg))
+    (tmp / PICKLE_WEIGHTS_NAME).unlink(missing_ok=True)  # safetensors only
+    write_json(tmp / RESULTS, results)
+    write_json(tmp / TRAIN_ARGS, dataclasses.asdict(run.cfg))
     title = f'{results["model"]} on {spec.name}'
-    plot_training_curves(history, tmp / 'training_curves.png', title=title)
+    plot_training_curves(history, tmp / TRAINING_CURVES, title=title)
     plot_confusion_matrix(
-        final['confusion_matrix'], run.label_names, tmp / 'confusion_matrix.png', f'{title} ({spec.val_split})'
+        final['confusion_matrix'], run.label_names, tmp / CONFUSION_MATRIX, f'{title} ({spec.val_split})'
     )
     publish_dir(tmp, dst, MODEL_FILES)
     return dst
@@ -534,7 +540,7 @@ def _start_accelerator(cfg: TrainConfig) -> tuple[Accelerator, Path, list[Path],
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         log_with=cfg.log_with,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / 'logs')),
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / LOGS_DIR)),
         # a seedable sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same order
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         dynamo_backend='inductor' if cfg.compile else None,
@@ -633,7 +639,7 @@ def _resume_point(cfg: TrainConfig, *, acc: Accelerator, out: Path, meta_base: d
     with acc.main_process_first():
         resume_dir = find_resume_checkpoint(cfg, out)
     resume_meta = None
-    if resume_dir is None and (out / 'checkpoints' / 'last' / 'meta.json').is_file():
+    if resume_dir is None and (out / CHECKPOINTS_DIR / LAST / CHECKPOINT_META).is_file():
         logger.warning('%s holds a checkpoint; --overwrite: starting afresh replaces it', out)
     if resume_dir is not None:
         resume_meta = verify_checkpoint(resume_dir)
@@ -646,7 +652,7 @@ def _resume_point(cfg: TrainConfig, *, acc: Accelerator, out: Path, meta_base: d
                 f'examples depends on it: resume with --workers {was} (got {cfg.workers})'
             )
         if acc.is_main_process:
-            repair_best(out / 'checkpoints', resume_dir, resume_meta)
+            repair_best(out / CHECKPOINTS_DIR, resume_dir, resume_meta)
         acc.wait_for_everyone()
     return resume_dir, resume_meta
 
@@ -744,7 +750,7 @@ def _restore(run: _Run, *, resume_dir: Path | None, resume_meta: dict | None) ->
     """The resumed state loaded into ``run`` (weights, optimizer, scheduler, EMA, RNG, position) and the metrics
     history so far, written back to ``metrics.jsonl``."""
     acc, out = run.accelerator, run.out
-    metrics_path = out / 'metrics.jsonl'
+    metrics_path = out / METRICS
     history: list[dict] = []
     if resume_meta is not None:
         check_rng_state(resume_dir, acc.process_index)  # load_state would skip a bad one with an INFO line
@@ -770,7 +776,7 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
 
     run = s.run
     cfg, acc, out, history = run.cfg, run.accelerator, run.out, s.history
-    arch, spec, num_epochs, metrics_path = s.arch, s.spec, s.num_epochs, out / 'metrics.jsonl'
+    arch, spec, num_epochs, metrics_path = s.arch, s.spec, s.num_epochs, out / METRICS
     model, train_loader, meta_base, updates_per_epoch = run.model, run.train_loader, s.meta_base, s.updates_per_epoch
     global_batch = cfg.batch_size * acc.num_processes * cfg.grad_accum_steps
     logger.info(
@@ -796,7 +802,7 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
     )
     stop_at = min(num_epochs, cfg.stop_after_epoch or num_epochs)
     final, final_ema = None, None
-    ckpt_root = out / 'checkpoints'
+    ckpt_root = out / CHECKPOINTS_DIR
 
     def save_position(position: dict) -> None:  # a mid-epoch checkpoint of a stream: 'last' only, never 'best'
         meta = {
@@ -811,7 +817,7 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
             'config': dataclasses.asdict(cfg),
             'position': position,
         }
-        save_checkpoint(acc, ckpt_root, 'last', meta)
+        save_checkpoint(acc, ckpt_root, LAST, meta)
         logger.info(
             'checkpoint at epoch %d, micro-batch %d (update %d)', run.epoch + 1, position['steps'], run.num_updates
         )
@@ -841,9 +847,9 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
             'world_size': acc.num_processes,
             'config': dataclasses.asdict(cfg),
         }
-        last = save_checkpoint(acc, ckpt_root, 'last', meta)
+        last = save_checkpoint(acc, ckpt_root, LAST, meta)
         if improved and acc.is_main_process:
-            copy_checkpoint(last, ckpt_root / 'best')  # a kill before this is repaired on resume (repair_best)
+            copy_checkpoint(last, ckpt_root / BEST)  # a kill before this is repaired on resume (repair_best)
         if acc.is_main_process:
             _write_metrics(metrics_path, history)
         if cfg.log_with:
@@ -930,7 +936,7 @@ def _finish(s: _Setup, final: dict | None, final_ema: dict | None) -> dict:
         )
     acc.wait_for_everyone()
     acc.end_training()
-    return {**summary, **{k: v for k, v in results.items() if k != 'label_names'}, 'model_dir': str(out / 'model')}
+    return {**summary, **{k: v for k, v in results.items() if k != 'label_names'}, 'model_dir': str(out / MODEL_DIR)}
 
 
 # what a user can fix: one line on stderr and exit code 2, no traceback

@@ -270,15 +270,22 @@ def test_bad_constructor_arguments():
         _create('convformer_tiny', head_dim=100)
 
 
-def test_conv_kernel_size_is_a_knob_with_the_registered_default():
-    default = timm.create_model('convformer_tiny_late')
-    five = timm.create_model('convformer_tiny_late', conv_kernel_size=5)
-    assert {m.kernel_size for m in default.modules() if isinstance(m, nn.Conv2d) and m.groups > 1} >= {(7, 7)}
-    dw = [m for n, m in five.named_modules() if n.endswith('dw.conv')]
-    assert dw and all(m.kernel_size == (5, 5) for m in dw)
-    assert five(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
-    with pytest.raises(ValueError, match='conv_kernel_size must be a positive odd number, got 4'):
-        timm.create_model('convformer_tiny', conv_kernel_size=4)
+def test_depthwise_kernel_is_the_registered_seven():
+    dw = [m for n, m in _create('convformer_tiny_late').named_modules() if n.endswith('dw.conv')]
+    assert dw and all(m.kernel_size == (7, 7) for m in dw)
+
+
+@pytest.mark.parametrize('knob', ['attn_ratio', 'attn_heads', 'ffn_dw', 'conv_kernel_size'])
+def test_knobs_of_rejected_designs_are_not_product_arguments(knob):
+    """The lab builds the rejected arms (``hybrid_zoo.benchmarks.candidates``); the product refuses their knobs by
+    name, in the constructor and in a config's model_args."""
+    from hybrid_zoo import factory
+
+    with pytest.raises(TypeError, match=knob):
+        _create('convformer_tiny', **{knob: 1})
+    config = {'architecture': 'convformer_tiny', 'num_classes': 10, 'pretrained_cfg': {}, 'model_args': {knob: 1}}
+    with pytest.raises(factory.ConfigError, match=rf'model_args\.{knob} is not an argument of convformer_tiny'):
+        factory.check_config(config, 'test')
 
 
 # ---- device / dtype (timm passes both from create_model to the constructor) ------------------------------

@@ -78,12 +78,17 @@ def test_rep_dw_folds_into_one_depthwise_conv():
     ('kwargs', 'match'),
     [
         ({'branch_scale': 'ls'}, r"branch_scale must be one of \('layerscale', 'bn0'\), got 'ls'"),
-        ({'rep_dw': True, 'conv_kernel_size': 1}, 'folds only into kernels >= 3'),
     ],
 )
 def test_bad_candidate_knobs_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         timm.create_model('convformer_tiny', **SMALL, **kwargs)
+
+
+@pytest.mark.parametrize('kernel_size', [1, 2])
+def test_rep_dw_refuses_a_kernel_it_cannot_fold_into(kernel_size):
+    with pytest.raises(ValueError, match=f'a 3x3 branch beside a {kernel_size}x{kernel_size} kernel folds only into'):
+        RepDWConvNorm(8, kernel_size)
 
 
 def test_candidates_leave_deployed_flops_unchanged():
