@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import EMBEDDED_CACHE, add_data_dir_refusal
-from .fields import add_dataclass_arguments, config_from_namespace, option
+from .fields import QUIET_HELP, VERBOSE_HELP, add_dataclass_arguments, config_from_namespace, option
 
 __all__ = [
     'RESUME_MAY_CHANGE',
@@ -215,6 +215,8 @@ class TrainConfig:
         None, 'also log to Accelerate trackers: tensorboard, wandb, mlflow, ... or all', 'run'
     )
     cpu: bool = option(False, 'train on CPU even when a GPU is present', 'run')
+    quiet: bool = option(False, QUIET_HELP, 'output', aliases=('-q',))
+    verbose: bool = option(False, VERBOSE_HELP, 'output', aliases=('-v',))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -264,6 +266,8 @@ class TrainConfig:
         need(self.in_chans in (None, 1, 3), 'in_chans', '1 (grayscale) or 3 (RGB)')
         need(self.mixed_precision in (None, 'no', 'bf16', 'fp16'), 'mixed_precision', "'no', 'bf16' or 'fp16'")
         need(isinstance(self.model_kwargs, dict), 'model_kwargs', 'a dict of KEY=VALUE')
+        if self.quiet and self.verbose:
+            problems.append('--quiet and --verbose exclude each other; expected one of them, got both')
 
         ranges = {  # name: (low, high, low inclusive, high inclusive)
             'val_fraction': (0.0, 1.0, False, False),
@@ -377,6 +381,8 @@ RESUME_MAY_CHANGE = (
     'checkpoint_every',
     'log_with',
     'cpu',
+    'quiet',
+    'verbose',
 )
 
 
