@@ -411,7 +411,11 @@ TIMM_REFUSED: dict[str, tuple[str, str]] = {
     '--torchcompile': ('?', '--compile (inductor, through Accelerate)'),
     '--initial-checkpoint': ('1', '--pretrained FOLDER_OR_HUB_ID (safetensors in timm save_for_hf layout; no pickles)'),
     '--input-size': ('+', '--in-chans C and --img-size N (square inputs)'),
-    '--log-interval': ('1', 'no interval to set: progress shows every update, metrics.jsonl every epoch, --log-with'),
+    '--log-interval': (
+        '1',
+        'no interval to set: a bar on a terminal, a progress line every 30 s in a file, metrics.jsonl every '
+        'epoch, --log-with',
+    ),
     '--experiment': ('1', '--output-dir DIR'),
 }
 

@@ -259,3 +259,17 @@ def test_data_parallel_training_warns_of_no_grad_strides(tmp_path, digits):
     for rank in (0, 1):
         caught = json.loads((tmp_path / f'rank{rank}.json').read_text())
         assert not [m for m in caught if 'Grad strides do not match' in m], caught
+
+
+@pytest.mark.hub
+def test_hub_requests_are_not_logged_one_by_one(tmp_path, digits, hf_token, capfd):
+    """prepare-data --push-to talks to the Hub: httpx logged one INFO line per request; -v brings them back."""
+    from hybrid_zoo_cli import data as data_cli
+
+    for flags, shown in (((), False), (('-v',), True)):
+        argv = ['--out-dir', str(tmp_path / f'out{len(flags)}'), '--shards', 'parquet', '--source', str(digits)]
+        with _fresh_logging():
+            assert data_cli.main([*argv, '--push-to', 'alice/logs-digits', *flags]) == 0
+        err = capfd.readouterr().err
+        assert ('HTTP Request:' in err) is shown, err
+        assert '\r' not in err  # nor the bars of datasets and huggingface_hub
