@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from tqdm import tqdm as std_tqdm
 from tqdm.auto import tqdm
 
 __all__ = ['LIBRARY_LOGGERS', 'LINE_INTERVAL', 'QUIET', 'VERBOSE', 'progress', 'setup_logging', 'verbosity']
@@ -119,7 +120,7 @@ class _Null:
         pass
 
 
-class _Lines(tqdm):
+class _Lines(std_tqdm):  # not tqdm.auto's: in a notebook that is a widget
     """A tqdm whose display is a log line at most every :data:`LINE_INTERVAL` seconds, and its last state at the end.
 
     tqdm computes the counts, rate and time left; only the drawing is replaced (no carriage returns, no cursor moves).
