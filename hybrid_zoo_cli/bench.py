@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hybrid_zoo_config.bench import LAYOUTS, PEER_SIZES, BenchConfig, H, W, allocator_label
-from hybrid_zoo_config.fields import add_dataclass_arguments, config_from_namespace
+from hybrid_zoo_config.fields import add_dataclass_arguments, add_verbosity_flags, config_from_namespace, verbosity_of
 
 __all__ = ['LAYOUTS', 'PRESETS', 'build_parser', 'config_from_args', 'main', 'parse_args']
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='JSON',
         help='re-render the table, CSV and plot from a saved result file instead of measuring',
     )
-    g.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
+    add_verbosity_flags(p)
     return p  # fmt: skip
 
 
@@ -112,14 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hybrid-zoo bench``: 0 when every model measured, 1 when one failed, 2 for bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     missing = [m for m in ('tqdm', 'matplotlib') if importlib.util.find_spec(m) is None]
     if missing:  # checked before measuring: the plot is drawn after a run that may take half an hour
         print(f'hybrid-zoo bench needs {" and ".join(missing)}: pip install "hybrid_zoo[bench]"', file=sys.stderr)
         return 2
-    from pathlib import Path
+    from hybrid_zoo.logs import setup_logging
 
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    setup_logging(verbosity_of(args))
+    from pathlib import Path
 
     from hybrid_zoo.atomic import read_json, write_json_atomic
     from hybrid_zoo.benchmarks import speed_report
@@ -137,20 +137,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 '%d model(s) x %d round(s), %d threads, allocator: %s',
                 len(models), config.rounds, config.threads, allocator_label(config),
             )  # fmt: skip
-            with logging_redirect_tqdm():
-                doc = measure(
-                    models,
-                    config,
-                    progress=not args.quiet,
-                    on_update=lambda d: write_json_atomic(json_path, d),
-                    command='hybrid-zoo bench ' + shlex.join(argv),
-                )
+            doc = measure(
+                models,
+                config,
+                progress=not args.quiet,
+                on_update=lambda d: write_json_atomic(json_path, d),
+                command='hybrid-zoo bench ' + shlex.join(argv),
+            )
         paths = speed_report.write_outputs(doc, out_dir, args.name, top1_csv=args.top1_csv)
     except (ValueError, FileNotFoundError) as e:
         print(f'hybrid-zoo bench: {e}', file=sys.stderr)
         return 2
-    for line in speed_report.target_lines(doc['targets']):
-        print(line)
+    # the measurements; the project's own speed targets stay in the results file, for its maintainers
+    print(speed_report.render_markdown({**doc, 'targets': []}))
     for path in paths:
         print(path)
     return 1 if doc['meta']['run'].get('failed') else 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 from pathlib import Path
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
-from hybrid_zoo_config.fields import KeyValueAction
+from hybrid_zoo_config.fields import KeyValueAction, add_verbosity_flags, verbosity_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument('--org', default=None, help="Hub namespace for --publish (default: the registry's, hybrid-zoo)")
     p.add_argument('--endpoint', default=None, help='Hub URL for --publish (default: $HF_ENDPOINT or huggingface.co)')
+    add_verbosity_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo compare`` (then ``--publish``) and print each model's test top-1."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args), fmt='%(message)s')
     from hybrid_zoo.benchmarks.compare import RECIPES, compare, publish
     from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS
     from hybrid_zoo.benchmarks.results import RUNS_DIR

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, FASHION_MNIST_DIR
+from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
 
 PREPARE_CHOICES = ('all', 'fashion-mnist', 'digits', 'default')
 SHARD_FORMATS = ('parquet', 'webdataset')
@@ -59,13 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         help='push the shard folder as a dataset repo to the Hub ($HF_ENDPOINT, token from $HF_TOKEN or the login)',
     )
     g.add_argument('--private', action='store_true', help='create the pushed dataset repo private')
+    add_verbosity_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo prepare-data``: prints each folder written; 2 (one line on stderr) for bad input."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args))
     from hybrid_zoo.hub.client import HubError
     from hybrid_zoo.train.data import DataError, prepare_data
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
+from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output-dir', default='runs/demo', help='training output, evaluation and local Hub storage')
     p.add_argument('--repo-id', default=None, help='repo on the local Hub (default: demo/<model>.<dataset>_<size>)')
     p.add_argument('--workers', type=int, default=2, help='DataLoader workers')
+    add_verbosity_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo demo``: 0 when the model loaded back from the local Hub is bit-identical, else 1."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args), fmt='%(asctime)s %(name)s: %(message)s')
     from hybrid_zoo.demo import run_demo
 
     try:

@@ -8,6 +8,7 @@ import logging
 import os
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
+from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f'folder where --dataset default (the embedded data) is prepared when missing (default: {EMBEDDED_CACHE})',
     )
     add_data_dir_refusal(parser)
+    add_verbosity_flags(parser)
     return parser
 
 
@@ -62,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo eval``: 0 when done, 2 (one line on stderr) for a wrong model, dataset or split."""
     args = build_parser().parse_args(argv)
     rank0 = int(os.environ.get('RANK', '0')) == 0
-    logging.basicConfig(
-        level=logging.INFO if rank0 else logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
-    )
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args), rank0=rank0)
     from hybrid_zoo.train.evaluate import USER_ERRORS, evaluate
 
     try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
 
 MIN_OPSET = 17  # the exporters' LayerNorm and SDPA need it
 
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='also add the report to this results file under the architecture name (other entries are kept), '
         'e.g. model_cards/results/int8-fmnist.json, which the model cards show',
     )
+    add_verbosity_flags(p)
     return p
 
 
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f'hybrid-zoo export: --output {args.output}: {problem}', file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args), fmt='%(message)s')
     import hybrid_zoo
     from hybrid_zoo.deploy import PARITY_SHAPES, export_onnx, onnx_max_abs_diff, reparameterize
     from hybrid_zoo.factory import ModelLoadError, create_model

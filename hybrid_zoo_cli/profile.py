@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         action='store_true',
         help='re-check the targets against --bench and re-render the table and plot from --out; measure nothing',
     )
+    add_verbosity_flags(p)
     return p
 
 
@@ -70,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(out.with_suffix('.md').read_text())
         return 0
     exec_with_no_trim(['-m', 'hybrid_zoo_cli', 'profile', *argv])  # the benchmark's allocator setting
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args), fmt='%(message)s')
     run_profile(
         args.models or list(PROFILE_MODELS),
         out,

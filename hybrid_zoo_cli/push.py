@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         action='store_true',
         help='check the folder and list what would be uploaded, without contacting the Hub',
     )
+    add_verbosity_flags(p)
     return p
 
 
@@ -37,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     """Push (or, with ``--dry-run``, list what would be pushed); one line on stderr and 2 for a bad folder or repo id,
     1 when the Hub refuses or cannot be reached."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    logging.getLogger('httpx2').setLevel(logging.WARNING)  # one line per HTTP request is noise here
+    from hybrid_zoo.logs import setup_logging
+
+    setup_logging(verbosity_of(args), fmt='%(levelname)s %(name)s: %(message)s')
     from huggingface_hub.errors import HFValidationError
 
     from hybrid_zoo.hub.client import HubError, ModelLoadError, dry_run, push

@@ -11,6 +11,24 @@ import types
 import typing
 from typing import Any
 
+QUIET_HELP = 'print only warnings, errors and the result: no progress, no INFO lines'
+VERBOSE_HELP = (
+    "also show the INFO lines of the libraries underneath (Accelerate's checkpoint files, one line per Hub request, "
+    "the ONNX exporter's rewrites)"
+)
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` and ``-v/--verbose`` (one or the other), as every command that shows progress has them."""
+    group = parser.add_argument_group('output').add_mutually_exclusive_group()
+    group.add_argument('-q', '--quiet', action='store_true', help=QUIET_HELP)
+    group.add_argument('-v', '--verbose', action='store_true', help=VERBOSE_HELP)
+
+
+def verbosity_of(args: argparse.Namespace) -> int:
+    """-1 (quiet), 0 or 1 (verbose): the level ``hybrid_zoo.logs.setup_logging`` takes."""
+    return -1 if args.quiet else 1 if args.verbose else 0
+
 
 def option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
     """A dataclass field with its command-line help, its argument group and any extra ``add_argument`` settings.

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .data import EMBEDDED_CACHE, add_data_dir_refusal
-from .fields import add_dataclass_arguments, config_from_namespace, option
+from .fields import QUIET_HELP, VERBOSE_HELP, add_dataclass_arguments, config_from_namespace, option
 
 __all__ = [
     'RESUME_MAY_CHANGE',
@@ -222,6 +222,8 @@ class TrainConfig:
         None, 'also log to Accelerate trackers: tensorboard, wandb, mlflow, ... or all', 'run'
     )
     cpu: bool = option(False, 'train on CPU even when a GPU is present', 'run')
+    quiet: bool = option(False, QUIET_HELP, 'output', aliases=('-q',))
+    verbose: bool = option(False, VERBOSE_HELP, 'output', aliases=('-v',))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -268,6 +270,8 @@ class TrainConfig:
         need(self.in_chans in (None, 1, 3), 'in_chans', '1 (grayscale) or 3 (RGB)')
         need(self.mixed_precision in (None, 'no', 'bf16', 'fp16'), 'mixed_precision', "'no', 'bf16' or 'fp16'")
         need(isinstance(self.model_kwargs, dict), 'model_kwargs', 'a dict of KEY=VALUE')
+        if self.quiet and self.verbose:
+            problems.append('--quiet and --verbose exclude each other; expected one of them, got both')
 
         ranges = {  # name: (low, high, low inclusive, high inclusive)
             'val_fraction': (0.0, 1.0, False, False),
@@ -382,6 +386,8 @@ RESUME_MAY_CHANGE = (
     'checkpoint_every',
     'log_with',
     'cpu',
+    'quiet',
+    'verbose',
 )
 
 
@@ -410,7 +416,11 @@ TIMM_REFUSED: dict[str, tuple[str, str]] = {
     '--torchcompile': ('?', '--compile (inductor, through Accelerate)'),
     '--initial-checkpoint': ('1', '--pretrained FOLDER_OR_HUB_ID (safetensors in timm save_for_hf layout; no pickles)'),
     '--input-size': ('+', '--in-chans C and --img-size N (square inputs)'),
-    '--log-interval': ('1', 'no interval to set: progress shows every update, metrics.jsonl every epoch, --log-with'),
+    '--log-interval': (
+        '1',
+        'no interval to set: a bar on a terminal, a progress line every 30 s in a file, metrics.jsonl every '
+        'epoch, --log-with',
+    ),
     '--experiment': ('1', '--output-dir DIR'),
 }
 

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
 from hybrid_zoo.benchmarks.peers import fitted_kwargs
@@ -34,6 +33,7 @@ from hybrid_zoo.factory import sha256_file
 from hybrid_zoo.flops import count_macs, count_params
 from hybrid_zoo.hub.client import push
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
+from hybrid_zoo.logs import progress
 from hybrid_zoo.models.pretrained import FMNIST_MODELS, FMNIST_TAG, HUB_ORG
 from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS, measured_on_current
 from hybrid_zoo.run_files import METRICS, MODEL_DIR, WEIGHTS_NAME
@@ -377,7 +377,7 @@ def compare(
     if recipe.continues:
         parent_work = Path(work_dir) / (f'{recipe.continues}-{variant}' if variant else recipe.continues)
     data = _document(meta, recipe, variant, model_kwargs, rows)
-    for model, seed in tqdm(pairs, desc=f'compare {recipe.name}', unit='run'):
+    for model, seed in progress(pairs, desc=f'compare {recipe.name}', unit='run'):
         row = run_one(
             model,
             seed,

@@ -15,11 +15,11 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.deploy import PARITY_SHAPES, export_onnx, graph_breaks, onnx_max_abs_diff, reparameterize
+from hybrid_zoo.logs import progress
 from hybrid_zoo.models.variants import ARCH_VERSION, VARIANTS
 
 _log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def measure(names: Sequence[str], out: str | os.PathLike, exporter: str = 'torch
     """Run :func:`measure_model` for every name and write the results file."""
 
     rows = []
-    for name in tqdm(names, desc='deploy checks', unit='model'):
+    for name in progress(names, desc='deploy checks', unit='model'):
         rows.append(measure_model(name, exporter=exporter))
         _log.info('%s', rows[-1])
     result = {'meta': machine_meta(), 'models': {r.pop('model'): r for r in rows}}

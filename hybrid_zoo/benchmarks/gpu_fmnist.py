@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.compare import RECIPES, Recipe, per_model, ranking_stable, render, summarize
@@ -43,6 +42,8 @@ from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, machine_meta
 from hybrid_zoo.flops import count_params
 from hybrid_zoo.labels import FASHION_MNIST_CLASSES
+from hybrid_zoo.logs import progress as progress_bar
+from hybrid_zoo.logs import setup_logging
 from hybrid_zoo.models import MODEL_NAMES
 from hybrid_zoo.train.data import DataError, fashion_mnist_available, model_data_config, read_idx
 from hybrid_zoo.train.evaluate import Predictions, classification_metrics
@@ -166,7 +167,7 @@ def train_one(
     loss_fn = LabelSmoothingCrossEntropy(recipe.smoothing)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     total = steps_per_epoch * recipe.epochs
-    bar = tqdm(total=total * recipe.batch_size, desc=name, unit='img', unit_scale=True, disable=not progress)
+    bar = progress_bar(total=total * recipe.batch_size, desc=name, unit='img', unit_scale=True, enabled=progress)
     _sync(device)
     start, updates = time.perf_counter(), 0
     for epoch in range(recipe.epochs):
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    setup_logging(fmt='%(message)s')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit('no CUDA device: this protocol is for a GPU (use --device cpu for a smoke run)')
     recipe = gpu_recipe(args.epochs, args.batch_size, args.img_size)

@@ -45,7 +45,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from timm.models import reparameterize_model
-from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import write_json_atomic
 from hybrid_zoo.benchmarks.profile_ops import CATEGORIES, LeafTimers, reference_rate, shape_ceiling
@@ -54,6 +53,7 @@ from hybrid_zoo.benchmarks.profile_training import profile_training
 from hybrid_zoo.benchmarks.results import machine_meta
 from hybrid_zoo.flops import count_macs
 from hybrid_zoo.layers.fused import unfused
+from hybrid_zoo.logs import progress
 from hybrid_zoo.train.evaluate import create_model
 
 _log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def run_profile(
     # the 1x1 rate is measured again right before each profile, so a model is set against the rate of its moment:
     # on the shared 2-core machine a slow spell can last minutes, and one rate taken at the start can fall in one
     rows, training, refs = [], [], []
-    for name in tqdm(models, desc='profile', unit='model'):
+    for name in progress(models, desc='profile', unit='model'):
         refs.append(reference_rate(batch_size))
         rows.append(profile_model(name, batch_size, img_size, iters, ref=refs[-1]))
         rows[-1]['reference_gflop_s'] = round(refs[-1] / 1e9, 1)

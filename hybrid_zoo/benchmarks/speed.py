@@ -40,12 +40,12 @@ from pathlib import Path
 
 import timm
 import torch
-from tqdm.auto import tqdm
 
 from hybrid_zoo import __version__
 from hybrid_zoo.benchmarks.peers import PEER_SETS
 from hybrid_zoo.benchmarks.results import cpu_name, machine_meta
 from hybrid_zoo.benchmarks.speed_report import REFERENCE, evaluate_targets, runtime_versions, summarise
+from hybrid_zoo.logs import progress as progress_bar
 from hybrid_zoo.models import MODEL_NAMES
 from hybrid_zoo.models.variants import ARCH_VERSION, SIZE_OF
 from hybrid_zoo_config.bench import LAYOUTS, MALLOC_NO_TRIM, BenchConfig, allocator_label, default_threads
@@ -277,7 +277,7 @@ def measure(
         models: timm model names (registered in this process and, through ``config.import_modules``, in the
             workers); ours are registered by ``import hybrid_zoo``.
         config: Measurement settings; defaults to :class:`BenchConfig`'s.
-        progress: Show a tqdm bar (rate, ETA) on stderr.
+        progress: Show progress (rate, ETA) on stderr: a bar on a terminal, a line now and then in a file.
         on_update: Called with the partial document after every worker, e.g. to save it as the run goes.
         command: The command line that started the run, recorded in ``meta.run.command``.
 
@@ -379,7 +379,7 @@ def _run_tasks(
 
 def _progress(total: int, enabled: bool):
 
-    return tqdm(total=total, unit='run', desc='bench', file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, unit='run', desc='bench', enabled=enabled)
 
 
 def _meta(config: BenchConfig, version: str) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..logs import progress
 from ..normalization import LUMA_WEIGHTS
 from .errors import DeployError
 
@@ -23,7 +24,8 @@ class _Calibration:
     """ONNX Runtime's ``CalibrationDataReader`` over torch batches."""
 
     def __init__(self, batches: Iterable[torch.Tensor]):
-        self._it = iter([{'pixel_values': b.contiguous().numpy().astype(np.float32)} for b in batches])
+        feeds = [{'pixel_values': b.contiguous().numpy().astype(np.float32)} for b in batches]
+        self._it = iter(progress(feeds, desc='int8 calibration', unit='batch'))  # ONNX Runtime runs one per call
 
     def get_next(self):
         return next(self._it, None)
@@ -146,7 +148,7 @@ def pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: Sequence[tor
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
-        for x in calibration:
+        for x in progress(calibration, desc='int8 calibration (PT2E)', unit='batch'):
             prepared(x.contiguous(memory_format=torch.channels_last))
     compiled = torch.compile(convert_pt2e(prepared), dynamic=True)
 

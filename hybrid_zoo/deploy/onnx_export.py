@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..logs import VERBOSE, verbosity
+
 PARITY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((1, 3, 224, 224), (2, 3, 193, 250), (3, 3, 96, 96))
 
 
@@ -57,6 +59,7 @@ def export_onnx(
                 dynamo=True,
                 external_data=False,
                 dynamic_shapes={arg: {0: dims['batch'], 2: dims['height'], 3: dims['width']}},
+                verbose=verbosity() >= VERBOSE,  # else its '[torch.onnx] ...' steps go to stdout, the result's stream
                 **common,
             )
         else:

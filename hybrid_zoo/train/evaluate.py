@@ -25,7 +25,6 @@ from accelerate.state import AcceleratorState, GradientState
 from sklearn.metrics import confusion_matrix
 from timm.data import create_transform
 from torch import nn
-from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import sha256_file, write_json_atomic
 from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.loop imports them from here)
@@ -38,6 +37,7 @@ from hybrid_zoo.factory import (  # noqa: F401  (re-exported: hybrid_zoo.train.l
     model_name,
     resolve_model_source,
 )
+from hybrid_zoo.logs import progress
 from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
 from hybrid_zoo.run_files import CONFUSION_MATRIX, EVAL_RESULTS, WEIGHTS_NAME
 from hybrid_zoo.train.data import (
@@ -75,7 +75,7 @@ def predict(model: torch.nn.Module, loader, accelerator, *, k: int = 5, channels
     was_training = model.training
     model.eval()
     tops, targets, losses = [], [], []
-    bar = tqdm(total=len(loader), desc='eval', unit='batch', leave=False, disable=not accelerator.is_main_process)
+    bar = progress(total=len(loader), desc='eval', unit='batch', leave=False, enabled=accelerator.is_main_process)
     for x, y in loader:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -259,7 +259,8 @@ def eval_loader(model: nn.Module, dataset: str, split: str, samples: int | None,
 
 def calibration_batches(model: nn.Module, dataset: str, split: str = 'train', samples: int = 256) -> list[torch.Tensor]:
     """``samples`` images (a seeded random subset) of ``split``, transformed for ``model``: int8 calibration data."""
-    return [x for x, _ in eval_loader(model, dataset, split, samples, batch_size=32)]
+    loader = eval_loader(model, dataset, split, samples, batch_size=32)
+    return [x for x, _ in progress(loader, desc=f'calibration images ({split})', unit='batch')]
 
 
 def compare_accuracy(
@@ -275,7 +276,8 @@ def compare_accuracy(
     .run``): its figures are ``<prefix>int8_top1``, ``<prefix>top1_change`` and ``<prefix>top1_agreement``."""
     model = model.eval()
     fp32, correct, agree, total = 0, dict.fromkeys(runs, 0), dict.fromkeys(runs, 0), 0
-    for x, y in eval_loader(model, dataset, split, samples):
+    loader = eval_loader(model, dataset, split, samples)
+    for x, y in progress(loader, desc=f'accuracy of {len(runs) + 1} forms on {split}', unit='batch'):
         with torch.inference_mode():
             a = model(x).argmax(1)
         fp32 += int((a == y).sum())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import datasets
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
@@ -43,9 +43,9 @@ from timm.models import save_for_hf
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
-from tqdm.auto import tqdm
 
 from hybrid_zoo.atomic import temp_dir_beside, write_atomic
+from hybrid_zoo.logs import NORMAL, QUIET, VERBOSE, progress, setup_logging
 from hybrid_zoo.models.model import ConvFormerFusion
 from hybrid_zoo.models.pretrained import PretrainedWeightsNotFoundError
 from hybrid_zoo.models.variants import ARCH_VERSION
@@ -153,6 +153,28 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def keep_grad_strides(model: torch.nn.Module) -> None:
+    """Give every gradient its parameter's strides, which DDP's bucket views copy, before DDP reads it.
+
+    A kernel may return a gradient laid out like its parameter in memory but with other strides on size-1 dims: the
+    weight gradient of a 1x1 conv on a 1x1 map comes back channels_last-strided, ``(C, 1, C, C)`` for a parameter
+    strided ``(C, 1, 1, 1)``. Autograd accepts it (its layout contract skips size-1 dims); DDP compares every
+    stride and warns on each rank that the layout "may impair performance" (pytorch/pytorch#70222). Both address
+    the same elements, so the fix is a view with the parameter's strides, not a copy.
+    """
+    for p in model.parameters():
+        if p.requires_grad and 1 in p.shape:
+            p.register_hook(functools.partial(_with_strides_of, p))
+
+
+def _with_strides_of(p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    if grad.stride() == p.stride() or grad.shape != p.shape:
+        return grad
+    if any(n != 1 and a != b for n, a, b in zip(grad.shape, grad.stride(), p.stride(), strict=True)):
+        return grad  # another layout in memory: a view cannot fix it (autograd copies it to the parameter's)
+    return grad.as_strided(p.shape, p.stride())
 
 
 def check_input_size(model: torch.nn.Module, data_cfg: dict, arch: str) -> None:
@@ -675,6 +697,8 @@ def _build_run(
         shuffle=False,
         **loader_kwargs,
     )
+    if acc.num_processes > 1:
+        keep_grad_strides(model)  # before DDP wraps it: DDP warns on every rank otherwise
     optimizer = create_optimizer_v2(
         model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, layer_decay=cfg.layer_decay
     )
@@ -792,13 +816,12 @@ def _train_epochs(s: _Setup) -> tuple[dict | None, dict | None]:
     )
     images_per_epoch = len(train_loader) * cfg.batch_size * acc.num_processes
     done_in_epoch = run.resume_position['images'] if run.resume_position else 0
-    bar = tqdm(
+    bar = progress(
         total=num_epochs * images_per_epoch,
         initial=run.epoch * images_per_epoch + done_in_epoch,
         unit='img',
         unit_scale=True,
-        dynamic_ncols=True,
-        disable=not acc.is_main_process,
+        enabled=acc.is_main_process,
     )
     stop_at = min(num_epochs, cfg.stop_after_epoch or num_epochs)
     final, final_ema = None, None
@@ -961,11 +984,7 @@ def launch(cfg: TrainConfig) -> int:
         0 when the run finished or stopped as asked, 2 (the reason logged in one line) for :data:`USER_ERRORS`.
     """
     rank0 = int(os.environ.get('RANK', '0')) == 0
-    logging.basicConfig(
-        level=logging.INFO if rank0 else logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
-    )
-    if not rank0:
-        datasets.disable_progress_bars()
+    setup_logging(QUIET if cfg.quiet else VERBOSE if cfg.verbose else NORMAL, rank0=rank0)
     try:
         result = fit(cfg)
     except USER_ERRORS as e:

@@ -41,6 +41,7 @@ from huggingface_hub.errors import HFValidationError
 from hybrid_zoo.atomic import read_json, replace_dir, temp_dir_beside, write_atomic, write_json_atomic
 from hybrid_zoo.factory import sha256_file
 from hybrid_zoo.hub.client import HubError, _network_error, _validate_repo_id, check_write_access
+from hybrid_zoo.logs import progress
 from hybrid_zoo.train.checks import DataError
 
 logger = logging.getLogger('hybrid_zoo.train.shards')
@@ -202,7 +203,9 @@ def write_shards(
             count = max(1, math.ceil(len(ds) / shard_size))
             files[split], rows = [], []
             index = 0
-            for row in _rows(ds, image_column, label_column):
+            for row in progress(
+                _rows(ds, image_column, label_column), total=len(ds), desc=f'{split} shards', unit='img'
+            ):
                 rows.append(row)
                 if len(rows) == shard_size:
                     files[split].append(_flush(tmp, split, index, count, fmt, rows, index * shard_size))
