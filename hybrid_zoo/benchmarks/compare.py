@@ -26,7 +26,7 @@ from datasets import DatasetDict, load_from_disk
 from safetensors import safe_open
 
 from hybrid_zoo.atomic import read_json, write_atomic, write_figure_atomic, write_json_atomic
-from hybrid_zoo.benchmarks.peers import fitted_kwargs
+from hybrid_zoo.benchmarks.peers import fitted_kwargs, takes_drop_path
 from hybrid_zoo.benchmarks.results import RESULTS_DIR, current_rows, machine_meta
 from hybrid_zoo.benchmarks.tables import markdown_table
 from hybrid_zoo.factory import sha256_file
@@ -160,6 +160,55 @@ def balanced_pool(labels: Sequence[int], recipe: Recipe) -> list[int]:
     return sorted(int(i) for i in np.concatenate(rows))
 
 
+def train_config(
+    model: str,
+    *,
+    seed: int,
+    recipe: Recipe,
+    dataset: Path,
+    out: Path,
+    workers: int = 2,
+    model_kwargs: dict | None = None,
+    pretrained: str | None = None,
+) -> TrainConfig:
+    """The training options of one run of ``recipe``: the same for every model, except what a model cannot take
+    (a peer's attention windows fitted to the maps; no stochastic depth for a model without it)."""
+    if recipe.fit_peer_windows and model not in VARIANTS:
+        model_kwargs = {**fitted_kwargs(model, recipe.img_size), **(model_kwargs or {})}
+    # the recipe's stochastic depth, for the models that have it (timm passes the argument through; RepViT has none)
+    drop_path_rate = recipe.drop_path_rate if model in VARIANTS or takes_drop_path(model) else None
+    return TrainConfig(
+        model=model,
+        in_chans=recipe.in_chans,
+        img_size=recipe.img_size,
+        model_kwargs=dict(model_kwargs or {}),
+        dataset=str(dataset),
+        val_fraction=recipe.val_fraction,
+        max_train_samples=None if recipe.balanced else recipe.train_samples,
+        max_val_samples=recipe.val_samples,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup_epochs=recipe.warmup_epochs,
+        drop_path_rate=drop_path_rate,
+        smoothing=recipe.smoothing,
+        scale=recipe.scale,
+        color_jitter=0.0,
+        aa=recipe.aa,
+        mixup=recipe.mixup,
+        cutmix=recipe.cutmix,
+        ema=recipe.ema,
+        channels_last=True,
+        seed=seed,
+        workers=workers,
+        output_dir=str(out),
+        resume='auto',
+        cpu=True,
+        pretrained=pretrained,
+    )
+
+
 def run_one(
     model: str,
     seed: int,
@@ -180,39 +229,18 @@ def run_one(
     row_file = out / 'compare_row.json'
     if row_file.exists():
         return json.loads(row_file.read_text())
-    if recipe.fit_peer_windows and model not in VARIANTS:
-        model_kwargs = {**fitted_kwargs(model, recipe.img_size), **(model_kwargs or {})}
     parent = _parent_run(model, seed, recipe, parent_work) if recipe.continues else None
-    cfg = TrainConfig(
-        model=model,
-        in_chans=recipe.in_chans,
-        img_size=recipe.img_size,
-        model_kwargs=dict(model_kwargs or {}),
-        dataset=str(_train_only(dataset_dir, work, recipe)),
-        val_fraction=recipe.val_fraction,
-        max_train_samples=None if recipe.balanced else recipe.train_samples,
-        max_val_samples=recipe.val_samples,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
-        warmup_epochs=recipe.warmup_epochs,
-        drop_path_rate=recipe.drop_path_rate,
-        smoothing=recipe.smoothing,
-        scale=recipe.scale,
-        color_jitter=0.0,
-        aa=recipe.aa,
-        mixup=recipe.mixup,
-        cutmix=recipe.cutmix,
-        ema=recipe.ema,
-        channels_last=True,
+    cfg = train_config(
+        model,
         seed=seed,
+        recipe=recipe,
+        dataset=_train_only(dataset_dir, work, recipe),
+        out=out,
         workers=workers,
-        output_dir=str(out),
-        resume='auto',
-        cpu=True,
+        model_kwargs=model_kwargs,
         pretrained=parent['model_dir'] if parent else None,
     )
+    model_kwargs, drop_path_rate = cfg.model_kwargs, cfg.drop_path_rate
     final = fit(cfg)
     test = evaluate(
         str(out / MODEL_DIR),
@@ -229,6 +257,7 @@ def run_one(
         'recipe': recipe.name,
         'model_kwargs': dict(model_kwargs or {}),
         'architecture_version': ARCH_VERSION if model in VARIANTS else None,
+        'drop_path_rate': drop_path_rate,  # None: the model has no stochastic depth
         'test_top1': round(test['top1'], 3),
         'test_top5': round(test['top5'], 3),
         'val_top1': round(final['top1'], 3),

@@ -63,6 +63,20 @@ def fitted_kwargs(model: str, img_size: int) -> dict:
     return {'window_sizes': tuple(fitted)}
 
 
+def takes_drop_path(model: str) -> bool:
+    """Whether ``model``'s constructor takes ``drop_path_rate`` (RepViT has no stochastic depth, and timm passes the
+    argument through to it): built on the meta device, nothing allocated."""
+    import timm
+
+    try:
+        timm.create_model(model, drop_path_rate=0.05, device='meta')
+    except TypeError as e:
+        if 'drop_path_rate' in str(e):
+            return False
+        raise
+    return True
+
+
 COATNET = {'tiny': 'coatnet_nano_rw_224', 'small': 'coatnet_0_rw_224', 'base': 'coatnet_1_rw_224'}
 SIZES = PEER_SIZES
 

@@ -225,3 +225,27 @@ def test_tinyvit_windows_fit_the_maps(img_size, windows):
 
     assert fitted_kwargs('tiny_vit_5m_224', img_size) == {'window_sizes': windows}  # timm's own at 224 px
     assert fitted_kwargs('fastvit_t12', img_size) == {}
+
+
+def test_every_default_model_of_every_recipe_builds_with_the_options_its_runs_get(tmp_path):
+    """Before hours of training: each model a comparison runs by default (peers and ours, tiny and small fronts)
+    builds from the very TrainConfig its run gets (a constructor that refuses one of the recipe's arguments, as
+    RepViT refuses drop_path_rate, used to stop a comparison at that model)."""
+    from hybrid_zoo.benchmarks.compare import RECIPES, train_config
+    from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS, FRONT_PEERS_SMALL, takes_drop_path
+    from hybrid_zoo.models.pretrained import FMNIST_MODELS
+    from hybrid_zoo.train.loop import build_model
+
+    seen = set()
+    for recipe in RECIPES.values():
+        peers = (*FRONT_PEERS, *FRONT_PEERS_SMALL) if recipe.fit_peer_windows else FMNIST_PEERS
+        for model in (*peers, *FMNIST_MODELS):
+            if (model, recipe.img_size, recipe.fit_peer_windows) in seen:
+                continue
+            seen.add((model, recipe.img_size, recipe.fit_peer_windows))
+            cfg = train_config(model, seed=0, recipe=recipe, dataset=tmp_path, out=tmp_path / model)
+            net = build_model(cfg, num_classes=10)
+            with torch.no_grad():
+                assert net.eval()(torch.randn(1, recipe.in_chans, recipe.img_size, recipe.img_size)).shape == (1, 10)
+            assert (cfg.drop_path_rate is None) == (model == 'repvit_m1_0'), (model, cfg.drop_path_rate)
+    assert not takes_drop_path('repvit_m1_0') and takes_drop_path('convnext_nano')
