@@ -75,6 +75,7 @@ NO_WEIGHT_COMMANDS = {
     'bench': 'times untrained models',
     'profile': 'profiles untrained models',
     'render-docs': 'renders result files',
+    'front': 'reads results files',
 }
 
 

@@ -49,7 +49,7 @@ def test_factory_is_core_and_every_tier_uses_it():
     top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or '' for n in top_level if isinstance(n, ast.ImportFrom)]
-    core = {'hybrid_zoo.atomic'}  # the dependency-free file helpers every tier shares
+    core = {'hybrid_zoo.atomic', 'hybrid_zoo.run_files'}  # the dependency-free helpers every tier shares
     assert not [n for n in names if n.startswith(('hybrid_zoo', 'huggingface_hub', 'safetensors')) and n not in core]
     from hybrid_zoo.benchmarks import speed_worker as speed
     from hybrid_zoo.hub import client
