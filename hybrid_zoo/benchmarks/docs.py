@@ -251,6 +251,7 @@ def v3_screen_table(results: Path) -> str | None:
     import statistics
 
     from hybrid_zoo.benchmarks.candidates import ARMS_V3, DESCRIPTIONS
+    from hybrid_zoo.benchmarks.front import standard_error
 
     base_path = results / 'fmnist-cpu64.json'
     if not base_path.exists():
@@ -276,7 +277,7 @@ def v3_screen_table(results: Path) -> str | None:
                 if r['model'] == model and (model, r['seed']) in base
             }
             diffs = [b - a for a, b in pairs.values()]
-            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+            se = standard_error(diffs)
             mean = statistics.fmean(diffs) if diffs else None
             if se is None:
                 verdict = 'pending (one seed)'

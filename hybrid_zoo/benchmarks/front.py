@@ -47,6 +47,12 @@ MODES = ('eager', 'int8-pt2e')
 MODE_LABEL = {'eager': 'eager fp32', 'compiled': 'compiled fp32 (inductor)', 'int8-pt2e': 'int8 (PT2E + inductor)'}
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean of ``values`` (None below two values)."""
+    values = list(values)
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+
+
 @dataclass(frozen=True)
 class Point:
     """One model in one mode: its yardstick accuracy per seed and its speed with the per-round range."""
@@ -72,9 +78,7 @@ class Point:
     @property
     def se(self) -> float | None:
         """Standard error of the mean over seeds (None with one seed)."""
-        if self.n < 2:
-            return None
-        return statistics.stdev(self.per_seed.values()) / math.sqrt(self.n)
+        return standard_error(self.per_seed.values())
 
 
 def points(accuracy: dict, speed: dict, mode: str, int8: dict | None = None) -> list[Point]:
@@ -123,8 +127,7 @@ def paired_difference(a: Point, b: Point) -> tuple[float, float | None, int]:
     diffs = [a.per_seed[s] - b.per_seed[s] for s in seeds]
     if not diffs:
         return math.nan, None, 0
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
-    return statistics.fmean(diffs), se, len(diffs)
+    return statistics.fmean(diffs), standard_error(diffs), len(diffs)
 
 
 def _faster(a: Point, b: Point) -> bool:

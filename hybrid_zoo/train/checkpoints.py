@@ -185,7 +185,7 @@ def missing_folders(out: Path) -> list[Path]:
     """``out`` and those of its parents that do not exist yet, deepest first: what creating ``out`` makes."""
     made = []
     for folder in (out, *out.parents):
-        if folder.exists() or folder == Path(folder.anchor) or str(folder) == '.':
+        if folder.exists():  # the root and '.' always do
             break
         made.append(folder)
     return made
