@@ -24,11 +24,17 @@ import argparse
 import sys
 
 MODELS = ('convformer_tiny', 'convformer_tiny_late', 'tiny_vit_5m_224')
+SEP = '__'  # an architecture-candidate arm: <architecture>__<arm> (hybrid_zoo.benchmarks.candidates.SEP)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1])
-    p.add_argument('--models', nargs='+', default=list(MODELS), help='timm model names (default: %(default)s)')
+    p.add_argument(
+        '--models',
+        nargs='+',
+        default=list(MODELS),
+        help="timm model names, or the lab's candidate arms <architecture>__<arm> (default: %(default)s)",
+    )
     p.add_argument('--rounds', type=int, default=3, help='profiled rounds, models interleaved (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=32, help='images per batch (default: %(default)s)')
     p.add_argument('--img-size', type=int, default=224, help='input side in pixels (default: %(default)s)')
@@ -67,7 +73,7 @@ def _category(key: str) -> str:
     k = key.lower()
     if 'qconv' in k or 'qlinear' in k:
         return 'int8 conv/linear'
-    if k.startswith('cpp_fused') or 'graph_' in k and 'kernel' in k:
+    if 'cpp_fused' in k:  # inductor's loops, named graph_<n>_cpp_fused_<ops>_<i> when kernel profiling is on
         return 'fused fp32 kernels'
     if 'scaled_dot_product' in k or 'bmm' in k or 'matmul' in k or 'softmax' in k:
         return 'attention'
@@ -86,6 +92,9 @@ def run(args, kwargs: dict) -> int:
     from tqdm.auto import tqdm
 
     import hybrid_zoo  # noqa: F401  (registers our models)
+
+    if any(SEP in name for name in args.models):
+        import hybrid_zoo.benchmarks.candidates  # noqa: F401  (registers the lab's <architecture>__<arm> models)
     from hybrid_zoo.atomic import write_json_atomic
     from hybrid_zoo.benchmarks.results import machine_meta
     from hybrid_zoo.deploy import build

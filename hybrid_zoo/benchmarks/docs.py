@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -185,6 +186,29 @@ def _md(name: str) -> Callable[[Path], str | None]:
     return block
 
 
+def front_pick(results: Path) -> str | None:
+    """The tiny front as the table a user picks a model from (``front-tiny.json``, written by ``hybrid-zoo front``)."""
+    from hybrid_zoo.benchmarks.front import pick_table
+
+    path = results / 'front-tiny.json'
+    return pick_table(read_json(path)) if path.exists() else None
+
+
+def _page(name: str, prefix: str = '../../model_cards/results/') -> Callable[[Path], str | None]:
+    """A block that is a results file's own markdown page without its title, its relative links made relative to a
+    page of ``docs/reports/`` (``prefix``)."""
+
+    def block(results: Path) -> str | None:
+        path = results / name
+        if not path.exists():
+            return None
+        body = path.read_text().strip().split('\n', 1)[1].strip()
+        return re.sub(r'\]\((?![a-z]+:|/|\.\./)([^)\s]+)\)', lambda m: f']({prefix}{m.group(1)})', body)
+
+    block.__name__ = name
+    return block
+
+
 def _architecture(row: dict) -> int:
     """The architecture version a comparison row was trained with (rows of v1 predate the field)."""
     return row.get('architecture_version') or 1
@@ -248,8 +272,6 @@ def design_table(results: Path) -> str | None:
 def v3_screen_table(results: Path) -> str | None:
     """The architecture-v3 screen on ``cpu64``: each arm's test top-1 against v2's on the same seeds, the paired mean
     difference and its standard error, and the screen rule's verdict (drop below minus two standard errors)."""
-    import statistics
-
     from hybrid_zoo.benchmarks.candidates import ARMS_V3, DESCRIPTIONS
     from hybrid_zoo.benchmarks.front import standard_error
 
@@ -302,6 +324,48 @@ def v3_screen_table(results: Path) -> str | None:
     return (
         'Screen on `cpu64` (64 px, 5,000 images, 6 epochs), paired seeds against the v2 runs of `fmnist-cpu64.json`; '
         'an arm is dropped when its paired mean is below minus two standard errors.\n\n' + _table(head, rows)
+    )
+
+
+def per_round_img_s(bench: dict, model: str, mode: str) -> dict[int, float]:
+    """Images/s of ``model`` in deployment ``mode`` per round of a bench run (batch / median timed batch)."""
+    batch = bench['meta']['batch_size']
+    out = {}
+    for r in bench.get('raw', {}).get(model, []):
+        t = ((r.get('modes') or {}).get(mode) or {}).get('t')
+        if t:
+            out[r['round']] = batch / statistics.median(t)
+    return out
+
+
+def v3_speed_table(results: Path, name: str = 'v3-silu-speed.json') -> str | None:
+    """Each v3 arm against v2 in one interleaved bench run: per mode, the median and range of the per-round paired
+    images/s ratios (part (b) of the rule: above 1 in the mode the arm targets)."""
+    from hybrid_zoo.benchmarks.candidates import SEP
+
+    path = results / name
+    if not path.exists():
+        return None
+    bench = read_json(path)
+    modes = bench['meta']['settings'].get('modes') or ['eager']
+    rows = []
+    for arm_model in (m for m in bench['models'] if SEP in m):
+        base = arm_model.split(SEP)[0]
+        cells = []
+        for mode in modes:
+            a, b = per_round_img_s(bench, arm_model, mode), per_round_img_s(bench, base, mode)
+            ratios = [a[r] / b[r] for r in sorted(set(a) & set(b))]
+            cells.append(
+                f'{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] ({len(ratios)})'
+                if ratios
+                else '-'
+            )
+        rows.append([f'`{arm_model}`', f'`{base}`', *cells])
+    m = bench['meta']
+    return _table(['arm', 'v2', *(f'{mode}: arm / v2 [range] (rounds)' for mode in modes)], rows) + (
+        f'\n\nMedian of the per-round paired ratios of images/s (batch {m["batch_size"]}, {m["img_size"]} px, '
+        f'{m["threads"]} threads), one interleaved run of {m["rounds"]} rounds, {m["date"]} on {m["cpu"]}. Source: '
+        f'`model_cards/results/{name}`.'
     )
 
 
@@ -395,10 +459,10 @@ def pretrained_table(results: Path) -> str | None:
     )
 
 
-def int8_accuracy_table(results: Path) -> str | None:
-    """fp32 vs int8 top-1 of each published Fashion-MNIST weight (``hybrid-zoo export --int8 --record``): ONNX
-    Runtime's file and, where recorded, the PT2E flow on the same calibration images."""
-    path = results / 'int8-fmnist.json'
+def int8_accuracy_table(results: Path, name: str = 'int8-fmnist.json', img_size: int = 64) -> str | None:
+    """fp32 vs int8 top-1 of each Fashion-MNIST weight recorded in ``name`` (``hybrid-zoo export --int8 --record``):
+    ONNX Runtime's file and, where recorded, the PT2E flow on the same calibration images."""
+    path = results / name
     if not path.exists():
         return None
     data = read_json(path)
@@ -416,7 +480,7 @@ def int8_accuracy_table(results: Path) -> str | None:
             'PT2E int8 top-1 %', 'change (points)', 'same class %', 'int8 ONNX MB']  # fmt: skip
     m = data['meta']
     return _table(head, rows) + (
-        "\n\nFashion-MNIST test split (10,000 images, 64 px); ORT int8 = ONNX Runtime static QDQ, PT2E = PyTorch's "
+        f"\n\nFashion-MNIST test split (10,000 images, {img_size} px); ORT int8 = ONNX Runtime static QDQ, PT2E = PyTorch's "
         'x86 inductor quantizer, both calibrated on the same 256 training images'
         + (
             ' (ONNX Runtime with 7-bit weights where the CPU had no VNNI: `reduce_range`)'
@@ -430,7 +494,38 @@ def int8_accuracy_table(results: Path) -> str | None:
         )
         + '. '
         + f'Last measured {m["date"]} on {m["cpu"]}, torch {m["torch"]}. Source: '
-        '`model_cards/results/int8-fmnist.json`.'
+        f'`model_cards/results/{name}`.'
+    )
+
+
+def front96_int8_table(results: Path) -> str | None:
+    """int8 top-1 of the first seed of every model of the front yardstick (``front96-int8.json``)."""
+    return int8_accuracy_table(results, 'front96-int8.json', 96)
+
+
+def int8_profile_table(results: Path) -> str | None:
+    """Where the time of each PT2E int8 model goes (``tools/int8_profile.py``): its speed-up over eager fp32 and the
+    share of the int8 graph's time per kind of operation, with the largest fp32 kernel by name."""
+    path = results / 'int8-profile.json'
+    if not path.exists():
+        return None
+    data = read_json(path)
+    cats = ['int8 conv/linear', 'fused fp32 kernels', 'attention', 'fp32 conv/linear', 'other']
+    rows = []
+    for name, r in data['models'].items():
+        fp32 = [o for o in r['int8_top_ops'] if 'cpp_fused' in o['op']]
+        top = f'`{fp32[0]["op"].split("cpp_fused_", 1)[1]}` {100 * fp32[0]["share"]:.0f}%' if fp32 else '-'
+        rows.append(
+            [f'`{name}`', f'{statistics.median(r["eager_img_s"]):.1f}', f'{statistics.median(r["int8_img_s"]):.1f}',
+             f'{r["int8_speedup"]:.2f}x', *(f'{100 * r["int8_share_by_category"].get(c, 0.0):.0f}' for c in cats), top]
+        )  # fmt: skip
+    m = data['meta']
+    head = ['model', 'eager img/s', 'int8 img/s', 'int8 / eager', *(f'{c} %' for c in cats), 'largest fp32 kernel']
+    return _table(head, rows) + (
+        f'\n\nMedians of {len(r["int8_img_s"])} rounds, models interleaved, batch {m["batch_size"]}, '
+        f'{m["img_size"]} px, {m["threads"]} threads, {m["date"]} on {m["cpu"]}; shares: self CPU time of the profiled '
+        'int8 batches (the profiler adds its own time to the int8 figures). Source: '
+        '`model_cards/results/int8-profile.json` (`python tools/int8_profile.py`).'
     )
 
 
@@ -599,6 +694,8 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'fmnist_long_table': _md('fmnist-long64.md'),
     'fmnist_long_more_table': _md('fmnist-long64x.md'),
     'fmnist_gpu_table': _md('fmnist-gpu64.md'),
+    'front96_table': _md('fmnist-front96.md'),
+    'front96_int8_table': front96_int8_table,
     'design_table': design_table,
     'v3_screen_table': v3_screen_table,
     'profile_table': _md('profile-cpu.md'),
@@ -615,6 +712,10 @@ BLOCKS: dict[str, Callable[[Path], str | None]] = {
     'modes_table_small': _modes('deploy-small.json'),
     'throughput_estimate': throughput_estimate,
     'deploy_best': deploy_best_table,
+    'front_pick': front_pick,
+    'v3_speed_table': v3_speed_table,
+    'int8_profile_table': int8_profile_table,
+    'front_tiny': _page('front-tiny.md'),
 }
 
 

@@ -44,6 +44,7 @@ IMAGENET_TOP1: dict[str, tuple[float, str]] = {
 }
 
 MODES = ('eager', 'int8-pt2e')
+SHORT_LABEL = {'eager': 'eager', 'compiled': 'compiled', 'int8-pt2e': 'int8'}
 MODE_LABEL = {'eager': 'eager fp32', 'compiled': 'compiled fp32 (inductor)', 'int8-pt2e': 'int8 (PT2E + inductor)'}
 
 
@@ -310,6 +311,37 @@ def render_markdown(front: dict, *, title: str, sources: Sequence[str]) -> str:
         ]
     lines += ['ImageNet-1k top-1: ' + IMAGENET_SOURCE + '.', '', 'Sources: ' + ', '.join(f'`{s}`' for s in sources)]
     return '\n'.join(lines) + '\n'
+
+
+def pick_table(front: dict) -> str:
+    """One row per model with its yardstick top-1 and, per mode, its images/s and who dominates it: the table a user
+    picks from (the front's summary, as ``write_front`` saves it)."""
+    modes = [m for m, v in front.items() if isinstance(v, dict) and 'points' in v]
+    by_mode = {m: {p['model']: p for p in front[m]['points']} for m in modes}
+    first = front[modes[0]]['points']
+    rows = []
+    for pt in first:
+        se = '' if pt['top1_se'] is None else f' +- {pt["top1_se"]:.2f}'
+        row = [f'**`{pt["model"]}`**' if pt['ours'] else f'`{pt["model"]}`', f'{pt["top1"]:.2f}{se} ({pt["seeds"]})']
+        for mode in modes:
+            q = by_mode[mode].get(pt['model'])
+            row.append(f'{q["img_s"]:.1f}' if q and q['img_s'] else 'failed' if q else '-')
+            beaten = front[mode]['dominated_by'].get(pt['model'], [])
+            row.append(', '.join(f'`{b}`' for b in beaten) or '-')
+        rows.append(row)
+    header = ['model (ours bold)', 'top-1 % +- SE (seeds)']
+    for mode in modes:
+        header += [f'{SHORT_LABEL.get(mode, mode)} img/s', f'dominated in {SHORT_LABEL.get(mode, mode)} by']
+    open_pairs = {m: sum(p['status'] in ('undecided', 'trade-off') for p in front[m]['pairs']) for m in modes}
+    pairs = {m: len(front[m]['pairs']) for m in modes}
+    meta = front.get('meta') or {}
+    note = (
+        f'Top-1: `{meta.get("recipe")}` test images (`{meta.get("accuracy")}`); img/s: batch 32, 224 px, '
+        f'{meta.get("threads")} threads (`{meta.get("speed")}`, {meta.get("speed_measured")}); int8: PT2E. '
+        'Dominated: slower beyond both per-round ranges and less accurate by over 2 SE of the paired difference; '
+        'pairs left open: ' + ', '.join(f'{SHORT_LABEL.get(m, m)} {open_pairs[m]} of {pairs[m]}' for m in modes) + '.'
+    )
+    return '\n'.join(markdown_table(header, rows)) + '\n\n' + note
 
 
 def render_plot(front: dict, mode: str):

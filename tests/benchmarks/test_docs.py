@@ -243,3 +243,26 @@ def test_v3_screen_pairs_each_arm_with_v2_seed_by_seed_and_applies_the_rule(tmp_
     assert 's0: 82.00 -> 82.50, s1: 81.00 -> 81.30 | +0.40 | 0.10 | passes' in rows['bn0']  # seed 2 unpaired
     assert '-1.95 | 0.05 | dropped' in rows['silu']
     assert 'pending (one seed)' in rows['repdw'] and 'not run yet' in rows['bn0_repdw_silu']
+
+
+def test_v3_speed_pairs_each_arm_with_v2_round_by_round(tmp_path):
+    from hybrid_zoo.benchmarks.docs import v3_speed_table
+
+    # per round (batch 32): v2's int8 batch takes 0.4 s, the arm's 0.32 s in rounds 0-1 and 0.5 s in round 2;
+    # eager is the same for both
+    def raw(int8_times):
+        return [
+            {'round': r, 'modes': {'eager': {'t': [1.0, 1.0]}, 'int8-pt2e': {'t': [t, t]}}}
+            for r, t in enumerate(int8_times)
+        ]
+
+    bench = {
+        'meta': {'batch_size': 32, 'img_size': 224, 'threads': 2, 'rounds': 3, 'date': 'd', 'cpu': 'c',
+                 'settings': {'modes': ['eager', 'int8-pt2e']}},
+        'models': {'convformer_tiny': {}, 'convformer_tiny__silu': {}},
+        'raw': {'convformer_tiny': raw([0.4, 0.4, 0.4]), 'convformer_tiny__silu': raw([0.32, 0.32, 0.5])},
+    }  # fmt: skip
+    (tmp_path / 'v3-silu-speed.json').write_text(json.dumps(bench))
+    table = v3_speed_table(tmp_path)
+    assert '| `convformer_tiny__silu` | `convformer_tiny` | 1.00x [1.00-1.00] (3) | 1.25x [0.80-1.25] (3) |' in table
+    assert v3_speed_table(tmp_path / 'none') is None

@@ -188,3 +188,33 @@ def test_front_command_writes_the_front_under_runs_and_refuses_unusable_files(tm
         assert front_cli.main(bad) == 2, bad
         err = capsys.readouterr().err
         assert err.startswith('hybrid-zoo front: ') and len(err.strip().splitlines()) == 1, err
+
+
+def test_pick_table_and_report_block_render_from_the_written_front(tmp_path):
+    import json
+
+    from hybrid_zoo.benchmarks import docs
+
+    acc = _accuracy({'convformer_tiny': [82.0, 82.5, 82.2], 'fastvit_t12': [84.0, 84.4, 84.5], 'p3': [70.0, 71, 70]})
+    speed = _speed({'convformer_tiny': (60.0, 58.0, 62.0), 'fastvit_t12': (90.0, 85.0, 95.0), 'p3': (59, 50, 70)})
+    int8 = _speed({'convformer_tiny': (120.0, 110.0, 125.0), 'fastvit_t12': (100.0, 95.0, 105.0)}, 'int8-pt2e')
+    for name, row in int8['models'].items():
+        speed['models'][name]['modes'].update(row['modes'])
+    speed['meta'] = {'date': '2026-12-07', 'cpu': 'AMD EPYC', 'threads': 2}
+    (tmp_path / 'acc.json').write_text(json.dumps(acc))
+    (tmp_path / 'speed.json').write_text(json.dumps(speed))
+    front.write_front(tmp_path / 'acc.json', tmp_path / 'speed.json', tmp_path, modes=('eager', 'int8-pt2e'))
+    table = docs.front_pick(tmp_path)
+    lines = table.splitlines()
+    assert lines[0] == (
+        '| model (ours bold) | top-1 % +- SE (seeds) | eager img/s | dominated in eager by | int8 img/s '
+        '| dominated in int8 by |'
+    )
+    # fastest eager first; p3 has no int8 row; convformer_tiny is dominated eager, not in int8 (it is faster there)
+    assert lines[2].startswith('| `fastvit_t12` | 84.30 +- 0.15 (3) | 90.0 | - | 100.0 | - |')
+    assert '| **`convformer_tiny`** | 82.23 +- 0.14 (3) | 60.0 | `fastvit_t12` | 120.0 | - |' in table
+    assert '| `p3` | 70.33 +- 0.33 (3) | 59.0 | `fastvit_t12` | - | - |' in table
+    assert table.endswith('pairs left open: eager 1 of 3, int8 1 of 1.')
+    page = docs.BLOCKS['front_tiny'](tmp_path)
+    assert not page.startswith('#') and '](../../model_cards/results/front-tiny-eager.png)' in page
+    assert docs.front_pick(tmp_path / 'none') is None and docs.BLOCKS['front_tiny'](tmp_path / 'none') is None

@@ -206,3 +206,23 @@ def test_targets_say_what_caps_them():
     bench = {'targets': [{'label': label, 'measured': 1.0, 'passed': False}]}
     t = {t['target']: t for t in profile_report.target_ceilings(infer, train, bench)}[label]
     assert t['measured'] == 1.0 and t['verdict'] != 'met'
+
+
+def test_int8_profile_groups_inductor_kernels_by_what_they_run():
+    """Kernel names as the int8 profile of a compiled PT2E model records them (inductor prefixes its generated loops
+    with the graph's index when kernel profiling is on)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / 'tools' / 'int8_profile.py'
+    spec = importlib.util.spec_from_file_location('int8_profile', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool._category('graph_1_cpp_fused_gelu_quantize_per_tensor_4') == 'fused fp32 kernels'
+    assert tool._category('cpp_fused_dequantize_per_tensor_gelu_quantize_per_tensor_3') == 'fused fp32 kernels'
+    assert tool._category('onednn::qconv_pointwise') == 'int8 conv/linear'
+    assert tool._category('onednn::qlinear_pointwise') == 'int8 conv/linear'
+    assert tool._category('aten::_scaled_dot_product_flash_attention_for_cpu') == 'attention'
+    assert tool._category('aten::bmm') == 'attention'
+    assert tool._category('aten::mkldnn_convolution') == 'fp32 conv/linear'
+    assert tool._category('aten::copy_') == 'other'
