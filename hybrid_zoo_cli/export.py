@@ -10,30 +10,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.fields import IntRange, add_verbosity_flags, verbosity_of
 
 MIN_OPSET = 17  # the exporters' LayerNorm and SDPA need it
 
 
-def _int_in(flag: str, low: int, high: int | None = None):
-    """An argparse ``type``: an integer from ``low`` to ``high`` (``None``: the newest opset the installed onnx
-    knows, read only when the flag is given); the error names the flag, the range and the value."""
+def newest_opset() -> int:
+    """The newest ONNX opset the installed onnx knows (imported only when ``--opset`` is given)."""
+    import onnx
 
-    def parse(text: str) -> int:
-        top = high
-        if top is None:
-            import onnx
-
-            top = onnx.defs.onnx_opset_version()
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= top:
-            raise argparse.ArgumentTypeError(f'{flag}: expected an integer from {low} to {top}, got {text!r}')
-        return value
-
-    return parse
+    return onnx.defs.onnx_opset_version()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', default='model.onnx', help='ONNX file to write')
     p.add_argument(
         '--img-size',
-        type=_int_in('--img-size', 32, 4096),
+        type=IntRange('--img-size', 32, 4096),
         default=224,
         help='side of the example input used for export, 32 to 4096 (default: %(default)s)',
     )
     p.add_argument(
         '--opset',
-        type=_int_in('--opset', MIN_OPSET),
+        type=IntRange('--opset', MIN_OPSET, newest_opset),
         default=18,
         help=f'ONNX opset, {MIN_OPSET} to the newest the installed onnx knows (default: %(default)s)',
     )
@@ -88,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--calibration-split', default='train', help='split to calibrate on (default: %(default)s)')
     g.add_argument(
         '--calibration-samples',
-        type=_int_in('--calibration-samples', 1, 1_000_000),
+        type=IntRange('--calibration-samples', 1, 1_000_000),
         default=256,
         help='calibration images (default: %(default)s)',
     )
