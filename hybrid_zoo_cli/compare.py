@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
 from hybrid_zoo_config.fields import KeyValueAction, add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.train import SEED_RANGE, SeedAction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--models', nargs='+', default=None, help='timm model names (default: our three tiny models and the tiny peers)'
     )
-    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1], help='training seeds')
+    p.add_argument(
+        '--seeds', nargs='+', type=int, action=SeedAction, default=[0, 1], help=f'training seeds, each {SEED_RANGE}'
+    )
     p.add_argument('--recipe', default='cpu64', help='the recipe, by name (listed in the error for an unknown one)')
     p.add_argument('--epochs', type=int, default=None, help='override the recipe epoch count')
     p.add_argument('--train-samples', type=int, default=None, help='override the recipe train subset (0 = all)')
