@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
 from hybrid_zoo_config.fields import KeyValueAction, add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
+from hybrid_zoo_config.results import RUNS_DIR
 from hybrid_zoo_config.train import SEED_RANGE, SeedAction
 
 
@@ -73,12 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo compare`` (then ``--publish``) and print each model's test top-1."""
     args = build_parser().parse_args(argv)
+    # without --results the results file goes into RUNS_DIR/results, named after the recipe
+    problem = unwritable_output(
+        folders={'--work-dir': args.work_dir, '--results': None if args.results else RUNS_DIR / 'results'},
+        files={'--results': args.results},
+    )
+    if problem:
+        print(f'hybrid-zoo compare: {problem}', file=sys.stderr)
+        return 2
     from hybrid_zoo.logs import setup_logging
 
     setup_logging(verbosity_of(args), fmt='%(message)s')
     from hybrid_zoo.benchmarks.compare import RECIPES, compare, publish
     from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS
-    from hybrid_zoo.benchmarks.results import RUNS_DIR
     from hybrid_zoo.models.pretrained import FMNIST_MODELS
     from hybrid_zoo.train.data import prepare_fashion_mnist
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from hybrid_zoo_config.fields import IntRange, add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 MIN_OPSET = 17  # the exporters' LayerNorm and SDPA need it
 
@@ -104,9 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    problem = _output_problem(Path(args.output)) if args.measure is None else None
+    measuring = args.measure is not None
+    problem = unwritable_output(
+        files={
+            '--output': None if measuring else args.output,
+            '--results': args.results if measuring else None,
+            '--record': args.record if args.int8 and not measuring else None,
+        }
+    )
     if problem:
-        print(f'hybrid-zoo export: --output {args.output}: {problem}', file=sys.stderr)
+        print(f'hybrid-zoo export: {problem}', file=sys.stderr)
         return 2
     from hybrid_zoo.logs import setup_logging
 
@@ -146,16 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     diff = onnx_max_abs_diff(model, path, shapes)
     print(json.dumps({'onnx': str(path), 'max_abs_diff_vs_eager': diff, 'shapes': shapes}))
     return 0 if diff < 1e-4 else 1
-
-
-def _output_problem(path: Path) -> str | None:
-    """Why ``path`` cannot take the exported file (a folder, or a place this user cannot write), else None."""
-    if path.is_dir():
-        return 'is a folder; expected the path of the .onnx file to write'
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        return f'cannot be written ({parent} is not a writable folder)'
-    return None
 
 
 def _check_split(dataset: str, split: str) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from .data import EMBEDDED_CACHE, add_data_dir_refusal
 from .fields import QUIET_HELP, VERBOSE_HELP, add_dataclass_arguments, config_from_namespace, option
+from .outputs import unwritable_output
+from .results import TRAIN_RUNS
 
 __all__ = [
     'RESUME_MAY_CHANGE',
@@ -461,9 +463,14 @@ def add_timm_refusals(group) -> None:
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    """Parse command-line arguments into a ``TrainConfig``; invalid values are usage errors (exit 2)."""
+    """Parse command-line arguments into a ``TrainConfig``; invalid values, and an ``--output-dir`` (or, without one,
+    the folder of new runs) that cannot be made or written, are usage errors (exit 2)."""
     parser = build_parser()
     try:
-        return config_from_namespace(TrainConfig, parser.parse_args(argv))
+        cfg = config_from_namespace(TrainConfig, parser.parse_args(argv))
     except TrainConfigError as e:
         parser.error(str(e))
+    problem = unwritable_output(folders={'--output-dir': cfg.output_dir or TRAIN_RUNS})
+    if problem:
+        parser.error(problem)
+    return cfg

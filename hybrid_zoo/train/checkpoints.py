@@ -31,13 +31,12 @@ from hybrid_zoo.run_files import (
     MODEL_FILES,
     RUN_MARKER,
 )
-from hybrid_zoo_config.results import RUNS_DIR
+from hybrid_zoo_config.results import TRAIN_RUNS
 from hybrid_zoo_config.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
 
 logger = logging.getLogger('hybrid_zoo.train.loop')
 
 CHECKPOINT_FORMAT = 2  # 2: meta.json records the config and the history, manifest.json the sha256 of every file
-TRAIN_RUNS = RUNS_DIR / 'train'  # where a run without --output-dir gets its own folder
 _RUN_NAME_UNSAFE = re.compile(r'[^A-Za-z0-9_.-]+')
 # what accelerate's save_state writes (names only; used for checkpoints that have no manifest)
 _ACCELERATE_FILE = re.compile(

@@ -74,7 +74,7 @@ def _refused(argv, capsys, expected: str) -> None:
 
 
 def test_an_output_that_is_a_folder_or_unwritable_is_refused_before_anything_runs(tmp_path, capsys):
-    _refused(['--output', str(tmp_path)], capsys, 'is a folder; expected the path of the .onnx file')
+    _refused(['--output', str(tmp_path)], capsys, 'is a folder; expected the path of a file to write')
     (tmp_path / 'a-file').write_text('not a folder')
     _refused(['--output', str(tmp_path / 'a-file' / 'm.onnx')], capsys, 'cannot be written')
     locked = tmp_path / 'locked'

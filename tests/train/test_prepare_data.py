@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hybrid_zoo.train.checks import DataError
+from hybrid_zoo.train.data import prepare_data
 from hybrid_zoo.train.shards import MANIFEST, shard_counts, write_shards
 from hybrid_zoo_cli.data import main as prepare_data_cli
 
@@ -121,13 +122,14 @@ def test_a_prepared_dataset_folder_with_user_files_is_not_replaced(tmp_path, cap
     assert not (out / 'digits' / 'dataset_dict.json').exists()
 
 
-def test_out_dir_naming_a_file_is_a_usage_error(tmp_path, caplog, sources):
+def test_out_dir_naming_a_file_is_a_usage_error(tmp_path, capsys, sources):
     target = tmp_path / 'a-file'
     target.write_text('mine\n')
     for argv in (['--which', 'digits'], ['--shards', 'parquet', '--source', str(sources[0])]):
-        caplog.clear()
         assert prepare_data_cli([*argv, '--out-dir', str(target)]) == 2
-        assert 'is a file; expected a folder' in caplog.text and target.read_text() == 'mine\n'
+        assert 'is a file; expected a folder' in capsys.readouterr().err and target.read_text() == 'mine\n'
+    with pytest.raises(DataError, match='is a file; expected a folder'):  # the library checks it too
+        prepare_data('digits', target)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
