@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         '--push-to',
         metavar='ORG/NAME',
-        help='push the shard folder as a dataset repo to the Hub ($HF_ENDPOINT, token from $HF_TOKEN or the login)',
+        help='push the shard folder as a dataset repo to the Hub ($HF_ENDPOINT, token from $HF_TOKEN or the login); '
+        'one dataset per repo: with it, --which names one dataset (fashion-mnist or digits) or --source gives it',
     )
     g.add_argument('--private', action='store_true', help='create the pushed dataset repo private')
     add_verbosity_flags(parser)
