@@ -12,6 +12,7 @@ from typing import Any
 
 from hybrid_zoo_config.bench import LAYOUTS, PEER_SIZES, BenchConfig, H, W, allocator_label
 from hybrid_zoo_config.fields import add_dataclass_arguments, add_verbosity_flags, config_from_namespace, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 __all__ = ['LAYOUTS', 'PRESETS', 'build_parser', 'config_from_args', 'main', 'parse_args']
 
@@ -112,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hybrid-zoo bench``: 0 when every model measured, 1 when one failed, 2 for bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    problem = unwritable_output(folders={'--results': args.out_dir})
+    if problem:
+        print(f'hybrid-zoo bench: {problem}', file=sys.stderr)
+        return 2
     missing = [m for m in ('tqdm', 'matplotlib') if importlib.util.find_spec(m) is None]
     if missing:  # checked before measuring: the plot is drawn after a run that may take half an hour
         print(f'hybrid-zoo bench needs {" and ".join(missing)}: pip install "hybrid_zoo[bench]"', file=sys.stderr)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
 from hybrid_zoo_config.fields import KeyValueAction, add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
+from hybrid_zoo_config.results import RUNS_DIR
+from hybrid_zoo_config.train import SEED_RANGE, SeedAction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--models', nargs='+', default=None, help='timm model names (default: our three tiny models and the tiny peers)'
     )
-    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1], help='training seeds')
+    p.add_argument(
+        '--seeds', nargs='+', type=int, action=SeedAction, default=[0, 1], help=f'training seeds, each {SEED_RANGE}'
+    )
     p.add_argument('--recipe', default='cpu64', help='the recipe, by name (listed in the error for an unknown one)')
     p.add_argument('--epochs', type=int, default=None, help='override the recipe epoch count')
     p.add_argument('--train-samples', type=int, default=None, help='override the recipe train subset (0 = all)')
@@ -70,12 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo compare`` (then ``--publish``) and print each model's test top-1."""
     args = build_parser().parse_args(argv)
+    # without --results the results file goes into RUNS_DIR/results, named after the recipe
+    problem = unwritable_output(
+        folders={'--work-dir': args.work_dir, '--results': None if args.results else RUNS_DIR / 'results'},
+        files={'--results': args.results},
+    )
+    if problem:
+        print(f'hybrid-zoo compare: {problem}', file=sys.stderr)
+        return 2
     from hybrid_zoo.logs import setup_logging
 
     setup_logging(verbosity_of(args), fmt='%(message)s')
     from hybrid_zoo.benchmarks.compare import RECIPES, compare, publish
     from hybrid_zoo.benchmarks.peers import FMNIST_PEERS, FRONT_PEERS
-    from hybrid_zoo.benchmarks.results import RUNS_DIR
     from hybrid_zoo.models.pretrained import FMNIST_MODELS
     from hybrid_zoo.train.data import prepare_fashion_mnist
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, FASHION_MNIST_DIR
 from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 PREPARE_CHOICES = ('all', 'fashion-mnist', 'digits', 'default')
 SHARD_FORMATS = ('parquet', 'webdataset')
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         '--push-to',
         metavar='ORG/NAME',
-        help='push the shard folder as a dataset repo to the Hub ($HF_ENDPOINT, token from $HF_TOKEN or the login)',
+        help='push the shard folder as a dataset repo to the Hub ($HF_ENDPOINT, token from $HF_TOKEN or the login); '
+        'one dataset per repo: with it, --which names one dataset (fashion-mnist or digits) or --source gives it',
     )
     g.add_argument('--private', action='store_true', help='create the pushed dataset repo private')
     add_verbosity_flags(parser)
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo prepare-data``: prints each folder written; 2 (one line on stderr) for bad input."""
     args = build_parser().parse_args(argv)
+    problem = unwritable_output(folders={'--out-dir': args.out_dir})
+    if problem:
+        print(f'hybrid-zoo prepare-data: {problem}', file=sys.stderr)
+        return 2
     from hybrid_zoo.logs import setup_logging
 
     setup_logging(verbosity_of(args))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
 from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo demo``: 0 when the model loaded back from the local Hub is bit-identical, else 1."""
     args = build_parser().parse_args(argv)
+    problem = unwritable_output(folders={'--output-dir': args.output_dir})
+    if problem:
+        print(f'hybrid-zoo demo: {problem}', file=sys.stderr)
+        return 2
     from hybrid_zoo.logs import setup_logging
 
     setup_logging(verbosity_of(args), fmt='%(asctime)s %(name)s: %(message)s')

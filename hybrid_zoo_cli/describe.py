@@ -7,21 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hybrid_zoo_config.describe import MAX_IMG_SIZE, MAX_IN_CHANS, MIN_IMG_SIZE
-
-
-def bounded_int(flag: str, low: int, high: int, unit: str = ''):
-    """An argparse ``type`` accepting integers from ``low`` to ``high``; the error names the flag, range and value."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f'{flag}: expected an integer from {low} to {high}{unit}, got {text!r}')
-        return value
-
-    return parse
+from hybrid_zoo_config.fields import IntRange
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('model', help='a registered ConvFormer name, e.g. convformer_small')
     p.add_argument(
         '--img-size',
-        type=bounded_int('--img-size', MIN_IMG_SIZE, MAX_IMG_SIZE, ' px'),
+        type=IntRange('--img-size', MIN_IMG_SIZE, MAX_IMG_SIZE, ' px'),
         nargs='+',
         default=[224],
         metavar='H [W]',
@@ -42,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         '--in-chans',
-        type=bounded_int('--in-chans', 1, MAX_IN_CHANS),
+        type=IntRange('--in-chans', 1, MAX_IN_CHANS),
         default=3,
         help=f'input channels, 1 to {MAX_IN_CHANS} (default: %(default)s)',
     )

@@ -6,9 +6,11 @@ import argparse
 import json
 import logging
 import os
+import sys
 
 from hybrid_zoo_config.data import EMBEDDED_CACHE, add_data_dir_refusal
 from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``hybrid-zoo eval``: 0 when done, 2 (one line on stderr) for a wrong model, dataset or split."""
     args = build_parser().parse_args(argv)
+    problem = unwritable_output(folders={'--output-dir': args.output_dir})
+    if problem:
+        print(f'hybrid-zoo eval: {problem}', file=sys.stderr)
+        return 2
     rank0 = int(os.environ.get('RANK', '0')) == 0
     from hybrid_zoo.logs import setup_logging
 

@@ -5,35 +5,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.fields import IntRange, add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 MIN_OPSET = 17  # the exporters' LayerNorm and SDPA need it
 
 
-def _int_in(flag: str, low: int, high: int | None = None):
-    """An argparse ``type``: an integer from ``low`` to ``high`` (``None``: the newest opset the installed onnx
-    knows, read only when the flag is given); the error names the flag, the range and the value."""
+def newest_opset() -> int:
+    """The newest ONNX opset the installed onnx knows (imported only when ``--opset`` is given)."""
+    import onnx
 
-    def parse(text: str) -> int:
-        top = high
-        if top is None:
-            import onnx
-
-            top = onnx.defs.onnx_opset_version()
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= top:
-            raise argparse.ArgumentTypeError(f'{flag}: expected an integer from {low} to {top}, got {text!r}')
-        return value
-
-    return parse
+    return onnx.defs.onnx_opset_version()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', default='model.onnx', help='ONNX file to write')
     p.add_argument(
         '--img-size',
-        type=_int_in('--img-size', 32, 4096),
+        type=IntRange('--img-size', 32, 4096),
         default=224,
         help='side of the example input used for export, 32 to 4096 (default: %(default)s)',
     )
     p.add_argument(
         '--opset',
-        type=_int_in('--opset', MIN_OPSET),
+        type=IntRange('--opset', MIN_OPSET, newest_opset),
         default=18,
         help=f'ONNX opset, {MIN_OPSET} to the newest the installed onnx knows (default: %(default)s)',
     )
@@ -88,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--calibration-split', default='train', help='split to calibrate on (default: %(default)s)')
     g.add_argument(
         '--calibration-samples',
-        type=_int_in('--calibration-samples', 1, 1_000_000),
+        type=IntRange('--calibration-samples', 1, 1_000_000),
         default=256,
         help='calibration images (default: %(default)s)',
     )
@@ -118,9 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    problem = _output_problem(Path(args.output)) if args.measure is None else None
+    measuring = args.measure is not None
+    problem = unwritable_output(
+        files={
+            '--output': None if measuring else args.output,
+            '--results': args.results if measuring else None,
+            '--record': args.record if args.int8 and not measuring else None,
+        }
+    )
     if problem:
-        print(f'hybrid-zoo export: --output {args.output}: {problem}', file=sys.stderr)
+        print(f'hybrid-zoo export: {problem}', file=sys.stderr)
         return 2
     from hybrid_zoo.logs import setup_logging
 
@@ -160,16 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     diff = onnx_max_abs_diff(model, path, shapes)
     print(json.dumps({'onnx': str(path), 'max_abs_diff_vs_eager': diff, 'shapes': shapes}))
     return 0 if diff < 1e-4 else 1
-
-
-def _output_problem(path: Path) -> str | None:
-    """Why ``path`` cannot take the exported file (a folder, or a place this user cannot write), else None."""
-    if path.is_dir():
-        return 'is a folder; expected the path of the .onnx file to write'
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        return f'cannot be written ({parent} is not a writable folder)'
-    return None
 
 
 def _check_split(dataset: str, split: str) -> None:

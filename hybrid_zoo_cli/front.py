@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hybrid_zoo_config.outputs import unwritable_output
 from hybrid_zoo_config.results import RUNS_DIR
 
 MODES = ('eager', 'compiled', 'int8-pt2e')
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not Path(path).is_file():
             print(f'hybrid-zoo front: {flag} {path}: no such file; expected a results file', file=sys.stderr)
             return 2
+    problem = unwritable_output(folders={'--results': args.results})
+    if problem:
+        print(f'hybrid-zoo front: {problem}', file=sys.stderr)
+        return 2
     from hybrid_zoo.benchmarks.front import write_front
 
     try:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybrid_zoo_config.fields import add_verbosity_flags, verbosity_of
+from hybrid_zoo_config.outputs import unwritable_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hybrid-zoo profile`` (re-started with the benchmark's allocator setting) and print its table."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # the results file, and the table and plot written beside it
+    problem = unwritable_output(folders={'--results': None if args.out else args.results}, files={'--out': args.out})
+    if problem:
+        print(f'hybrid-zoo profile: {problem}', file=sys.stderr)
+        return 2
     from hybrid_zoo.benchmarks.peers import PROFILE_MODELS
     from hybrid_zoo.benchmarks.profile import run_profile
     from hybrid_zoo.benchmarks.profile_report import rerender

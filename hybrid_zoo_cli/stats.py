@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from hybrid_zoo_config.outputs import unwritable_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Count, write the results file, and print one line per model."""
     args = build_parser().parse_args(argv)
+    problem = unwritable_output(folders={'--results': None if args.out else args.results}, files={'--out': args.out})
+    if problem:
+        print(f'hybrid-zoo stats: {problem}', file=sys.stderr)
+        return 2
     out = args.out or str(Path(args.results) / 'model_stats.json')
     from hybrid_zoo.atomic import write_json_atomic
     from hybrid_zoo.benchmarks.model_stats import collect

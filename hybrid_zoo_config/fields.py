@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 QUIET_HELP = 'print only warnings, errors and the result: no progress, no INFO lines'
@@ -28,6 +29,34 @@ def add_verbosity_flags(parser: argparse.ArgumentParser) -> None:
 def verbosity_of(args: argparse.Namespace) -> int:
     """-1 (quiet), 0 or 1 (verbose): the level ``hybrid_zoo.logs.setup_logging`` takes."""
     return -1 if args.quiet else 1 if args.verbose else 0
+
+
+class IntRange:
+    """An argparse ``type``: an integer from ``low`` to ``high``; the error names the flag, the range and the value.
+
+    ``high`` may be a function, called only when the flag is given (a bound read from an optional library, such as
+    the newest opset of the installed onnx). :meth:`bounds` gives the range the parser checks, so tests can draw
+    values on both sides of it without repeating the numbers.
+    """
+
+    def __init__(self, flag: str, low: int, high: int | Callable[[], int], unit: str = '') -> None:
+        self.flag, self.low, self.high, self.unit = flag, low, high, unit
+
+    def bounds(self) -> tuple[int, int]:
+        """``(low, high)``, both included."""
+        return self.low, self.high() if callable(self.high) else self.high
+
+    def __call__(self, text: str) -> int:
+        low, high = self.bounds()
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f'{self.flag}: expected an integer from {low} to {high}{self.unit}, got {text!r}'
+            )
+        return value
 
 
 def option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 # the package never writes into site-packages
 RESULTS_DIR = Path('model_cards') / 'results'
 RUNS_DIR = Path('runs')
+TRAIN_RUNS = RUNS_DIR / 'train'  # where a training run without --output-dir gets its own folder
 
 
 def tool_parser(doc: str, filename: str) -> argparse.ArgumentParser:

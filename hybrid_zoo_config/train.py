@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from .data import EMBEDDED_CACHE, add_data_dir_refusal
 from .fields import QUIET_HELP, VERBOSE_HELP, add_dataclass_arguments, config_from_namespace, option
+from .outputs import unwritable_output
+from .results import TRAIN_RUNS
 
 __all__ = [
     'RESUME_MAY_CHANGE',
@@ -23,6 +25,23 @@ __all__ = [
 
 
 SEED_MAX = 2**32 - 1  # the largest seed numpy's generators accept
+SEED_RANGE = f'an integer in [0, {SEED_MAX}]'
+
+
+def is_seed(value: object) -> bool:
+    """Whether ``value`` seeds numpy's and torch's generators (accelerate's ``set_seed`` seeds both)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
+
+
+class SeedAction(argparse.Action):
+    """Store a seed (or, with ``nargs``, a list of seeds) given as integers; one the generators cannot take is a usage
+    error naming the flag, the range and the value, before anything runs."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values if isinstance(values, list) else [values]:
+            if not is_seed(value):
+                parser.error(f'{option_string} must be {SEED_RANGE}, got {value}')
+        setattr(namespace, self.dest, values)
 
 
 class TrainConfigError(ValueError):
@@ -177,7 +196,10 @@ class TrainConfig:
     ema_decay: float = option(0.9998, 'EMA decay', 'optimisation')
     ema_warmup: bool = option(True, 'ramp the EMA decay up from 0 (useful for short runs)', 'optimisation')
     seed: int = option(
-        42, 'random seed (model init, data order, augmentation); runs with equal seeds are identical', 'optimisation'
+        42,
+        f'random seed (model init, data order, augmentation), {SEED_RANGE}; runs with equal seeds are identical',
+        'optimisation',
+        action=SeedAction,
     )
 
     # run
@@ -264,9 +286,7 @@ class TrainConfig:
             positive_int(name, optional=True)
         positive_int('shuffle_buffer')
         need(isinstance(self.workers, int) and self.workers >= 0, 'workers', 'an integer >= 0')
-        # numpy's and torch's generators take seeds in [0, 2**32 - 1] (accelerate's set_seed seeds both)
-        seed_ok = isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= SEED_MAX
-        need(seed_ok, 'seed', f'an integer in [0, {SEED_MAX}]')
+        need(is_seed(self.seed), 'seed', SEED_RANGE)
         need(self.in_chans in (None, 1, 3), 'in_chans', '1 (grayscale) or 3 (RGB)')
         need(self.mixed_precision in (None, 'no', 'bf16', 'fp16'), 'mixed_precision', "'no', 'bf16' or 'fp16'")
         need(isinstance(self.model_kwargs, dict), 'model_kwargs', 'a dict of KEY=VALUE')
@@ -443,9 +463,14 @@ def add_timm_refusals(group) -> None:
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    """Parse command-line arguments into a ``TrainConfig``; invalid values are usage errors (exit 2)."""
+    """Parse command-line arguments into a ``TrainConfig``; invalid values, and an ``--output-dir`` (or, without one,
+    the folder of new runs) that cannot be made or written, are usage errors (exit 2)."""
     parser = build_parser()
     try:
-        return config_from_namespace(TrainConfig, parser.parse_args(argv))
+        cfg = config_from_namespace(TrainConfig, parser.parse_args(argv))
     except TrainConfigError as e:
         parser.error(str(e))
+    problem = unwritable_output(folders={'--output-dir': cfg.output_dir or TRAIN_RUNS})
+    if problem:
+        parser.error(problem)
+    return cfg

@@ -31,13 +31,12 @@ from hybrid_zoo.run_files import (
     MODEL_FILES,
     RUN_MARKER,
 )
-from hybrid_zoo_config.results import RUNS_DIR
+from hybrid_zoo_config.results import TRAIN_RUNS
 from hybrid_zoo_config.train import RESUME_MAY_CHANGE, RESUME_MUST_MATCH, TrainConfig
 
 logger = logging.getLogger('hybrid_zoo.train.loop')
 
 CHECKPOINT_FORMAT = 2  # 2: meta.json records the config and the history, manifest.json the sha256 of every file
-TRAIN_RUNS = RUNS_DIR / 'train'  # where a run without --output-dir gets its own folder
 _RUN_NAME_UNSAFE = re.compile(r'[^A-Za-z0-9_.-]+')
 # what accelerate's save_state writes (names only; used for checkpoints that have no manifest)
 _ACCELERATE_FILE = re.compile(
@@ -333,7 +332,11 @@ def check_rng_state(path: Path, process_index: int) -> None:
 
     ``accelerate``'s ``load_state`` skips a random-state file it cannot load or apply with an INFO line and resumes
     with the generators as they are, so the resumed run silently differs from an uninterrupted one. The file is
-    loaded here the way accelerate loads it (``weights_only``) and applied to throw-away generators.
+    loaded here the way accelerate loads it (``weights_only``), its CPU states are applied to throw-away generators,
+    and everything else ``load_state`` applies from it is checked by format: the step count (``Accelerator.step``,
+    which places gradient-accumulation boundaries) and the accelerator's generator states, which this machine may
+    not have (:func:`_check_device_rng_state`). A missing accelerator state is not refused: a run saved on a
+    machine without one has none, and resuming it on a GPU is allowed.
 
     Raises:
         CheckpointError: naming the file, what it holds, and the ways out.
@@ -351,13 +354,47 @@ def check_rng_state(path: Path, process_index: int) -> None:
         random.Random().setstate(states['random_state'])
         np.random.RandomState().set_state(states['numpy_random_seed'])
         torch.Generator().set_state(states['torch_manual_seed'])
+        step = states.get('step', 0)  # load_state sets Accelerator.step, which counts gradient accumulation
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise TypeError(f"'step' must be an integer >= 0, got {step!r}")
+        for key, value in states.items():  # the accelerator's generators: torch_cuda_manual_seed, ...
+            if key.startswith('torch_') and key.endswith('_manual_seed') and key != 'torch_manual_seed':
+                _check_device_rng_state(key, value)
     except Exception as e:
         reason = (str(e).strip().splitlines() or [''])[0][:200]
         raise CheckpointError(
             f'checkpoint file {file} does not hold the random-number state of process {process_index} '
-            f'({type(e).__name__}: {reason}); expected the Python, numpy and torch generator states accelerate '
-            f'saves, without which the resumed run would not repeat the uninterrupted one. {ways_out(path)}'
+            f'({type(e).__name__}: {reason}); expected the Python, numpy, torch and accelerator generator states '
+            f'and the step count accelerate saves, without which the resumed run would not repeat the uninterrupted '
+            f'one. {ways_out(path)}'
         ) from None
+
+
+def _check_device_rng_state(key: str, value: object) -> None:
+    """Raise unless ``value`` is what ``load_state`` can give the accelerator's generators under ``key``.
+
+    accelerate applies it in the same try as the CPU states, after them, so a bad value is skipped silently, and on a
+    machine without that accelerator it is not applied at all: the check goes by the format alone, the one a
+    generator's ``set_state`` checks (PyTorch's ``CUDAGeneratorImpl::set_state``: a CPU ``uint8`` tensor of 16
+    bytes, seed and Philox offset, or 8 from older versions). ``torch_cuda_manual_seed`` holds one per GPU
+    (``set_rng_state_all``); the other accelerators' keys hold one state.
+    """
+    import torch
+
+    per_device = key == 'torch_cuda_manual_seed'
+    if per_device and not (isinstance(value, (list, tuple)) and value):
+        raise TypeError(f'{key!r} must be a list of one generator state per GPU, got {type(value).__name__}')
+    for state in value if per_device else [value]:
+        ok = isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.device.type == 'cpu'
+        if not ok or state.layout != torch.strided:
+            shown = (
+                f'{state.dtype} {state.device.type} tensor' if isinstance(state, torch.Tensor) else type(state).__name__
+            )
+            raise TypeError(f'{key!r} must hold torch.uint8 CPU tensors (generator states), got {shown}')
+        if per_device and state.numel() not in (8, 16):
+            raise ValueError(
+                f'{key!r}: a GPU generator state has 16 bytes (8 before Philox offsets), got {state.numel()}'
+            )
 
 
 def save_checkpoint(accelerator, root: Path, name: str, meta: dict) -> Path:

@@ -710,7 +710,8 @@ def prepare_data(
         The folders written.
 
     Raises:
-        DataError: ``source`` or ``push_to`` without ``shards``, ``shard_size`` below 1, or unreadable data.
+        DataError: ``source`` or ``push_to`` without ``shards``, ``push_to`` with more than one dataset (each push
+            replaces the repo's shards), ``shard_size`` below 1, or unreadable data.
     """
     out, fm_dir = Path(out_dir), Path(fashion_mnist_dir)
     if source and not shards:
@@ -737,6 +738,15 @@ def prepare_data(
             jobs.append(('fashion_mnist', lambda path: prepare_fashion_mnist(path, fm_dir)))
     if which in ('digits', 'all'):
         jobs.append(('digits', prepare_digits))
+    if push_to and len(jobs) > 1:
+        # each push replaces the repo's shards with its own (a rerun with another --shard-size leaves no stale
+        # ones), so a second dataset pushed to the same repo would delete the first one's
+        names = ' and '.join(name for name, _ in jobs)
+        raise DataError(
+            f'--push-to {push_to} takes one dataset, but --which {which} prepares {len(jobs)}: {names}, and each push '
+            'replaces the shards of the one before; push them one at a time, each to its own repo (--which '
+            'fashion-mnist --push-to ORG/NAME, then --which digits --push-to ORG/OTHER)'
+        )
     if push_to:
         check_push_target(push_to)  # an unusable repo id or token fails before any work
     written = [prepare_once(name, prepare, out / name, overwrite) for name, prepare in jobs]

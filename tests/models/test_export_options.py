@@ -11,19 +11,42 @@ from hypothesis import strategies as st
 
 from hybrid_zoo_cli.export import build_parser, main
 
+NUMBER_FLAGS = ('--calibration-samples', '--img-size', '--opset')
+
+
+def _bounds(flag: str) -> tuple[int, int]:
+    """The range the parser itself checks for ``flag`` (its ``IntRange`` type)."""
+    action = next(a for a in build_parser()._actions if flag in a.option_strings)
+    return action.type.bounds()
+
+
+def _outside(flag: str):
+    """Values ``flag`` must refuse: integers below and above its own range, and text that is no integer."""
+    low, high = _bounds(flag)
+    return st.one_of(
+        st.integers(max_value=low - 1), st.integers(min_value=high + 1), st.sampled_from(['x', '1.5', '', f'{low}.0'])
+    )
+
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    flag=st.sampled_from(['--calibration-samples', '--img-size', '--opset']),
-    value=st.one_of(st.integers(-(10**9), 16), st.integers(10**7, 10**12), st.sampled_from(['x', '1.5', ''])),
-)
-def test_out_of_range_numbers_are_usage_errors(flag, value, capsys):
+@given(case=st.sampled_from(NUMBER_FLAGS).flatmap(lambda flag: st.tuples(st.just(flag), _outside(flag))))
+def test_out_of_range_numbers_are_usage_errors(case, capsys):
+    flag, value = case
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([flag, str(value)])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert f'{flag}: expected an integer from' in err and 'Traceback' not in err
+    low, high = _bounds(flag)
+    assert f'{flag}: expected an integer from {low} to {high}, got' in err and 'Traceback' not in err
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=st.sampled_from(NUMBER_FLAGS).flatmap(lambda flag: st.tuples(st.just(flag), st.integers(*_bounds(flag)))))
+def test_every_number_in_range_is_taken(case):
+    flag, value = case
+    args = build_parser().parse_args([flag, str(value)])
+    assert getattr(args, flag[2:].replace('-', '_')) == value
 
 
 def test_the_newest_known_opset_is_accepted_and_one_more_is_not(capsys):
@@ -51,7 +74,7 @@ def _refused(argv, capsys, expected: str) -> None:
 
 
 def test_an_output_that_is_a_folder_or_unwritable_is_refused_before_anything_runs(tmp_path, capsys):
-    _refused(['--output', str(tmp_path)], capsys, 'is a folder; expected the path of the .onnx file')
+    _refused(['--output', str(tmp_path)], capsys, 'is a folder; expected the path of a file to write')
     (tmp_path / 'a-file').write_text('not a folder')
     _refused(['--output', str(tmp_path / 'a-file' / 'm.onnx')], capsys, 'cannot be written')
     locked = tmp_path / 'locked'

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hybrid_zoo.train import checkpoints as C
 from hybrid_zoo.train import data
@@ -333,6 +335,74 @@ def test_a_tampered_rng_state_with_a_rewritten_manifest_is_refused(tmp_path, sto
     assert train_cli.main(_argv(digits, run, '--epochs', 2, '--resume', 'auto')) == 2
     assert 'does not hold the random-number state of process 0' in caplog.text
     assert '--output-dir elsewhere' in caplog.text and not (run / 'model').exists()
+
+
+def _write_rng_states(folder: Path, **changes) -> Path:
+    """``random_states_0.pkl`` as accelerate's ``save_state`` writes it on this machine, with ``changes`` applied
+    (a value of None removes the key)."""
+    import random
+
+    import numpy as np
+
+    states = {
+        'step': 0,
+        'random_state': random.getstate(),
+        'numpy_random_seed': np.random.get_state(),
+        'torch_manual_seed': torch.get_rng_state(),
+    }
+    states.update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v for k, v in states.items() if v is not None}, folder / 'random_states_0.pkl')
+    return folder
+
+
+def _gpu_state(dtype=torch.uint8, size: int = 16) -> torch.Tensor:
+    """A state of the shape ``torch.cuda.get_rng_state()`` returns: seed and Philox offset, 16 bytes."""
+    return torch.arange(size).to(dtype)
+
+
+_device_state_values = st.one_of(
+    st.builds(_gpu_state, st.sampled_from([torch.uint8, torch.int8, torch.int64, torch.float32]), st.integers(0, 24)),
+    st.just('not a state'),
+    st.integers(),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(_device_state_values, st.lists(_device_state_values, max_size=3)))
+def test_a_gpu_rng_state_is_checked_on_a_machine_without_one(value, tmp_path):
+    """accelerate applies ``torch_cuda_manual_seed`` (one state per GPU) in the same silent try as the CPU states,
+    and not at all without a GPU: its format is checked here, the one CUDA's generator takes (a uint8 tensor of 16
+    bytes, or 8 from older PyTorch)."""
+
+    def usable(state) -> bool:
+        return isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.numel() in (8, 16)
+
+    folder = _write_rng_states(tmp_path / 'probe', torch_cuda_manual_seed=value)
+    if isinstance(value, list) and value and all(map(usable, value)):
+        C.check_rng_state(folder, 0)
+    else:
+        with pytest.raises(C.CheckpointError, match=r"does not hold the random-number state.*'torch_cuda_manual_seed'"):
+            C.check_rng_state(folder, 0)
+
+
+def test_every_key_load_state_applies_is_checked(tmp_path):
+    C.check_rng_state(_write_rng_states(tmp_path / 'as-saved'), 0)
+    C.check_rng_state(_write_rng_states(tmp_path / 'from-a-gpu', torch_cuda_manual_seed=[_gpu_state()] * 2), 0)
+    C.check_rng_state(_write_rng_states(tmp_path / 'from-a-mac', torch_mps_manual_seed=_gpu_state(size=44)), 0)
+    refused = {
+        'no-file': tmp_path / 'empty',
+        'step-text': _write_rng_states(tmp_path / 'step-text', step='3'),
+        'step-negative': _write_rng_states(tmp_path / 'step-negative', step=-1),
+        'step-float': _write_rng_states(tmp_path / 'step-float', step=1.5),
+        'mps-list': _write_rng_states(tmp_path / 'mps-list', torch_mps_manual_seed=[_gpu_state()]),
+        'mps-float': _write_rng_states(tmp_path / 'mps-float', torch_mps_manual_seed=_gpu_state(torch.float32)),
+    }
+    (tmp_path / 'empty').mkdir()
+    for name, folder in refused.items():
+        with pytest.raises(C.CheckpointError, match='does not hold the random-number state'):
+            C.check_rng_state(folder, 0)
+            pytest.fail(f'{name} was accepted')
 
 
 def test_resume_help_says_it_unpickles(capsys):

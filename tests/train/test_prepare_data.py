@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hybrid_zoo.train.checks import DataError
+from hybrid_zoo.train.data import prepare_data
 from hybrid_zoo.train.shards import MANIFEST, shard_counts, write_shards
 from hybrid_zoo_cli.data import main as prepare_data_cli
 
@@ -121,13 +122,14 @@ def test_a_prepared_dataset_folder_with_user_files_is_not_replaced(tmp_path, cap
     assert not (out / 'digits' / 'dataset_dict.json').exists()
 
 
-def test_out_dir_naming_a_file_is_a_usage_error(tmp_path, caplog, sources):
+def test_out_dir_naming_a_file_is_a_usage_error(tmp_path, capsys, sources):
     target = tmp_path / 'a-file'
     target.write_text('mine\n')
     for argv in (['--which', 'digits'], ['--shards', 'parquet', '--source', str(sources[0])]):
-        caplog.clear()
         assert prepare_data_cli([*argv, '--out-dir', str(target)]) == 2
-        assert 'is a file; expected a folder' in caplog.text and target.read_text() == 'mine\n'
+        assert 'is a file; expected a folder' in capsys.readouterr().err and target.read_text() == 'mine\n'
+    with pytest.raises(DataError, match='is a file; expected a folder'):  # the library checks it too
+        prepare_data('digits', target)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -193,3 +195,36 @@ def test_push_failures_are_one_line_exit_2_before_any_work(
     assert expected in caplog.text, caplog.text
     assert 'Traceback' not in caplog.text + capsys.readouterr().err
     assert not (out / 'tiny-parquet').exists()  # refused before any shard was written
+
+
+def _tiny_fashion_mnist(folder: Path) -> Path:
+    """The four Fashion-MNIST IDX files, with 6 train and 4 test images."""
+    import gzip
+    import struct
+
+    folder.mkdir(parents=True)
+    for prefix, n in (('train', 6), ('t10k', 4)):
+        images = struct.pack('>HBB3I', 0, 8, 3, n, 28, 28) + bytes(i * 7 % 256 for i in range(n * 28 * 28))
+        labels = struct.pack('>HBBI', 0, 8, 1, n) + bytes(i % 10 for i in range(n))
+        (folder / f'{prefix}-images-idx3-ubyte.gz').write_bytes(gzip.compress(images))
+        (folder / f'{prefix}-labels-idx1-ubyte.gz').write_bytes(gzip.compress(labels))
+    return folder
+
+
+@pytest.mark.hub
+def test_two_datasets_are_never_pushed_to_one_repo(tmp_path, hf_token, monkeypatch, caplog):
+    """Each push replaces the repo's shards, so ``--which all`` (Fashion-MNIST and digits) with ``--push-to`` would
+    leave only the second: refused before anything is prepared or pushed; one dataset per repo still pushes."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf-home'))
+    idx = _tiny_fashion_mnist(tmp_path / 'idx')
+    argv = ['--fashion-mnist-dir', str(idx), '--shards', 'parquet', '--out-dir', str(tmp_path / 'out')]
+    with caplog.at_level(logging.ERROR):
+        assert prepare_data_cli(['--which', 'all', *argv, '--push-to', 'alice/both']) == 2
+    assert '--push-to alice/both takes one dataset' in caplog.text and 'fashion_mnist and digits' in caplog.text
+    assert not (tmp_path / 'out').exists() and not HfApi().repo_exists('alice/both', repo_type='dataset')
+
+    assert prepare_data_cli(['--which', 'fashion-mnist', *argv, '--push-to', 'alice/fashion-only']) == 0
+    data_files = [f for f in _repo_files('alice/fashion-only') if f.startswith('data/')]
+    assert data_files == ['data/test-00000-of-00001.parquet', 'data/train-00000-of-00001.parquet']
