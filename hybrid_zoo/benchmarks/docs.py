@@ -514,7 +514,9 @@ def int8_profile_table(results: Path) -> str | None:
     rows = []
     for name, r in data['models'].items():
         fp32 = [o for o in r['int8_top_ops'] if 'cpp_fused' in o['op']]
-        top = f'`{fp32[0]["op"].split("cpp_fused_", 1)[1]}` {100 * fp32[0]["share"]:.0f}%' if fp32 else '-'
+        kernel = fp32[0]['op'].split('cpp_fused_', 1)[1] if fp32 else ''
+        kernel = kernel if len(kernel) <= 40 else kernel[:37] + '...'
+        top = f'`{kernel}` {100 * fp32[0]["share"]:.0f}%' if fp32 else '-'
         rows.append(
             [f'`{name}`', f'{statistics.median(r["eager_img_s"]):.1f}', f'{statistics.median(r["int8_img_s"]):.1f}',
              f'{r["int8_speedup"]:.2f}x', *(f'{100 * r["int8_share_by_category"].get(c, 0.0):.0f}' for c in cats), top]

@@ -83,22 +83,45 @@ def test_every_command_is_classified():
     assert set(hybrid_zoo_cli.COMMANDS) == set(WEIGHT_COMMANDS) | set(NO_WEIGHT_COMMANDS)
 
 
+def _timm_create_model_names(tree: ast.Module) -> set[str]:
+    """The names under which a module calls timm's own ``create_model`` (aliases of its imports included)."""
+    names = {'timm.create_model', 'timm.models.create_model', 'timm.models._factory.create_model'}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] == 'timm':
+            names |= {a.asname or a.name for a in node.names if a.name == 'create_model'}
+        elif isinstance(node, ast.Import):
+            names |= {f'{a.asname}.create_model' for a in node.names if a.name == 'timm' and a.asname}
+    return names
+
+
 def test_no_module_loads_weights_past_the_checked_loader():
-    """Outside factory.py nothing in the package asks timm for pretrained weights or unpickles a file."""
-    root = Path(factory.__file__).parent
+    """Outside factory.py nothing in the package, its command line or its tools asks timm for pretrained weights
+    (under any name it imports timm's create_model as) or unpickles a file."""
+    repo = Path(factory.__file__).parents[1]
+    files = [
+        p for d in ('hybrid_zoo', 'hybrid_zoo_cli', 'hybrid_zoo_config', 'tools') for p in (repo / d).rglob('*.py')
+    ]
     offenders = []
-    for path in sorted(root.rglob('*.py')):
-        if path.name == 'factory.py':
+    for path in sorted(files):
+        if path == Path(factory.__file__):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        timm_names = _timm_create_model_names(tree)
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             call = ast.unparse(node.func)
             pretrained = [k for k in node.keywords if k.arg == 'pretrained']
             loads = call.endswith(('torch.load', 'load_checkpoint', 'load_pretrained', 'load_state_dict_from_hf'))
-            if loads or (call == 'timm.create_model' and pretrained and ast.unparse(pretrained[0].value) != 'False'):
-                offenders.append(f'{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)[:80]}')
+            if loads or (call in timm_names and pretrained and ast.unparse(pretrained[0].value) != 'False'):
+                offenders.append(f'{path.relative_to(repo)}:{node.lineno}: {ast.unparse(node)[:80]}')
     assert not offenders, offenders
+
+
+def test_the_scan_sees_timm_under_any_name_it_is_imported_as():
+    tree = ast.parse('from timm import create_model as cm\nimport timm as t\nfrom timm.models import create_model\n')
+    assert {'cm', 't.create_model', 'create_model', 'timm.create_model'} <= _timm_create_model_names(tree)
+    assert 'create_model' not in _timm_create_model_names(ast.parse('from hybrid_zoo.factory import create_model'))
 
 
 @pytest.fixture(scope='module')
