@@ -26,7 +26,7 @@ from hybrid_zoo.flops import count_macs
 from hybrid_zoo.layers import Attention, AttnBlock, ConvBlock, ConvNorm, RepDWConvNorm
 from hybrid_zoo.models.convformer_fusion import _create
 from hybrid_zoo.models.model import ConvFormerFusion
-from hybrid_zoo.models.variants import VARIANTS, VARIANTS_V1
+from hybrid_zoo.models.variants import SIZE_OF, VARIANTS, VARIANTS_V1
 
 # The lab-only design knobs and the value each has in the product (where swapping nothing builds the product).
 LAB_KNOBS: dict[str, object] = {
@@ -173,7 +173,11 @@ def build_arm(architecture: str, **kwargs) -> ConvFormerFusion:
     """``architecture`` built with ``kwargs`` through the registered factory, then the lab knobs among them applied."""
     lab = {k: kwargs.pop(k) for k in LAB_KNOBS if k in kwargs}
     model = apply_lab_knobs(_create(architecture, pretrained=False, **kwargs), **lab)
-    model._model_args = {**model._model_args, **lab}  # config.json's model_args rebuild the arm through its entrypoint
+    # config.json's model_args rebuild the arm through its entrypoint: the product's factory records the variant
+    # table's fields only, so the v3 arms' product knobs are recorded here
+    knobs = {k: kwargs[k] for change in ARMS_V3.values() for k in change if k in kwargs}
+    knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in knobs.items()}
+    model._model_args = {**model._model_args, **knobs, **lab}
     return model
 
 
@@ -185,9 +189,10 @@ def _entrypoint(architecture: str, arm: str):
     return create
 
 
-# Architecture v3 candidates: changes to the registered v2 that fold away at deployment, so the deployed model has
-# v2's GMACs exactly (tests/models/test_v3_candidates.py); each is priced against v2 by the rule in
-# docs/reports/architecture-v3.md, written before the runs.
+# Architecture v3 candidates: changes to the registered v2, each FLOP-matched to v2 (arm_kwargs_v3) and priced against
+# it by the rule in docs/reports/architecture-v3.md, written before the runs. bn0 and repdw fold away at deployment,
+# so the deployed model has v2's GMACs exactly (tests/models/test_v3_candidates.py). A value given as a dict is per
+# size (SIZE_OF).
 ARMS_V3: dict[str, dict] = {
     # TinyViT's MBConv: a zero-initialised BatchNorm ends each residual branch instead of LayerScale 1e-6
     'bn0': {'branch_scale': 'bn0'},
@@ -197,6 +202,13 @@ ARMS_V3: dict[str, dict] = {
     # hardswish, silu; GELU only into a quantized linear)
     'silu': {'act_layer': 'silu'},
     'bn0_repdw_silu': {'branch_scale': 'bn0', 'rep_dw': True, 'act_layer': 'silu'},
+    # TinyViT's non-linear downsampling (1x1-BN-GELU, dw3x3 s2-BN-GELU, 1x1-BN) at the start of stages 2-4
+    'nlds': {'downsample': 'patch_merging'},
+    # TinyViT's first stage: MBConv blocks (1x1 x4-BN-GELU, dw3x3-BN-GELU, 1x1-BN from zero, residual, GELU)
+    'mb1': {'first_stage': 'mbconv'},
+    # fewer, wider stage-3 blocks: about 1.25x the width in whole 32-channel heads (small: 13 heads, 1.3x; at 12 no
+    # depth of its mid placement comes within 4% of v2's GMACs), the depth the one closest to v2's GMACs
+    'wide3': {'widths': {'tiny': (64, 128, 320, 384), 'small': (64, 128, 416, 512), 'base': (96, 192, 480, 576)}},
 }
 DESCRIPTIONS.update(
     {
@@ -204,13 +216,48 @@ DESCRIPTIONS.update(
         'repdw': 'train-time dw3x3 beside the dw7x7, folded',
         'silu': 'SiLU (int8-fusable) for GELU',
         'bn0_repdw_silu': 'bn0 + repdw + silu',
+        'nlds': 'non-linear downsampling (TinyViT), fewer GMACs, depths kept',
+        'mb1': 'MBConv first stage (TinyViT), depths kept',
+        'wide3': 'stage 3 ~1.25x wider, fewer blocks at equal GMACs',
     }
 )
 
 
+@functools.cache
 def arm_kwargs_v3(architecture: str, arm: str) -> dict:
-    """The whole architecture of v3 ``arm`` applied to the registered (v2) ``architecture``."""
-    return {**VARIANTS[architecture].kwargs(), **ARMS_V3[arm]}
+    """The whole architecture (constructor kwargs) of v3 ``arm`` applied to the registered (v2) ``architecture``,
+    FLOP-matched: complete, so that it builds the arm whatever the registered defaults are.
+
+    The stage-3 depth stays v2's where that keeps the GMACs at 224 px (attention counted) within 5% of v2's (an arm
+    changes one thing where it can); otherwise it is the depth whose GMACs are closest to v2's, which must be within 5%.
+    """
+    cfg = VARIANTS[architecture]
+    change = {k: v[SIZE_OF[architecture]] if isinstance(v, dict) else v for k, v in ARMS_V3[arm].items()}
+    kwargs = {**cfg.kwargs(), **change}
+    ref = _registered_gmacs(architecture)
+
+    def ratio(depth: int) -> float:
+        return _gmacs({**kwargs, 'depths': (*cfg.depths[:2], depth, cfg.depths[3])}) / ref
+
+    depth, most = cfg.depths[2], 2 * cfg.depths[2]
+    ratios = {depth: ratio(depth)}
+    if abs(ratios[depth] - 1) >= 0.05:
+        step = -1 if ratios[depth] > 1 else 1
+        while 1 <= depth + step <= most and (ratios[depth] - 1) * step < 0:  # GMACs grow with depth: walk across v2's
+            depth += step
+            ratios[depth] = ratio(depth)
+        depth = min(ratios, key=lambda d: (abs(ratios[d] - 1), d))
+    if abs(ratios[depth] - 1) >= 0.05:
+        raise ValueError(
+            f'{architecture} {arm}: no stage-3 depth from 1 to {most} blocks matches the GMACs of v2 within 5% '
+            f'(closest: {depth} blocks, {ratios[depth]:.3f}x)'
+        )
+    return {**kwargs, 'depths': (*cfg.depths[:2], depth, cfg.depths[3])}
+
+
+@functools.cache
+def _registered_gmacs(architecture: str) -> float:
+    return _gmacs(VARIANTS[architecture].kwargs())
 
 
 def _entrypoint_v3(architecture: str, arm: str):

@@ -16,13 +16,15 @@ from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import AttnBlock, ConvBlock, ConvNorm
+from ..layers import AttnBlock, ConvBlock, ConvNorm, MBConv, PatchMerging
 from ..normalization import rgb_to_luma
 from .variants import FIRST_ATTENTION_STAGE
 
-__all__ = ['MIN_INPUT_SIZE', 'ConvFormerFusion', 'ConvFormerStage']
+__all__ = ['DOWNSAMPLES', 'FIRST_STAGES', 'MIN_INPUT_SIZE', 'ConvFormerFusion', 'ConvFormerStage']
 
 MIN_INPUT_SIZE = 32  # one pixel at stride 32
+DOWNSAMPLES = ('conv', 'patch_merging')  # a 3x3 stride-2 conv + BN (v2) | TinyViT's non-linear PatchMerging
+FIRST_STAGES = ('conv', 'mbconv')  # stage 1 of conv blocks (v2) | of TinyViT's MBConv blocks
 
 
 @register_notrace_function  # shape checks are not traceable by torch.fx; keep the call as a graph leaf
@@ -84,7 +86,12 @@ def has_attention(index: int, depth: int, attention_stage: bool, attn_every: int
 
 
 class ConvFormerStage(nn.Module):
-    """Optional 3x3 stride-2 conv + BN downsampling, then blocks: (B, C_in, H, W) -> (B, C, H / s, W / s)."""
+    """Optional stride-2 downsampling, then blocks: (B, C_in, H, W) -> (B, C, H / s, W / s).
+
+    The downsampling is a 3x3 stride-2 conv + BN (``downsample_layer='conv'``) or TinyViT's PatchMerging
+    (``'patch_merging'``); the blocks without attention are conv blocks (``conv_block='conv'``) or TinyViT's MBConv
+    (``'mbconv'``).
+    """
 
     def __init__(
         self,
@@ -102,13 +109,24 @@ class ConvFormerStage(nn.Module):
         attn_every: int = 1,
         branch_scale: str = 'layerscale',
         rep_dw: bool = False,
+        downsample_layer: str = 'conv',
+        conv_block: str = 'conv',
         device=None,
         dtype=None,
     ) -> None:
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
+        if downsample_layer not in DOWNSAMPLES:
+            raise ValueError(f'downsample_layer must be one of {DOWNSAMPLES}, got {downsample_layer!r}')
+        if conv_block not in FIRST_STAGES:
+            raise ValueError(f'conv_block must be one of {FIRST_STAGES}, got {conv_block!r}')
         self.grad_checkpointing = False
-        self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2, **dd) if downsample else nn.Identity()
+        if not downsample:
+            self.downsample = nn.Identity()
+        elif downsample_layer == 'patch_merging':
+            self.downsample = PatchMerging(in_chs, out_chs, act_layer=act_layer, **dd)
+        else:
+            self.downsample = ConvNorm(in_chs, out_chs, 3, stride=2, **dd)
         dpr = list(drop_path_rates) or [0.0] * depth
         blocks = []
         for i in range(depth):
@@ -124,6 +142,8 @@ class ConvFormerStage(nn.Module):
                     scale=branch_scale,
                     **dd,
                 )
+            elif conv_block == 'mbconv':
+                block = MBConv(out_chs, mlp_ratio=mlp_ratio, act_layer=act_layer, drop_path=dpr[i], **dd)
             else:
                 block = ConvBlock(
                     out_chs,
@@ -164,6 +184,10 @@ class ConvFormerFusion(nn.Module):
             BatchNorm whose weight starts at zero; both fold away at inference.
         rep_dw: a train-time depthwise 3x3 beside each conv block's large depthwise kernel, folded into it by
             ``reparameterize()``.
+        downsample: the stride-2 downsampling at the start of stages 2-4: 'conv' (a 3x3 conv + BN) or
+            'patch_merging' (TinyViT's 1x1 conv, depthwise 3x3 stride 2 and 1x1 conv, each with BN, GELU between).
+        first_stage: the blocks of stage 1: 'conv' (conv blocks) or 'mbconv' (TinyViT's MBConv blocks, whose
+            branch ends in a zero-initialised BN whatever ``branch_scale`` says).
         device, dtype: where and in which dtype every parameter and buffer is created (``device='meta'``
             builds without memory, ``dtype=torch.bfloat16`` a bf16 model), as ``timm.create_model`` passes them.
     """
@@ -186,6 +210,8 @@ class ConvFormerFusion(nn.Module):
         attn_every: int = 1,
         branch_scale: str = 'layerscale',
         rep_dw: bool = False,
+        downsample: str = 'conv',
+        first_stage: str = 'conv',
         device=None,
         dtype=None,
     ) -> None:
@@ -195,6 +221,10 @@ class ConvFormerFusion(nn.Module):
             raise ValueError(f'fusion must be one of {list(FIRST_ATTENTION_STAGE)}, got {fusion!r}')
         if attn_every < 1:
             raise ValueError(f'attn_every must be >= 1, got {attn_every}')
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f'downsample must be one of {DOWNSAMPLES}, got {downsample!r}')
+        if first_stage not in FIRST_STAGES:
+            raise ValueError(f'first_stage must be one of {FIRST_STAGES}, got {first_stage!r}')
         if len(widths) != 4 or len(depths) != 4 or len(kv_reductions) != 4:
             raise ValueError(f'expected 4 widths, depths and kv_reductions, got {widths}, {depths}, {kv_reductions}')
         act = get_act_layer(act_layer)
@@ -232,6 +262,8 @@ class ConvFormerFusion(nn.Module):
                     attn_every=attn_every,
                     branch_scale=branch_scale,
                     rep_dw=rep_dw,
+                    downsample_layer=downsample,
+                    conv_block=first_stage if i == 0 else 'conv',
                     **dd,
                 )
             )

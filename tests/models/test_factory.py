@@ -300,6 +300,7 @@ FIELDS = [
     *(('pretrained_cfg', k) for k in ('mean', 'std', 'crop_pct', 'crop_mode', 'interpolation', 'fixed_input_size')),
     *(('model_args', k) for k in ('num_classes', 'in_chans', 'widths', 'depths', 'head_dim', 'kv_reductions')),
     *(('model_args', k) for k in ('mlp_ratio', 'attn_every', 'fusion', 'branch_scale', 'rep_dw', 'act_layer')),
+    *(('model_args', k) for k in ('downsample', 'first_stage')),
     # not constructor arguments (knobs of rejected designs, now the lab's; a made-up name): refused by name
     *(('model_args', k) for k in ('attn_heads', 'conv_kernel_size', 'kernel')),
     *(('model_args', k) for k in ('pretrained_strict', 'checkpoint_path', 'features_only', 'img_size')),

@@ -1,6 +1,6 @@
 """The input contract at its edges: every dtype, empty batches and a batch BatchNorm cannot train on give a
 ``ValueError`` that says what was expected, at every entry point that reads images (forward, forward_features,
-forward_intermediates, features_only), for every placement."""
+forward_intermediates, features_only), for every placement and the v3 candidates' TinyViT pieces."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ MODELS = {
     f: timm.create_model(f'convformer_tiny{s}', **SMALL)
     for f, s in (('early', '_early'), ('mid', ''), ('late', '_late'))
 }
+# the architecture v3 candidates' TinyViT pieces (non-linear downsampling, an MBConv first stage) keep the contract
+MODELS['mid_tinyvit'] = timm.create_model('convformer_tiny', **SMALL, downsample='patch_merging', first_stage='mbconv')
 ENTRY_POINTS = {
     'forward': lambda m, x: m(x),
     'forward_features': lambda m, x: m.forward_features(x),
