@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes:
         f = summary[mode]
         on = [p['model'] for p in f['points'] if p['model'] not in f['dominated_by']]
-        print(f'{mode}: {len(f["points"])} models, on the front: {", ".join(on) or "none"}')
+        left_open = sum(p['status'] in ('undecided', 'trade-off') for p in f['pairs'])
+        print(
+            f'{mode}: {len(f["points"])} models, dominated by none: {", ".join(on) or "none"} '
+            f'({left_open} of {len(f["pairs"])} pairs left open by the rule)'
+        )
     print(f'wrote {Path(args.results) / args.name}.json, .md and one .png per mode')
     return 0

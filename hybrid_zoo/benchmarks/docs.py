@@ -81,12 +81,11 @@ def model_table(results: Path) -> str | None:
             ],
             rows,
         )
-        + f'\n\nGMACs at {meta["input_size"][1]} px, 1000 classes, attention counted (`{meta["counter"]}`); '
-        f'placement spread within a size (max/min - 1): {spread}; `model_stats.json` ({meta["date"]}). '
-        'CPU img/s: eager fp32, batch 32, 224 px, 2 threads'
-        + (f', 1x1 conv at {rate:.0f} GFLOP/s in the same run' if rate else '')
-        + ' (`bench-cpu.json`, [report](docs/reports/cpu-speed.md)). Fashion-MNIST: mean test top-1 over seeds, '
-        '64 px, one recipe (`fmnist-cpu64.json`, [report](docs/reports/fashion-mnist.md)).'
+        + f'\n\nGMACs at {meta["input_size"][1]} px, 1000 classes, attention counted; placement spread (max/min - 1): '
+        f'{spread} (`model_stats.json`). CPU img/s: eager, batch 32, 224 px, 2 threads'
+        + (f', 1x1 conv at {rate:.0f} GFLOP/s' if rate else '')
+        + ' ([report](docs/reports/cpu-speed.md)). Fashion-MNIST: mean test top-1, 64 px, `cpu64` recipe '
+        '([report](docs/reports/fashion-mnist.md)).'
     )
 
 

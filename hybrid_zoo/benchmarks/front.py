@@ -313,10 +313,10 @@ def render_markdown(front: dict, *, title: str, sources: Sequence[str]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def pick_table(front: dict) -> str:
-    """One row per model with its yardstick top-1 and, per mode, its images/s and who dominates it: the table a user
-    picks from (the front's summary, as ``write_front`` saves it)."""
-    modes = [m for m, v in front.items() if isinstance(v, dict) and 'points' in v]
+def pick_table(front: dict, modes: Sequence[str] = MODES) -> str:
+    """One row per model with its yardstick top-1 and, per mode of ``modes`` the front has, its images/s and who
+    dominates it: the table a user picks from (the front's summary, as ``write_front`` saves it)."""
+    modes = [m for m in modes if isinstance(front.get(m), dict) and 'points' in front[m]]
     by_mode = {m: {p['model']: p for p in front[m]['points']} for m in modes}
     first = front[modes[0]]['points']
     rows = []
@@ -336,10 +336,11 @@ def pick_table(front: dict) -> str:
     pairs = {m: len(front[m]['pairs']) for m in modes}
     meta = front.get('meta') or {}
     note = (
-        f'Top-1: `{meta.get("recipe")}` test images (`{meta.get("accuracy")}`); img/s: batch 32, 224 px, '
-        f'{meta.get("threads")} threads (`{meta.get("speed")}`, {meta.get("speed_measured")}); int8: PT2E. '
-        'Dominated: slower beyond both per-round ranges and less accurate by over 2 SE of the paired difference; '
-        'pairs left open: ' + ', '.join(f'{SHORT_LABEL.get(m, m)} {open_pairs[m]} of {pairs[m]}' for m in modes) + '.'
+        f'Top-1: `{meta.get("recipe")}` test images; img/s: batch 32, 224 px, {meta.get("threads")} threads, '
+        f'{meta.get("speed_measured")}; int8: PT2E. Dominated: slower beyond both per-round ranges, less accurate by '
+        '2 SE; pairs left open: '
+        + ', '.join(f'{SHORT_LABEL.get(m, m)} {open_pairs[m]} of {pairs[m]}' for m in modes)
+        + '.'
     )
     return '\n'.join(markdown_table(header, rows)) + '\n\n' + note
 

@@ -173,7 +173,7 @@ def test_front_command_writes_the_front_under_runs_and_refuses_unusable_files(tm
     argv = ['--accuracy', 'acc.json', '--speed', 'speed.json', '--modes', 'eager', 'int8-pt2e']
     assert front_cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert 'eager: 3 models, on the front: convformer_a, c' in printed
+    assert 'eager: 3 models, dominated by none: convformer_a, c (1 of 3 pairs left open by the rule)' in printed
     written = sorted(p.name for p in (tmp_path / 'runs' / 'front').iterdir())
     assert written == ['front-tiny-eager.png', 'front-tiny-int8-pt2e.png', 'front-tiny.json', 'front-tiny.md']
     summary = json.loads((tmp_path / 'runs' / 'front' / 'front-tiny.json').read_text())
