@@ -67,6 +67,12 @@ EXTRA_RESULTS = {
         'fashion_mnist',
         ('top1', 'top1_std', 'top5', 'seeds', 'params_m', 'gmacs', 'train_img_per_s'),
     ),
+    'fmnist-front96.json': (
+        'Fashion-MNIST (front yardstick: 96 px, grayscale, class-balanced 6,000-image training subset, 5 epochs, the '
+        "same recipe as the peers of the accuracy-speed front in the repository's docs/reports/front.md; test split)",
+        'fashion_mnist',
+        ('top1', 'top1_std', 'top5', 'seeds', 'params_m', 'gmacs', 'train_img_per_s'),
+    ),
     'fmnist-long64.json': (
         'Fashion-MNIST (long protocol: 64 px, grayscale, all 60,000 training images, 12 epochs with RandAugment, '
         'mixup and EMA; test split)',

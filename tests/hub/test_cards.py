@@ -274,3 +274,18 @@ def test_cards_cli(trained, tmp_path, capsys):
         == 0
     )
     assert out.read_text().startswith('---\n') and 'zoo/convformer_tiny.fmnist' in out.read_text()
+
+
+def test_the_front_yardstick_reaches_the_card_as_its_own_result(tmp_path):
+    results = tmp_path / 'results'
+    results.mkdir()
+    (results / 'model_stats.json').write_text(json.dumps(_stats(['convformer_tiny'])))
+    for name, top1 in (('fmnist-cpu64.json', 82.25), ('fmnist-front96.json', 86.12)):
+        row = {'top1': top1, 'top5': 99.6, 'seeds': 3, 'architecture_version': 2}
+        (results / name).write_text(json.dumps({'meta': {}, 'models': {'convformer_tiny': row}}))
+    (card,) = cards.render_architecture_cards(results / 'model_stats.json', tmp_path / 'cards')
+    text = card.read_text()
+    assert '## Fashion-MNIST (front yardstick: 96 px' in text and '86.12' in text
+    results = header(text)['model-index'][0]['results']
+    scores = {m['name']: m['value'] for r in results for m in r['metrics'] if m['name'].startswith('Top-1')}
+    assert scores == {'Top-1 accuracy (cpu64)': 82.25, 'Top-1 accuracy (front96)': 86.12}
