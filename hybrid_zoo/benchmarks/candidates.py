@@ -201,6 +201,8 @@ ARMS_V3: dict[str, dict] = {
     # the activation the x86 int8 flow fuses into a quantized conv (torchao's qconv post-ops: relu, hardtanh,
     # hardswish, silu; GELU only into a quantized linear)
     'silu': {'act_layer': 'silu'},
+    # the two that passed the screen and fold to v2's graph, together; then with the int8 activation
+    'bn0_repdw': {'branch_scale': 'bn0', 'rep_dw': True},
     'bn0_repdw_silu': {'branch_scale': 'bn0', 'rep_dw': True, 'act_layer': 'silu'},
     # TinyViT's non-linear downsampling (1x1-BN-GELU, dw3x3 s2-BN-GELU, 1x1-BN) at the start of stages 2-4
     'nlds': {'downsample': 'patch_merging'},
@@ -215,6 +217,7 @@ DESCRIPTIONS.update(
         'bn0': 'zero-init BN branch scale (TinyViT)',
         'repdw': 'train-time dw3x3 beside the dw7x7, folded',
         'silu': 'SiLU (int8-fusable) for GELU',
+        'bn0_repdw': 'bn0 + repdw (both fold to v2)',
         'bn0_repdw_silu': 'bn0 + repdw + silu',
         'nlds': 'non-linear downsampling (TinyViT), fewer GMACs, depths kept',
         'mb1': 'MBConv first stage (TinyViT), depths kept',
