@@ -313,10 +313,13 @@ def render_markdown(front: dict, *, title: str, sources: Sequence[str]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def pick_table(front: dict, modes: Sequence[str] = MODES) -> str:
+def pick_table(front: dict, modes: Sequence[str] = MODES) -> str | None:
     """One row per model with its yardstick top-1 and, per mode of ``modes`` the front has, its images/s and who
-    dominates it: the table a user picks from (the front's summary, as ``write_front`` saves it)."""
+    dominates it: the table a user picks from (the front's summary, as ``write_front`` saves it); None when the front
+    has none of ``modes``."""
     modes = [m for m in modes if isinstance(front.get(m), dict) and 'points' in front[m]]
+    if not modes:
+        return None
     by_mode = {m: {p['model']: p for p in front[m]['points']} for m in modes}
     first = front[modes[0]]['points']
     rows = []

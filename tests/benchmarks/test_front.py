@@ -218,3 +218,4 @@ def test_pick_table_and_report_block_render_from_the_written_front(tmp_path):
     page = docs.BLOCKS['front_tiny'](tmp_path)
     assert not page.startswith('#') and '](../../model_cards/results/front-tiny-eager.png)' in page
     assert docs.front_pick(tmp_path / 'none') is None and docs.BLOCKS['front_tiny'](tmp_path / 'none') is None
+    assert front.pick_table({'compiled': {'points': [], 'pairs': [], 'dominated_by': {}}}) is None
