@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f'hybrid-zoo front: {problem}', file=sys.stderr)
         return 2
-    from hybrid_zoo.benchmarks.front import write_front
+    from hybrid_zoo.benchmarks.front import left_open, write_front
 
     try:
         summary = write_front(
@@ -67,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes:
         f = summary[mode]
         on = [p['model'] for p in f['points'] if p['model'] not in f['dominated_by']]
-        left_open = sum(p['status'] in ('undecided', 'trade-off') for p in f['pairs'])
         print(
             f'{mode}: {len(f["points"])} models, dominated by none: {", ".join(on) or "none"} '
-            f'({left_open} of {len(f["pairs"])} pairs left open by the rule)'
+            f'({left_open(f["pairs"])} of {len(f["pairs"])} pairs left open by the rule)'
         )
     print(f'wrote {Path(args.results) / args.name}.json, .md and one .png per mode')
     return 0

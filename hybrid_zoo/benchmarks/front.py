@@ -180,6 +180,11 @@ def dominance(pts: Sequence[Point]) -> list[dict]:
     return out
 
 
+def left_open(pairs: Sequence[dict]) -> int:
+    """How many of ``pairs`` the rule leaves open (undecided or a trade-off)."""
+    return sum(p['status'] in ('undecided', 'trade-off') for p in pairs)
+
+
 def dominated_by(pairs: Sequence[dict]) -> dict[str, list[dict]]:
     """Per model, the pairs in which it is dominated (with by whom, how much faster and how much more accurate)."""
     out: dict[str, list[dict]] = {}
@@ -335,7 +340,7 @@ def pick_table(front: dict, modes: Sequence[str] = MODES) -> str | None:
     header = ['model (ours bold)', 'top-1 % +- SE (seeds)']
     for mode in modes:
         header += [f'{SHORT_LABEL.get(mode, mode)} img/s', f'dominated in {SHORT_LABEL.get(mode, mode)} by']
-    open_pairs = {m: sum(p['status'] in ('undecided', 'trade-off') for p in front[m]['pairs']) for m in modes}
+    open_pairs = {m: left_open(front[m]['pairs']) for m in modes}
     pairs = {m: len(front[m]['pairs']) for m in modes}
     meta = front.get('meta') or {}
     note = (
